@@ -1,0 +1,66 @@
+#pragma once
+/// The device-usable view of one clustered weight matrix, and the per-element decode math that
+/// every decoder (CPU, GPU, lookup-GEMM) calls. Plain C++17, CLUSCOMP_HOST_DEVICE.
+///
+/// Geometry (CLUSCOMP.md §1): the HF weight W has shape (out, in). Its transpose Wt (in, out) is
+/// zero-padded on the output dimension to out_pad (a multiple of d) and cut row-major into
+/// d-vectors: vector v = i * (out_pad/d) + j holds W[j*d .. j*d+d-1, i]. S codebooks split the
+/// input rows into contiguous ranges: codebook s owns rows [floor(s*in/S), floor((s+1)*in/S)).
+
+#include <cstdint>
+
+#include "cluscomp/core/bitpack.hpp"
+#include "cluscomp/core/config.hpp"
+#include "cluscomp/core/dtype.hpp"
+
+CLUSCOMP_NAMESPACE_BEGIN
+
+/// First input row owned by codebook s of S (rows split as evenly as integers allow).
+CLUSCOMP_HOST_DEVICE CLUSCOMP_FORCEINLINE int64_t codebook_row_begin(int64_t s, int64_t num_codebooks,
+                                                                     int64_t in) {
+  return s * in / num_codebooks;
+}
+
+/// The codebook that owns input row i: the largest s with codebook_row_begin(s) <= i.
+CLUSCOMP_HOST_DEVICE CLUSCOMP_FORCEINLINE int64_t codebook_of_row(int64_t i, int64_t num_codebooks,
+                                                                  int64_t in) {
+  return ((i + 1) * num_codebooks - 1) / in;
+}
+
+/// Non-owning view of a clustered matrix. `T` is the centroid storage type (float, f16, bf16).
+template <class T>
+struct CodebookView {
+  const T* centroids = nullptr;  // (S, K, d) row-major
+  const uint32_t* codes = nullptr;  // packed, in * out_pad / d codes of code_bits bits
+  int64_t out = 0;                  // rows of the HF weight
+  int64_t in = 0;                   // columns of the HF weight
+  int64_t out_pad = 0;              // out rounded up to a multiple of d
+  int64_t k = 0;                    // centroids per codebook
+  int d = 0;                        // vector dimension
+  int num_codebooks = 1;            // S
+  int code_bits = 16;               // packed code width
+
+  CLUSCOMP_HOST_DEVICE int64_t vectors_per_row() const { return out_pad / d; }
+  CLUSCOMP_HOST_DEVICE int64_t num_vectors() const { return in * (out_pad / d); }
+
+  /// Code of vector v (v = i * out_pad/d + j).
+  CLUSCOMP_HOST_DEVICE CLUSCOMP_FORCEINLINE uint32_t code(int64_t v) const {
+    return unpack_code(codes, v, code_bits);
+  }
+
+  /// Pointer to the first of the d components of centroid `c` of the codebook owning row i.
+  CLUSCOMP_HOST_DEVICE CLUSCOMP_FORCEINLINE const T* centroid_for_row(int64_t i, uint32_t c) const {
+    const int64_t s = codebook_of_row(i, num_codebooks, in);
+    return centroids + (s * k + static_cast<int64_t>(c)) * d;
+  }
+
+  /// W[o, i] (o < out_pad; padding rows decode to whatever the centroid holds there).
+  /// Exact: a load and a conversion to float, no arithmetic.
+  CLUSCOMP_HOST_DEVICE CLUSCOMP_FORCEINLINE float weight(int64_t o, int64_t i) const {
+    const int64_t j = o / d;
+    const uint32_t c = code(i * (out_pad / d) + j);
+    return to_float(centroid_for_row(i, c)[o - j * d]);
+  }
+};
+
+CLUSCOMP_NAMESPACE_END

@@ -1,0 +1,177 @@
+#pragma once
+/// Files: read-only memory mapping, and atomic writing (temporary file in the destination's
+/// directory, fsync, rename into place; the temporary is removed on any failure). Every reader and
+/// writer in io/ goes through these two classes.
+
+#include <fcntl.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstdint>
+#include <cstdio>
+#include <cstring>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "cluscomp/core/config.hpp"
+#include "cluscomp/core/error.hpp"
+
+CLUSCOMP_NAMESPACE_BEGIN
+
+/// A whole file mapped read-only. Movable, not copyable. Throws Error(kIoError) naming the path.
+class MappedFile {
+ public:
+  MappedFile() = default;
+  explicit MappedFile(const std::string& path) : path_(path) {
+    const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+    if (fd < 0) throw Error(StatusCode::kIoError, path + ": cannot open: " + std::strerror(errno));
+    struct stat st;
+    if (::fstat(fd, &st) != 0) {
+      const int e = errno;
+      ::close(fd);
+      throw Error(StatusCode::kIoError, path + ": cannot stat: " + std::strerror(e));
+    }
+    if (!S_ISREG(st.st_mode)) {
+      ::close(fd);
+      throw Error(StatusCode::kIoError, path + ": not a regular file");
+    }
+    size_ = static_cast<size_t>(st.st_size);
+    if (size_ > 0) {
+      void* p = ::mmap(nullptr, size_, PROT_READ, MAP_PRIVATE, fd, 0);
+      if (p == MAP_FAILED) {
+        const int e = errno;
+        ::close(fd);
+        throw Error(StatusCode::kIoError, path + ": cannot map: " + std::strerror(e));
+      }
+      data_ = static_cast<const unsigned char*>(p);
+    }
+    ::close(fd);
+  }
+  ~MappedFile() { reset(); }
+  MappedFile(MappedFile&& o) noexcept { *this = std::move(o); }
+  MappedFile& operator=(MappedFile&& o) noexcept {
+    if (this != &o) {
+      reset();
+      data_ = std::exchange(o.data_, nullptr);
+      size_ = std::exchange(o.size_, 0);
+      path_ = std::move(o.path_);
+    }
+    return *this;
+  }
+  MappedFile(const MappedFile&) = delete;
+  MappedFile& operator=(const MappedFile&) = delete;
+
+  const unsigned char* data() const { return data_; }
+  size_t size() const { return size_; }
+  const std::string& path() const { return path_; }
+
+ private:
+  void reset() {
+    if (data_) ::munmap(const_cast<unsigned char*>(data_), size_);
+    data_ = nullptr;
+    size_ = 0;
+  }
+  const unsigned char* data_ = nullptr;
+  size_t size_ = 0;
+  std::string path_;
+};
+
+/// Writes a file atomically: bytes go to a temporary next to `path`; commit() flushes, fsyncs and
+/// renames it over `path`. If commit() is never reached (error, exception, full disk) the
+/// temporary is deleted and `path` is untouched. Errors throw Error(kIoError) naming the path.
+class AtomicFileWriter {
+ public:
+  explicit AtomicFileWriter(std::string path) : path_(std::move(path)) {
+    std::string tmpl = path_ + ".tmp.XXXXXX";
+    std::vector<char> buf(tmpl.begin(), tmpl.end());
+    buf.push_back('\0');
+    fd_ = ::mkstemp(buf.data());
+    if (fd_ < 0)
+      throw Error(StatusCode::kIoError,
+                  path_ + ": cannot create temporary file: " + std::strerror(errno));
+    tmp_ = buf.data();
+    ::fchmod(fd_, 0644);
+  }
+  ~AtomicFileWriter() { abandon(); }
+  AtomicFileWriter(const AtomicFileWriter&) = delete;
+  AtomicFileWriter& operator=(const AtomicFileWriter&) = delete;
+
+  void write(const void* data, size_t n) {
+    if (fd_ < 0) throw Error(StatusCode::kIoError, path_ + ": write after commit");
+    const auto* p = static_cast<const unsigned char*>(data);
+    while (n > 0) {
+      const size_t chunk = n < (size_t{1} << 30) ? n : (size_t{1} << 30);
+      const ssize_t w = ::write(fd_, p, chunk);
+      if (w < 0) {
+        if (errno == EINTR) continue;
+        fail("write failed");
+      }
+      if (w == 0) fail("write made no progress");
+      p += w;
+      n -= static_cast<size_t>(w);
+      written_ += static_cast<uint64_t>(w);
+    }
+  }
+  void write(const std::string& s) { write(s.data(), s.size()); }
+  /// Writes `n` zero bytes (alignment padding).
+  void write_zeros(size_t n) {
+    static const unsigned char zeros[256] = {};
+    while (n > 0) {
+      const size_t c = n < sizeof(zeros) ? n : sizeof(zeros);
+      write(zeros, c);
+      n -= c;
+    }
+  }
+  uint64_t bytes_written() const { return written_; }
+  const std::string& path() const { return path_; }
+
+  /// Makes the file visible at `path`, atomically.
+  void commit() {
+    if (fd_ < 0) throw Error(StatusCode::kIoError, path_ + ": commit twice");
+    if (::fsync(fd_) != 0) fail("fsync failed");
+    if (::close(fd_) != 0) {
+      fd_ = -1;
+      fail("close failed");
+    }
+    fd_ = -1;
+    if (::rename(tmp_.c_str(), path_.c_str()) != 0) fail("rename into place failed");
+    tmp_.clear();
+  }
+
+ private:
+  [[noreturn]] void fail(const char* what) {
+    const int e = errno;
+    abandon();
+    std::string msg = path_ + ": " + what + ": " + std::strerror(e);
+    if (e == ENOSPC || e == EFBIG || e == EDQUOT) msg += " (disk full or file size limit)";
+    throw Error(StatusCode::kIoError, msg);
+  }
+  void abandon() noexcept {
+    if (fd_ >= 0) ::close(fd_);
+    fd_ = -1;
+    if (!tmp_.empty()) ::unlink(tmp_.c_str());
+    tmp_.clear();
+  }
+  std::string path_;
+  std::string tmp_;
+  int fd_ = -1;
+  uint64_t written_ = 0;
+};
+
+/// Reads a whole (small) file into a string; throws Error(kIoError) naming the path.
+inline std::string read_text_file(const std::string& path) {
+  MappedFile f(path);
+  return std::string(reinterpret_cast<const char*>(f.data()), f.size());
+}
+
+/// Writes a whole string atomically.
+inline void write_text_file_atomic(const std::string& path, const std::string& content) {
+  AtomicFileWriter w(path);
+  w.write(content);
+  w.commit();
+}
+
+CLUSCOMP_NAMESPACE_END
