@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "cluscomp/codebook/codebook_view.hpp"
+#include "cluscomp/codebook/configs.hpp"
 #include "cluscomp/core/bitpack.hpp"
 #include "cluscomp/core/checked.hpp"
 #include "cluscomp/core/dtype.hpp"
@@ -49,11 +50,10 @@ struct CodebookShape {
     if ((int64_t{1} << bits) < k)
       return bad("codebook shape: " + std::to_string(bits) + "-bit codes cannot index K = " +
                  std::to_string(k) + " centroids");
-    if (centroid_dtype != DType::kF32 && centroid_dtype != DType::kF16 &&
-        centroid_dtype != DType::kBF16)
+    if (!is_supported_centroid_dtype(centroid_dtype))
       return Status(StatusCode::kUnsupported, std::string("codebook shape: centroid dtype ") +
-                                                  dtype_name(centroid_dtype) +
-                                                  " is not one of F32, F16, BF16");
+                                                  dtype_name(centroid_dtype) + " is not one of " +
+                                                  supported_centroid_dtype_names());
     // Refuse sizes whose byte counts overflow, before anything is allocated.
     if (in > (int64_t{1} << 40) || out > (int64_t{1} << 40))
       return bad("codebook shape: dimensions too large");
@@ -80,6 +80,41 @@ struct CodebookShape {
   }
   bool operator!=(const CodebookShape& o) const { return !(*this == o); }
 };
+
+/// An untyped view of a clustered matrix of `shape` whose centroids and packed codes live at the
+/// given pointers (host or device memory: nothing is dereferenced here). `shape` should be valid.
+inline AnyCodebookView make_any_codebook_view(const CodebookShape& shape, const void* centroids,
+                                              const uint32_t* codes) {
+  AnyCodebookView v;
+  v.centroids = centroids;
+  v.centroid_dtype = shape.centroid_dtype;
+  v.codes = codes;
+  v.out = shape.out;
+  v.in = shape.in;
+  v.out_pad = shape.out_pad();
+  v.k = shape.k;
+  v.d = shape.d;
+  v.num_codebooks = shape.num_codebooks;
+  v.code_bits = shape.effective_code_bits();
+  return v;
+}
+
+/// The untyped form of a typed view (T must be one of the list in configs.hpp).
+template <class T>
+AnyCodebookView make_any_codebook_view(const CodebookView<T>& v) {
+  AnyCodebookView a;
+  a.centroids = v.centroids;
+  a.centroid_dtype = centroid_dtype_of<T>;
+  a.codes = v.codes;
+  a.out = v.out;
+  a.in = v.in;
+  a.out_pad = v.out_pad;
+  a.k = v.k;
+  a.d = v.d;
+  a.num_codebooks = v.num_codebooks;
+  a.code_bits = v.code_bits;
+  return a;
+}
 
 /// Owning clustered matrix. Centroids are stored as raw bytes of `centroid_dtype`, so the same
 /// object holds fp32, fp16 or bf16 codebooks without templates; typed access goes through view<T>().
@@ -187,6 +222,11 @@ class CodebookTensor {
                            shape_.code_bits};
   }
 
+  /// Untyped view (centroid dtype carried at run time), e.g. for decode_dense / the GPU API.
+  AnyCodebookView any_view() const {
+    return make_any_codebook_view(shape_, centroids_.data(), codes_.data());
+  }
+
   /// Bytes this matrix occupies in memory: centroids + packed codes.
   int64_t storage_bytes() const {
     return static_cast<int64_t>(centroids_.size() + codes_.size() * sizeof(uint32_t));
@@ -198,18 +238,20 @@ class CodebookTensor {
   std::vector<uint32_t> codes_;
 };
 
-/// Calls f(CodebookView<T>) with T matching the tensor's centroid dtype: the one runtime->template
-/// dispatch for centroid types on the CPU.
+/// Calls f(CodebookView<T>) with T matching the tensor's centroid dtype, for callers whose f
+/// returns something other than Status; driven by the same list as visit_centroid_type
+/// (codebook/configs.hpp). Throws Error(kUnsupported) for a dtype outside the list.
 template <class F>
 decltype(auto) dispatch_centroid_type(const CodebookTensor& t, F&& f) {
+#define CLUSCOMP_DETAIL_CASE(T, D) \
+  case DType::D: return f(t.view<T>());
   switch (t.shape().centroid_dtype) {
-    case DType::kF16: return f(t.view<f16>());
-    case DType::kBF16: return f(t.view<bf16>());
-    case DType::kF32: return f(t.view<float>());
+    CLUSCOMP_FOR_EACH_CENTROID_TYPE(CLUSCOMP_DETAIL_CASE)
     default:
       throw Error(StatusCode::kUnsupported,
                   std::string("centroid dtype ") + dtype_name(t.shape().centroid_dtype));
   }
+#undef CLUSCOMP_DETAIL_CASE
 }
 
 CLUSCOMP_NAMESPACE_END

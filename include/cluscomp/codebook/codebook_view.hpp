@@ -59,7 +59,51 @@ struct CodebookView {
   CLUSCOMP_HOST_DEVICE CLUSCOMP_FORCEINLINE float weight(int64_t o, int64_t i) const {
     const int64_t j = o / d;
     const uint32_t c = code(i * (out_pad / d) + j);
-    return to_float(centroid_for_row(i, c)[o - j * d]);
+    return decode_component(centroid_for_row(i, c), static_cast<int>(o - j * d));
+  }
+
+  /// Number of components of vector j that are real output channels (d, or fewer for the last
+  /// vector of a row when out is not a multiple of d): the rest is padding, dropped on decode.
+  CLUSCOMP_HOST_DEVICE CLUSCOMP_FORCEINLINE int live_components(int64_t j) const {
+    const int64_t left = out - j * d;
+    return left < d ? static_cast<int>(left) : d;
+  }
+
+  /// The per-vector decode every decoder calls: writes W[j*d + t, i] for t < live_components(j)
+  /// to dst[t * stride], given the vector's code c. Exact (a load and a conversion per element);
+  /// padding components are never written.
+  CLUSCOMP_HOST_DEVICE CLUSCOMP_FORCEINLINE void decode_vector(int64_t i, int64_t j, uint32_t c,
+                                                               float* dst, int64_t stride) const {
+    const T* src = centroid_for_row(i, c);
+    const int n = live_components(j);
+    for (int t = 0; t < n; ++t) dst[t * stride] = decode_component(src, t);
+  }
+
+  /// The single element operation of decoding: component t of a centroid as float (exact).
+  CLUSCOMP_HOST_DEVICE CLUSCOMP_FORCEINLINE static float decode_component(const T* centroid, int t) {
+    return to_float(centroid[t]);
+  }
+};
+
+/// A CodebookView whose centroid type is known only at run time: what host code holds before the
+/// one dispatch (codebook/configs.hpp visit_centroid_type) turns the dtype into a template argument.
+struct AnyCodebookView {
+  const void* centroids = nullptr;  // (S, K, d) row-major in centroid_dtype
+  DType centroid_dtype = DType::kF32;
+  const uint32_t* codes = nullptr;  // packed, in * out_pad / d codes of code_bits bits
+  int64_t out = 0;
+  int64_t in = 0;
+  int64_t out_pad = 0;
+  int64_t k = 0;
+  int d = 0;
+  int num_codebooks = 1;
+  int code_bits = 16;
+
+  /// The typed view. T must be the storage type of centroid_dtype; the dispatch guarantees it.
+  template <class T>
+  CodebookView<T> typed() const {
+    return CodebookView<T>{static_cast<const T*>(centroids), codes, out, in, out_pad, k, d,
+                           num_codebooks, code_bits};
   }
 };
 

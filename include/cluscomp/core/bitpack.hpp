@@ -116,4 +116,29 @@ inline void unpack_codes(const uint32_t* words, int64_t n, int bits, CodeT* code
   }
 }
 
+/// Unpacks the n codes first .. first+n-1 (a run that may start anywhere inside a word) into
+/// `codes`. Reads only the words that hold those codes. Bit-exact; used by decoders that walk one
+/// row of codes at a time.
+template <class CodeT>
+CLUSCOMP_HOST_DEVICE inline void unpack_code_run(const uint32_t* words, int64_t first, int64_t n,
+                                                 int bits, CodeT* codes) {
+  if (n <= 0) return;
+  const uint64_t bit = static_cast<uint64_t>(first) * static_cast<uint64_t>(bits);
+  const uint32_t* w = words + (bit >> 5);
+  const int off = static_cast<int>(bit & 31u);
+  uint64_t acc = static_cast<uint64_t>(*w++) >> off;
+  int fill = 32 - off;  // valid bits in acc
+  const uint64_t mask = (uint64_t{1} << bits) - 1u;
+  for (int64_t i = 0; i < n; ++i) {
+    // The next word exists: code i ends at or after the bit where that word starts.
+    if (fill < bits) {
+      acc |= static_cast<uint64_t>(*w++) << fill;
+      fill += 32;
+    }
+    codes[i] = static_cast<CodeT>(acc & mask);
+    acc >>= bits;
+    fill -= bits;
+  }
+}
+
 CLUSCOMP_NAMESPACE_END

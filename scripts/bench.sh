@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# Runs one named benchmark; its last line is `RESULT NAME key=value ...` (numbers unrounded).
+#   scripts/bench.sh --list     list the benchmarks
+#   scripts/bench.sh NAME       set up (idempotent), build, run NAME
+# Benchmarks are measurements, not tests: they are never part of scripts/test.sh.
+set -euo pipefail
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+BUILD="${CLUSCOMP_BUILD_DIR:-$ROOT/build}"
+export CLUSCOMP_DATA="${CLUSCOMP_DATA:-$HOME/.cache/cluscomp}"
+
+# name | build target | description
+BENCHES=(
+  "io|bench_io|GGUF load + dequantisation throughput of the real model (MB/s of quantised bytes)"
+)
+
+list() {
+  for b in "${BENCHES[@]}"; do
+    IFS='|' read -r name _ desc <<<"$b"
+    printf '%-18s %s\n' "$name" "$desc"
+  done
+}
+
+[[ $# -ge 1 ]] || { echo "usage: scripts/bench.sh NAME | --list" >&2; list >&2; exit 2; }
+if [[ "$1" == "--list" ]]; then list; exit 0; fi
+name="$1"; shift
+target=""
+for b in "${BENCHES[@]}"; do
+  IFS='|' read -r n t _ <<<"$b"
+  [[ "$n" == "$name" ]] && target="$t"
+done
+[[ -n "$target" ]] || { echo "bench.sh: unknown benchmark '$name'; known:" >&2; list >&2; exit 2; }
+
+"$ROOT/scripts/setup.sh" >&2
+"$ROOT/scripts/build.sh" --target "$target" >&2
+echo "machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //')" >&2
+"$BUILD/bench/$target" "$@"
