@@ -1,6 +1,7 @@
-// libFuzzer harness: parses the input as a safetensors file and, when that succeeds, as a
-// cluscomp-format model, and reads every tensor through the conversion helpers. Any cluscomp::Error
-// is an expected outcome; crashes, sanitizer reports, leaks and other exceptions are findings.
+// libFuzzer harness: parses the input as a safetensors file and, when that succeeds, reads every
+// tensor through the conversion helpers and parses it as a cluscomp-format model (and its stored
+// config.json). Any cluscomp::Error is an expected outcome; crashes, sanitizer reports, leaks
+// and other exceptions are findings. Seeds: fuzz/corpus/safetensors (written by the library).
 //
 //   clang++-14 -std=c++17 -g -O1 -fsanitize=fuzzer,address,undefined -Iinclude \
 //       fuzz/fuzz_safetensors.cpp -o fuzz_safetensors
@@ -9,6 +10,7 @@
 #include <cstdint>
 
 #include "cluscomp/io/cluscomp_format.hpp"
+#include "cluscomp/io/hf_config.hpp"
 #include "cluscomp/io/safetensors.hpp"
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
@@ -31,6 +33,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
       const CodebookTensor& t = kv.second;
       if (t.shape().num_vectors() > 0) (void)t.code(t.shape().num_vectors() - 1);
     }
+    if (!m.config_json().empty()) (void)parse_llama_config(m.config_json(), "fuzz config");
   } catch (const Error&) {
   }
   return 0;

@@ -241,6 +241,7 @@ TEST_CASE("writer rejects bad tensors", "[safetensors]") {
   REQUIRE(code([&] { w.add("b", DType::kF32, {4}, x, 15); }) == StatusCode::kInvalidArgument);
   REQUIRE(code([&] { w.add("c", DType::kF32, {-1}, x, 0); }) == StatusCode::kInvalidArgument);
   REQUIRE(code([&] { w.add("", DType::kF32, {4}, x, 16); }) == StatusCode::kInvalidArgument);
+  REQUIRE(code([&] { w.add("n", DType::kF32, {4}, nullptr, 16); }) == StatusCode::kInvalidArgument);
   REQUIRE(code([&] { w.add("__metadata__", DType::kF32, {4}, x, 16); }) == StatusCode::kInvalidArgument);
   REQUIRE(code([&] { w.add("\xff", DType::kF32, {4}, x, 16); }) == StatusCode::kInvalidArgument);
   REQUIRE(code([&] { w.set_metadata("k", "\xc0\x80"); }) == StatusCode::kInvalidArgument);

@@ -482,6 +482,8 @@ class SafetensorsWriter {
   /// disagrees with the shape.
   void add(const std::string& name, DType dtype, const std::vector<int64_t>& shape, const void* data,
            uint64_t nbytes) {
+    if (data == nullptr && nbytes > 0)
+      throw Error(StatusCode::kInvalidArgument, "safetensors writer: tensor '" + name + "': null data");
     check_new(name, dtype, shape, nbytes);
     Entry e{name, dtype, shape, nbytes, static_cast<const unsigned char*>(data), nullptr, {}};
     entries_.push_back(std::move(e));
@@ -492,6 +494,8 @@ class SafetensorsWriter {
   /// Adds a tensor from a copy of its bytes.
   void add_copy(const std::string& name, DType dtype, const std::vector<int64_t>& shape,
                 const void* data, uint64_t nbytes) {
+    if (data == nullptr && nbytes > 0)
+      throw Error(StatusCode::kInvalidArgument, "safetensors writer: tensor '" + name + "': null data");
     check_new(name, dtype, shape, nbytes);
     auto owned = std::make_shared<std::vector<unsigned char>>(
         static_cast<const unsigned char*>(data), static_cast<const unsigned char*>(data) + nbytes);
