@@ -590,7 +590,7 @@ class GgufReader {
     return v;
   }
   uint64_t as_u64(const GgufValue& v, const std::string& key, uint64_t max) const {
-    if (gguf_type_is_unsigned(v.type) || v.type == GgufType::kBool) {
+    if (gguf_type_is_unsigned(v.type)) {
       if (v.bits > max) range_fail(v, key);
       return v.bits;
     }

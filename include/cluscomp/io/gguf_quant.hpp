@@ -7,9 +7,11 @@
 /// `dequantize_row_*` (and of gguf-py's numpy versions), in the same order: scales are products
 /// like `d * sc` rounded to fp32 before they multiply the quant, and affine formats compute
 /// `(d * q) - m` / `(d * q) + m` as two separately rounded fp32 operations. Results are therefore
-/// bit-identical to ggml's on any IEEE machine, provided the compiler does not contract
-/// multiply-add into FMA (GCC/Clang do not for ISO C++ on a target without FMA; builds with
-/// -march=native should add -ffp-contract=off to keep bit-exactness). The quantisers follow
+/// bit-identical to ggml's on any IEEE machine. Every multiply whose result is then added is a
+/// separate statement, so Clang's default -ffp-contract=on cannot fuse it into an FMA; GCC in
+/// GNU mode (-ffp-contract=fast) on an FMA target (-march=native) could, so such builds should
+/// add -ffp-contract=off to keep bit-exactness (the project builds ISO C++17, where GCC does not
+/// contract). The quantisers follow
 /// ggml's `quantize_row_*_ref`: per-block max/min in fp32, scale rounded to fp16 for storage but
 /// the unrounded fp32 inverse used for the codes.
 ///
@@ -126,7 +128,8 @@ CLUSCOMP_HOST_DEVICE inline void dequantize_block_q2_k(const unsigned char* b, f
         const float ml = dmin * static_cast<float>(sc >> 4);
         for (int l = 16 * g; l < 16 * g + 16; ++l) {
           const int q = (qs[32 * h + l] >> (2 * s)) & 3;
-          y[128 * h + 32 * s + l] = dl * static_cast<float>(q) - ml;
+          const float scaled = dl * static_cast<float>(q);  // separate statement: no FMA
+          y[128 * h + 32 * s + l] = scaled - ml;
         }
       }
     }
@@ -194,8 +197,10 @@ CLUSCOMP_HOST_DEVICE inline void dequantize_block_q4_k(const unsigned char* b, f
     const float m1 = dmin * static_cast<float>(mn);
     const unsigned char* q = qs + 32 * (j / 2);
     const int shift = (j & 1) * 4;
-    for (int l = 0; l < 32; ++l)
-      y[32 * j + l] = d1 * static_cast<float>((q[l] >> shift) & 0x0f) - m1;
+    for (int l = 0; l < 32; ++l) {
+      const float scaled = d1 * static_cast<float>((q[l] >> shift) & 0x0f);
+      y[32 * j + l] = scaled - m1;
+    }
   }
 }
 
@@ -216,7 +221,8 @@ CLUSCOMP_HOST_DEVICE inline void dequantize_block_q5_k(const unsigned char* b, f
     const int shift = (j & 1) * 4;
     for (int l = 0; l < 32; ++l) {
       const int v = ((q[l] >> shift) & 0x0f) | (((qh[l] >> j) & 1) << 4);
-      y[32 * j + l] = d1 * static_cast<float>(v) - m1;
+      const float scaled = d1 * static_cast<float>(v);
+      y[32 * j + l] = scaled - m1;
     }
   }
 }
