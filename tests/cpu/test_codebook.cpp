@@ -46,9 +46,16 @@ void check_decode_forms(const CodebookTensor& t) {
     opt.num_threads = threads;
     opt.min_elements_per_thread = 1;
     INFO("threads=" << threads);
-    std::vector<float> w(static_cast<size_t>(sh.out * sh.in), -7.0f);
-    REQUIRE(decode_dense(t.any_view(), DecodeLayout::kW, make_matrix_view(w.data(), sh.out, sh.in), opt).ok());
-    require_matches(ref, sh.out, sh.in, false, make_matrix_view(w.data(), sh.out, sh.in), "W");
+    // Row stride in + 3 and one spare row: padding rows and gaps must stay untouched.
+    const int64_t wrs = sh.in + 3;
+    std::vector<float> w(static_cast<size_t>((sh.out + 1) * wrs), -7.0f);
+    const MatrixView<float> wv{w.data(), sh.out, sh.in, wrs, 1};
+    REQUIRE(decode_dense(t.any_view(), DecodeLayout::kW, wv, opt).ok());
+    require_matches(ref, sh.out, sh.in, false, wv, "W");
+    int64_t w_gaps = 0;
+    for (int64_t x = 0; x < (sh.out + 1) * wrs; ++x)
+      if ((x % wrs >= sh.in || x / wrs >= sh.out) && w[static_cast<size_t>(x)] != -7.0f) ++w_gaps;
+    REQUIRE(w_gaps == 0);
 
     // (b) Wt (in, out).
     std::vector<float> wt(static_cast<size_t>(sh.out * sh.in), -7.0f);

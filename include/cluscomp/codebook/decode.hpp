@@ -47,9 +47,10 @@ namespace detail {
 
 /// Codes are unpacked in runs of this many into a stack buffer (no heap allocation).
 inline constexpr int64_t kDecodeCodeRun = 256;
-/// W is written in bands of about this many output rows: one cache line per row stays resident
-/// while consecutive input columns fill it.
-inline constexpr int64_t kDecodeBandRows = 256;
+/// W is decoded in tiles of kDecodeTileCols input columns x at most kDecodeBandRows output rows
+/// (16 KiB on the stack), then written row by row.
+inline constexpr int64_t kDecodeBandRows = 64;
+inline constexpr int64_t kDecodeTileCols = 64;
 
 /// Checks the view's own fields (a view built by hand can hold anything).
 inline Status check_decode_view(int64_t out, int64_t in, int64_t out_pad, int64_t k, int d,
@@ -111,22 +112,30 @@ void decode_wt_rows_unchecked(const CodebookView<T>& cb, int64_t i0, int64_t i1,
 }
 
 /// W rows for vectors [j0, j1) (output channels j0*d .. min(j1*d, out)), every input column.
-/// Walks input rows of the code matrix and writes a band of W columns at a time, so the band's
-/// cache lines stay resident while consecutive columns fill them.
+/// Decodes tiles of kDecodeTileCols input columns x about kDecodeBandRows output rows into a stack
+/// tile (through decode_vector, as Wt rows), then writes the tile's rows as contiguous runs of W:
+/// writing W column by column would touch one cache line per output row, all in the same cache
+/// set when `in` is a power of two.
 template <class T>
 void decode_w_band_unchecked(const CodebookView<T>& cb, int64_t j0, int64_t j1,
                              const MatrixView<float>& dst) {
-  uint32_t run[kDecodeCodeRun];
+  uint32_t run[kDecodeBandRows];
+  float tile[kDecodeTileCols][kDecodeBandRows];  // (input column, output row within the band)
   const int64_t vpr = cb.vectors_per_row();
-  const int64_t band = std::max<int64_t>(1, kDecodeBandRows / cb.d);  // <= kDecodeCodeRun
+  const int64_t band = std::max<int64_t>(1, kDecodeBandRows / cb.d);  // vectors per band
   for (int64_t jb = j0; jb < j1; jb += band) {
     const int64_t n = std::min(band, j1 - jb);
-    for (int64_t i = 0; i < cb.in; ++i) {
-      unpack_code_run(cb.codes, i * vpr + jb, n, cb.code_bits, run);
-      for (int64_t r = 0; r < n; ++r) {
-        const int64_t j = jb + r;
-        cb.decode_vector(i, j, run[r], dst.data + j * cb.d * dst.row_stride + i * dst.col_stride,
-                         dst.row_stride);
+    const int64_t rows = std::min(n * cb.d, cb.out - jb * cb.d);  // live output rows
+    for (int64_t ib = 0; ib < cb.in; ib += kDecodeTileCols) {
+      const int64_t m = std::min(kDecodeTileCols, cb.in - ib);
+      for (int64_t c = 0; c < m; ++c) {
+        const int64_t i = ib + c;
+        unpack_code_run(cb.codes, i * vpr + jb, n, cb.code_bits, run);
+        for (int64_t r = 0; r < n; ++r) cb.decode_vector(i, jb + r, run[r], &tile[c][r * cb.d], 1);
+      }
+      for (int64_t o = 0; o < rows; ++o) {
+        float* w = dst.data + (jb * cb.d + o) * dst.row_stride + ib * dst.col_stride;
+        for (int64_t c = 0; c < m; ++c) w[c * dst.col_stride] = tile[c][o];
       }
     }
   }
