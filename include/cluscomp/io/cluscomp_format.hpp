@@ -173,7 +173,7 @@ inline CluscompModel read_cluscomp_model(SafetensorsFile file) {
     if (d < 1 || d > 16) throw Error(StatusCode::kFormatError, what + ": d = " + std::to_string(d) + " is not in 1..16");
     if (cb < 1 || cb > 16)
       throw Error(StatusCode::kFormatError, what + ": code_bits = " + std::to_string(cb) + " is not in 1..16");
-    if (nc < 1 || nc > s.in)
+    if (nc < 1 || nc > s.in || nc > INT32_MAX)
       throw Error(StatusCode::kFormatError, what + ": num_codebooks = " + std::to_string(nc) + " is not in 1..in");
     s.d = static_cast<int>(d);
     s.num_codebooks = static_cast<int>(nc);
