@@ -1,6 +1,6 @@
 // GPU decode (decode_dense_gpu, W and Wt) against reference::decode_dense_ref, bit for bit, for
 // every centroid type of the list, several code widths, S > 1 and padded outputs; and the Status
-// of bad arguments. Skips (exit 77) without a CUDA device. Times nothing.
+// of bad arguments. The GPU main skips (exit 77) without a CUDA device. Times nothing.
 #include <catch2/catch.hpp>
 
 #include <cstdint>
@@ -73,7 +73,6 @@ void check_gpu_decode(const CodebookTensor& t, const std::vector<double>& ref, D
 }  // namespace
 
 TEST_CASE("GPU decode matches decode_dense_ref bit for bit for every configuration", "[gpu][decode]") {
-  cluscomp_test::require_cuda_device_or_skip();
   cudaStream_t stream;
   CLUSCOMP_CUDA_REQUIRE(cudaStreamCreate(&stream));
   std::mt19937_64 rng(777);
@@ -107,7 +106,6 @@ TEST_CASE("GPU decode matches decode_dense_ref bit for bit for every configurati
 }
 
 TEST_CASE("GPU decode of a larger matrix with many blocks", "[gpu][decode]") {
-  cluscomp_test::require_cuda_device_or_skip();
   std::mt19937_64 rng(4242);
   // 1001 x 3000, d = 4: 753k vectors, ~2900 blocks; three codebooks; 13-bit codes; default stream.
   for (DType dt : {DType::kF32, DType::kF16, DType::kBF16}) {
@@ -119,7 +117,6 @@ TEST_CASE("GPU decode of a larger matrix with many blocks", "[gpu][decode]") {
 }
 
 TEST_CASE("GPU decode refuses bad arguments with a Status naming them", "[gpu][decode][status]") {
-  cluscomp_test::require_cuda_device_or_skip();
   std::mt19937_64 rng(1);
   const CodebookTensor t = random_tensor(make_shape(10, 6, 4, 7, 2, 0, DType::kF16), rng);
   DeviceCodebook dc(t);

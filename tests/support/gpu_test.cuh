@@ -1,5 +1,6 @@
 #pragma once
-// Helpers for tests/gpu: skipping without a device, checked CUDA calls, a device buffer.
+// Helpers for tests/gpu: checked CUDA calls and a device buffer. (Skipping without a device is
+// done once, by support/gpu_catch_main.cpp.)
 #include <cuda_runtime.h>
 
 #include <catch2/catch.hpp>
@@ -9,23 +10,6 @@
 #include <vector>
 
 namespace cluscomp_test {
-
-/// Exit code CTest reads as "skipped" (SKIP_RETURN_CODE in tests/CMakeLists.txt).
-inline constexpr int kSkipExitCode = 77;
-
-/// Call first in every GPU TEST_CASE: without a usable device the whole executable exits 77
-/// (CTest reports it as skipped) after saying so. The Catch2 main is shared with the CPU tests,
-/// so the check lives here rather than in a main of our own.
-inline void require_cuda_device_or_skip() {
-  int count = 0;
-  const cudaError_t e = cudaGetDeviceCount(&count);
-  if (e != cudaSuccess || count == 0) {
-    std::printf("SKIPPED: no CUDA device (%s)\n",
-                e != cudaSuccess ? cudaGetErrorString(e) : "cudaGetDeviceCount reports 0 devices");
-    std::fflush(stdout);
-    std::exit(kSkipExitCode);
-  }
-}
 
 #define CLUSCOMP_CUDA_REQUIRE(call)                                                    \
   do {                                                                                 \
