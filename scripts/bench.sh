@@ -11,6 +11,7 @@ export CLUSCOMP_DATA="${CLUSCOMP_DATA:-$HOME/.cache/cluscomp}"
 # name | build target | description
 BENCHES=(
   "io|bench_io|GGUF load + dequantisation throughput of the real model (MB/s of quantised bytes)"
+  "kmeans-vs-faiss|bench_kmeans|exact CPU k-means vs faiss-cpu and scikit-learn (PyPI venv), same start; scaling; 58M-point iteration"
 )
 
 list() {

@@ -1,0 +1,142 @@
+#pragma once
+/// Squared-L2 nearest-centroid kernels for small d (1..16), used by the CPU k-means.
+///
+/// Centroid blocks are structure-of-arrays: coordinate k of entry m is at soa[k * stride + m],
+/// with `stride` a multiple of 8 and the padding entries holding NaN coordinates (a NaN distance
+/// never wins) and index INT32_MAX.
+///
+/// Numerics, shared by every path: the distance of x to c is evaluated in fp32 as
+/// `s = t0*t0; s += t1*t1; ...` with t_k = x_k - c_k, in that order, without FMA. The scalar code
+/// and the AVX2 code perform the same IEEE operations per pair, so they produce bit-identical
+/// distances and therefore identical argmins. Ties are broken towards the lower centroid index
+/// (lexicographic minimum of (distance, index)), independent of the scan order.
+
+#include <cmath>
+#include <cstdint>
+#include <limits>
+
+#include "cluscomp/core/config.hpp"
+
+#if (defined(__x86_64__) || defined(__i386__)) && (defined(__GNUC__) || defined(__clang__))
+#define CLUSCOMP_KMEANS_HAVE_AVX2 1
+#include <immintrin.h>
+#else
+#define CLUSCOMP_KMEANS_HAVE_AVX2 0
+#endif
+
+CLUSCOMP_NAMESPACE_BEGIN
+namespace cluster_detail {
+
+inline constexpr int32_t kNoIndex = std::numeric_limits<int32_t>::max();
+
+/// Squared distance of x (D contiguous floats) to c (coordinate k at c[k * cstride]), fp32,
+/// the shared evaluation order above.
+template <int D>
+CLUSCOMP_FORCEINLINE float squared_distance(const float* x, const float* c, int64_t cstride = 1) {
+  float t = x[0] - c[0];
+  float s = t * t;
+  for (int k = 1; k < D; ++k) {
+    t = x[k] - c[k * cstride];
+    s += t * t;
+  }
+  return s;
+}
+
+/// True when (d, i) precedes (best_d, best_i) lexicographically; NaN never precedes.
+CLUSCOMP_FORCEINLINE bool precedes(float d, int32_t i, float best_d, int32_t best_i) {
+  return d < best_d || (d == best_d && i < best_i);
+}
+
+/// A structure-of-arrays centroid block. `center_d2`, when not null, is sorted ascending and
+/// lets a scan stop at the first block of 8 whose first entry exceeds the caller's threshold.
+struct SoaBlock {
+  const float* coords = nullptr;    // (D, stride): coordinate k of entry m at coords[k*stride+m]
+  const int32_t* index = nullptr;   // (stride) centroid ids, kNoIndex on padding
+  const float* center_d2 = nullptr; // (stride) ascending, +inf on padding; or null
+  int64_t count = 0;                // entries in use, padded up to a multiple of 8 by the owner
+  int64_t stride = 0;
+};
+
+/// Portable scan: updates (best_d, best_i) with the lexicographic minimum over the entries of
+/// `blk`, visiting blocks of 8 while center_d2[first of block] <= limit. Returns entries visited.
+template <int D>
+inline int64_t scan_block_portable(const float* x, const SoaBlock& blk, float limit, float& best_d,
+                                   int32_t& best_i) {
+  int64_t b = 0;
+  for (; b < blk.count; b += 8) {
+    if (blk.center_d2 && !(blk.center_d2[b] <= limit)) break;
+    for (int64_t m = b; m < b + 8; ++m) {
+      const float d = squared_distance<D>(x, blk.coords + m, blk.stride);
+      if (precedes(d, blk.index[m], best_d, best_i)) {
+        best_d = d;
+        best_i = blk.index[m];
+      }
+    }
+  }
+  return b;
+}
+
+#if CLUSCOMP_KMEANS_HAVE_AVX2
+/// AVX2 scan, same contract and bit-identical results as scan_block_portable. Built with
+/// target("avx2") only (no "fma"), so the compiler cannot contract the multiply and add.
+template <int D>
+__attribute__((target("avx2"))) inline int64_t scan_block_avx2(const float* x, const SoaBlock& blk,
+                                                                float limit, float& best_d,
+                                                                int32_t& best_i) {
+  __m256 xb[D];
+  for (int k = 0; k < D; ++k) xb[k] = _mm256_set1_ps(x[k]);
+  __m256 bv = _mm256_set1_ps(std::numeric_limits<float>::infinity());
+  __m256i bi = _mm256_set1_epi32(kNoIndex);
+  int64_t b = 0;
+  for (; b < blk.count; b += 8) {
+    if (blk.center_d2 && !(blk.center_d2[b] <= limit)) break;
+    __m256 t = _mm256_sub_ps(xb[0], _mm256_loadu_ps(blk.coords + b));
+    __m256 acc = _mm256_mul_ps(t, t);
+    for (int k = 1; k < D; ++k) {
+      t = _mm256_sub_ps(xb[k], _mm256_loadu_ps(blk.coords + k * blk.stride + b));
+      acc = _mm256_add_ps(acc, _mm256_mul_ps(t, t));
+    }
+    const __m256i iv = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(blk.index + b));
+    const __m256 lt = _mm256_cmp_ps(acc, bv, _CMP_LT_OQ);
+    const __m256 eq = _mm256_cmp_ps(acc, bv, _CMP_EQ_OQ);
+    const __m256 ilt = _mm256_castsi256_ps(_mm256_cmpgt_epi32(bi, iv));
+    const __m256 m = _mm256_or_ps(lt, _mm256_and_ps(eq, ilt));
+    bv = _mm256_blendv_ps(bv, acc, m);
+    bi = _mm256_castps_si256(_mm256_blendv_ps(_mm256_castsi256_ps(bi), _mm256_castsi256_ps(iv), m));
+  }
+  alignas(32) float vd[8];
+  alignas(32) int32_t vi[8];
+  _mm256_store_ps(vd, bv);
+  _mm256_store_si256(reinterpret_cast<__m256i*>(vi), bi);
+  for (int l = 0; l < 8; ++l) {
+    if (precedes(vd[l], vi[l], best_d, best_i)) {
+      best_d = vd[l];
+      best_i = vi[l];
+    }
+  }
+  return b;
+}
+
+inline bool cpu_has_avx2() {
+  static const bool has = __builtin_cpu_supports("avx2") != 0;
+  return has;
+}
+#else
+inline bool cpu_has_avx2() { return false; }
+#endif
+
+/// Dispatches to the AVX2 scan when the CPU has it (and `allow_simd`), else the portable scan.
+/// Both give the same answer bit for bit.
+template <int D>
+CLUSCOMP_FORCEINLINE int64_t scan_block(bool use_avx2, const float* x, const SoaBlock& blk,
+                                        float limit, float& best_d, int32_t& best_i) {
+#if CLUSCOMP_KMEANS_HAVE_AVX2
+  if (use_avx2) return scan_block_avx2<D>(x, blk, limit, best_d, best_i);
+#else
+  (void)use_avx2;
+#endif
+  return scan_block_portable<D>(x, blk, limit, best_d, best_i);
+}
+
+}  // namespace cluster_detail
+CLUSCOMP_NAMESPACE_END

@@ -1,0 +1,923 @@
+#pragma once
+/// Exact Lloyd k-means on the CPU for many short vectors (d in 1..16), as ClusComp's reference
+/// runs it (CLUSCOMP.md section 1): seeded random-permutation initialisation (the first K distinct
+/// points), Lloyd iterations with exact squared-L2 assignment, faiss's empty-cluster split
+/// (1 +- 1/1024), and a final reassignment.
+///
+/// How it is fast without changing the answer:
+///  * Points are kept physically in cluster order. The points of cluster a (in pieces of <= 8192)
+///    share one candidate list: the centroids within 2 * q of c_a, q the 90th percentile of the
+///    points' distances to c_a (a k-d tree range query), sorted by distance to c_a. By the
+///    triangle inequality a point's nearest centroid lies within 2 * ||x - c_a|| of c_a, so a
+///    point scans only the prefix of the list inside its own ball (with a 1e-4 relative margin
+///    covering fp32 rounding). Points whose ball is wider than the list's, pieces of < 16 points,
+///    and lists longer than 64 per point go to an exact per-point k-d tree search seeded with the
+///    current centroid (d < 8 or K >= 16384) or a SIMD brute-force scan (otherwise, and K <= 64).
+///  * Distances come from one SIMD kernel (AVX2 when the CPU has it, else portable code) whose
+///    per-pair arithmetic is the same in every path, so the pruned scan returns exactly what a
+///    brute-force scan with the same kernel returns: the lowest index among the minimal fp32
+///    distances.
+///  * Because points are in cluster order, the centroid update is a segmented reduction in double
+///    in a fixed order, and the objective is summed in double over fixed chunks: results are
+///    bit-identical for a given seed whatever the thread count.
+/// Memory beyond the input: about 2 * N * (4d + 4) + 8N bytes plus O(K * list length).
+
+#include <algorithm>
+#include <array>
+#include <chrono>
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <functional>
+#include <limits>
+#include <random>
+#include <string>
+#include <unordered_set>
+#include <utility>
+#include <vector>
+
+#include "cluscomp/cluster/centroid_tree.hpp"
+#include "cluscomp/cluster/distance_kernels.hpp"
+#include "cluscomp/cluster/parallel.hpp"
+#include "cluscomp/core/checked.hpp"
+#include "cluscomp/core/config.hpp"
+#include "cluscomp/core/error.hpp"
+#include "cluscomp/core/view.hpp"
+
+CLUSCOMP_NAMESPACE_BEGIN
+
+/// How the K initial centroids are chosen. Every method returns K distinct points of the input.
+enum class KMeansInit {
+  kRandomPermutation,  // the reference's: first K distinct points of a seeded permutation
+  kKMeansPlusPlus,     // D^2 sampling (Arthur & Vassilvitskii); O(N K d), for small problems
+  kKMeansParallel,     // k-means|| (Bahmani et al.): 5 rounds of 2K-oversampling, then weighted
+                       // k-means++ on the candidates; O(N * candidates) per round, small problems
+};
+
+/// What the progress callback sees after each iteration's assignment step.
+struct KMeansProgress {
+  int iteration = 0;         // 0-based
+  double objective = 0.0;    // sum of squared distances to the assigned centroids (see KMeansResult)
+  double elapsed_s = 0.0;    // since kmeans() was called
+  MatrixView<const float> centroids;  // (K, d): the centroids this assignment used
+  const uint32_t* codes = nullptr;    // (N) in input order, only with KMeansOptions::report_codes
+};
+
+/// Return false to cancel; kmeans() then returns StatusCode::kCancelled.
+using KMeansCallback = std::function<bool(const KMeansProgress&)>;
+
+struct KMeansOptions {
+  int64_t k = 0;
+  int iterations = 20;     // Lloyd updates; a final reassignment always follows
+  double tolerance = 0.0;  // stop when (obj[t-1] - obj[t]) <= tolerance * obj[t-1]; 0 disables
+  uint64_t seed = 1234;
+  KMeansInit init = KMeansInit::kRandomPermutation;
+  int threads = 0;  // 0: std::thread::hardware_concurrency()
+  KMeansCallback progress;
+  bool report_codes = false;  // pass input-order codes to the callback (one O(N) pass each time)
+  MatrixView<const float> initial_centroids;  // (K, d); when set, used instead of `init`
+  bool use_pruning = true;  // false: brute-force assignment of every point (same answer, slower)
+  bool use_simd = true;     // false: portable kernel only (same answer bit for bit)
+};
+
+/// Where the time went and how much pruning saved.
+struct KMeansStats {
+  int64_t distance_evaluations = 0;  // point-centroid pairs evaluated, all assignments
+  int64_t brute_force_points = 0;    // point assignments that scanned all K centroids
+  int64_t tree_search_points = 0;    // point assignments by a per-point k-d tree search
+  int64_t assignments = 0;           // point assignments (N per assignment step)
+  int64_t splits = 0;                // empty clusters re-seeded by the split rule
+  double init_s = 0, assign_s = 0, sort_s = 0, update_s = 0;
+};
+
+struct KMeansResult {
+  int64_t k = 0, d = 0, n = 0;
+  std::vector<float> centroids;   // (K, d) row-major, after the last update
+  std::vector<uint32_t> codes;    // (N) input order: nearest centroid (final reassignment)
+  std::vector<int64_t> counts;    // (K) points per code
+  /// objective[t]: sum over points of the squared distance to the centroid assigned in iteration
+  /// t, against the centroids that iteration started from (faiss's semantics). Distances are fp32,
+  /// the sum is double over fixed chunks (deterministic).
+  std::vector<double> objective;
+  double final_objective = 0.0;  // the same sum for `codes` against `centroids`
+  int iterations_run = 0;        // Lloyd updates performed
+  bool cancelled = false;
+  KMeansStats stats;
+};
+
+namespace cluster_detail {
+
+inline constexpr float kBallMargin = 1e-4f;  // relative slack on (2u)^2 covering fp32 rounding
+inline constexpr float kBallTiny = 1e-30f;   // absolute slack for underflowing distances
+inline constexpr double kSplitEps = 1.0 / 1024.0;
+// Tuning (measured on SmolLM2 MLP weights and gaussian data; none changes the answer).
+inline constexpr int64_t kBruteMaxK = 64;              // at or below this K, brute force wins
+inline constexpr int64_t kSharedListMinPoints = 16;    // smaller pieces search point by point
+inline constexpr int64_t kSharedListMaxPerPoint = 64;  // wider shared lists: point by point
+inline constexpr double kSharedListQuantile = 0.9;     // list radius: this quantile's ball
+inline constexpr int kTreeMaxD = 8;                    // from this d, per-point tree search ...
+inline constexpr int64_t kTreeMinKHighD = 16384;       // ... only pays from this K on
+
+/// Uniform integer in [0, m) from a 64-bit engine, by rejection (portable, unlike
+/// std::uniform_int_distribution whose algorithm is implementation-defined).
+inline uint64_t uniform_below(std::mt19937_64& rng, uint64_t m) {
+  const uint64_t threshold = (0 - m) % m;
+  for (;;) {
+    const uint64_t x = rng();
+    if (x >= threshold) return x % m;
+  }
+}
+
+/// Uniform double in [0, 1) with 53 random bits.
+inline double uniform01(std::mt19937_64& rng) {
+  return static_cast<double>(rng() >> 11) * (1.0 / 9007199254740992.0);
+}
+
+/// A counter-based uniform in [0, 1) (splitmix64 of seed, stream and i): thread-independent.
+inline double hashed_uniform(uint64_t seed, uint64_t stream, uint64_t i) {
+  uint64_t z = seed + 0x9e3779b97f4a7c15ull * (stream * 0x100000001b3ull + i + 1);
+  z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+  z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+  z ^= z >> 31;
+  return static_cast<double>(z >> 11) * (1.0 / 9007199254740992.0);
+}
+
+/// Hash/equality of a point by value (+0 and -0 equal), for the distinct-point checks.
+struct PointKey {
+  const float* data;
+  int d;
+};
+struct PointKeyHash {
+  size_t operator()(const PointKey& p) const {
+    uint64_t h = 1469598103934665603ull;
+    for (int c = 0; c < p.d; ++c) {
+      const float v = p.data[c] == 0.0f ? 0.0f : p.data[c];
+      uint32_t u;
+      std::memcpy(&u, &v, 4);
+      h = (h ^ u) * 1099511628211ull;
+    }
+    return static_cast<size_t>(h ^ (h >> 29));
+  }
+};
+struct PointKeyEq {
+  bool operator()(const PointKey& a, const PointKey& b) const {
+    for (int c = 0; c < a.d; ++c)
+      if (!(a.data[c] == b.data[c])) return false;
+    return true;
+  }
+};
+
+inline Error too_few_distinct(int64_t k, int64_t distinct) {
+  return Error(StatusCode::kInvalidArgument,
+               "kmeans: K = " + std::to_string(k) + " exceeds the number of distinct points (" +
+                   std::to_string(distinct) + ")");
+}
+
+/// Validates shape and finiteness; returns the points as a dense (N, d) array only when the view
+/// is not already dense (empty vector otherwise).
+inline void validate_points(MatrixView<const float> p, const KMeansOptions& o, int threads) {
+  if (p.cols < 1 || p.cols > 16)
+    throw Error(StatusCode::kInvalidArgument,
+                "kmeans: d = " + std::to_string(p.cols) + " is outside 1..16");
+  if (p.rows < 1) throw Error(StatusCode::kInvalidArgument, "kmeans: N = " + std::to_string(p.rows) + " points");
+  if (o.k < 1) throw Error(StatusCode::kInvalidArgument, "kmeans: K = " + std::to_string(o.k) + " (must be >= 1)");
+  if (p.rows > static_cast<int64_t>(std::numeric_limits<uint32_t>::max()))
+    throw Error(StatusCode::kInvalidArgument,
+                "kmeans: N = " + std::to_string(p.rows) + " exceeds 2^32 - 1 points");
+  if (o.k > p.rows) throw too_few_distinct(o.k, p.rows);
+  if (o.k >= static_cast<int64_t>(kNoIndex))
+    throw Error(StatusCode::kInvalidArgument, "kmeans: K = " + std::to_string(o.k) + " exceeds 2^31 - 2");
+  if (o.iterations < 0)
+    throw Error(StatusCode::kInvalidArgument, "kmeans: iterations = " + std::to_string(o.iterations));
+  if (!(o.tolerance >= 0.0))
+    throw Error(StatusCode::kInvalidArgument, "kmeans: tolerance = " + std::to_string(o.tolerance));
+  checked_mul(static_cast<uint64_t>(p.rows), static_cast<uint64_t>(p.cols) * 24u, "kmeans: N * d working set");
+  // First non-finite point, found deterministically (minimum over fixed chunks).
+  const int64_t chunk = 1 << 16;
+  const int64_t nchunks = (p.rows + chunk - 1) / chunk;
+  std::vector<int64_t> bad(static_cast<size_t>(nchunks), -1);
+  parallel_chunks(threads, nchunks, 1, [&](int64_t cb, int64_t, int) {
+    const int64_t lo = cb * chunk, hi = std::min(p.rows, lo + chunk);
+    for (int64_t i = lo; i < hi; ++i)
+      for (int64_t c = 0; c < p.cols; ++c)
+        if (!std::isfinite(p(i, c))) {
+          bad[static_cast<size_t>(cb)] = i;
+          return;
+        }
+  });
+  for (int64_t b : bad)
+    if (b >= 0) {
+      int64_t c = 0;
+      while (std::isfinite(p(b, c))) ++c;
+      throw Error(StatusCode::kInvalidArgument, "kmeans: point " + std::to_string(b) + " coordinate " +
+                                                    std::to_string(c) + " is " +
+                                                    std::to_string(p(b, c)) + " (not finite)");
+    }
+}
+
+/// Reference initialisation: forward Fisher-Yates with std::mt19937_64(seed) and uniform_below,
+/// walking the permutation until K points with distinct values are found.
+inline std::vector<float> init_random_permutation(MatrixView<const float> p, int64_t k, uint64_t seed) {
+  const int64_t n = p.rows;
+  const int d = static_cast<int>(p.cols);
+  std::vector<uint32_t> perm(static_cast<size_t>(n));
+  for (int64_t i = 0; i < n; ++i) perm[static_cast<size_t>(i)] = static_cast<uint32_t>(i);
+  std::mt19937_64 rng(seed);
+  std::vector<float> out(static_cast<size_t>(k * d));
+  std::unordered_set<PointKey, PointKeyHash, PointKeyEq> seen;
+  seen.reserve(static_cast<size_t>(k) * 2);
+  int64_t chosen = 0;
+  for (int64_t i = 0; i < n && chosen < k; ++i) {
+    const int64_t j = i + static_cast<int64_t>(uniform_below(rng, static_cast<uint64_t>(n - i)));
+    std::swap(perm[static_cast<size_t>(i)], perm[static_cast<size_t>(j)]);
+    const int64_t idx = perm[static_cast<size_t>(i)];
+    float* dst = &out[static_cast<size_t>(chosen * d)];
+    for (int c = 0; c < d; ++c) dst[c] = p(idx, c);
+    if (seen.insert(PointKey{dst, d}).second) ++chosen;
+  }
+  if (chosen < k) throw too_few_distinct(k, chosen);
+  return out;
+}
+
+/// Squared distance in double for the initialisation methods (they do not need the kernels).
+inline double point_distance2(MatrixView<const float> p, int64_t i, const float* c) {
+  double s = 0;
+  for (int64_t e = 0; e < p.cols; ++e) {
+    const double t = static_cast<double>(p(i, e)) - c[e];
+    s += t * t;
+  }
+  return s;
+}
+
+/// Samples an index with probability w[i] / sum(w) (w >= 0, sum > 0), deterministic.
+inline int64_t sample_weighted(const std::vector<double>& w, double total, std::mt19937_64& rng) {
+  const double r = uniform01(rng) * total;
+  double acc = 0.0;
+  int64_t last_positive = -1;
+  for (size_t i = 0; i < w.size(); ++i) {
+    if (w[i] <= 0.0) continue;
+    acc += w[i];
+    last_positive = static_cast<int64_t>(i);
+    if (r < acc) return last_positive;
+  }
+  return last_positive;
+}
+
+/// Weighted k-means++ over `cand` (m, d) with weights `wt`; returns K of them.
+inline std::vector<float> weighted_kmeanspp(const std::vector<float>& cand, const std::vector<double>& wt,
+                                            int d, int64_t k, std::mt19937_64& rng, int threads) {
+  const int64_t m = static_cast<int64_t>(wt.size());
+  MatrixView<const float> cv = make_matrix_view(cand.data(), m, d);
+  std::vector<float> out(static_cast<size_t>(k * d));
+  std::vector<double> mind(static_cast<size_t>(m), std::numeric_limits<double>::infinity());
+  std::vector<double> score(static_cast<size_t>(m));
+  double total = 0;
+  for (double w : wt) total += w;
+  int64_t first = sample_weighted(wt, total, rng);
+  for (int64_t c = 0; c < k; ++c) {
+    const float* cc = &cand[static_cast<size_t>(first * d)];
+    std::copy(cc, cc + d, &out[static_cast<size_t>(c * d)]);
+    if (c + 1 == k) break;
+    parallel_chunks(threads, m, 4096, [&](int64_t b, int64_t e, int) {
+      for (int64_t i = b; i < e; ++i) {
+        const double dd = point_distance2(cv, i, cc);
+        if (dd < mind[static_cast<size_t>(i)]) mind[static_cast<size_t>(i)] = dd;
+        score[static_cast<size_t>(i)] = mind[static_cast<size_t>(i)] * wt[static_cast<size_t>(i)];
+      }
+    });
+    double s = 0;
+    for (double v : score) s += v;
+    if (!(s > 0.0)) throw too_few_distinct(k, c + 1);
+    first = sample_weighted(score, s, rng);
+  }
+  return out;
+}
+
+inline std::vector<float> init_kmeanspp(MatrixView<const float> p, int64_t k, uint64_t seed, int threads) {
+  const int64_t n = p.rows;
+  const int d = static_cast<int>(p.cols);
+  std::mt19937_64 rng(seed);
+  std::vector<float> out(static_cast<size_t>(k * d));
+  std::vector<double> mind(static_cast<size_t>(n), std::numeric_limits<double>::infinity());
+  int64_t pick = static_cast<int64_t>(uniform_below(rng, static_cast<uint64_t>(n)));
+  const int64_t chunk = 1 << 14;
+  const int64_t nchunks = (n + chunk - 1) / chunk;
+  std::vector<double> part(static_cast<size_t>(nchunks));
+  for (int64_t c = 0; c < k; ++c) {
+    float* cc = &out[static_cast<size_t>(c * d)];
+    for (int e = 0; e < d; ++e) cc[e] = p(pick, e);
+    if (c + 1 == k) break;
+    parallel_chunks(threads, nchunks, 1, [&](int64_t cb, int64_t, int) {
+      double s = 0;
+      for (int64_t i = cb * chunk; i < std::min(n, (cb + 1) * chunk); ++i) {
+        double& m = mind[static_cast<size_t>(i)];
+        m = std::min(m, point_distance2(p, i, cc));
+        s += m;
+      }
+      part[static_cast<size_t>(cb)] = s;
+    });
+    double total = 0;
+    for (double v : part) total += v;
+    if (!(total > 0.0)) throw too_few_distinct(k, c + 1);
+    const double r = uniform01(rng) * total;
+    double acc = 0;
+    int64_t cb = 0;
+    while (cb + 1 < nchunks && acc + part[static_cast<size_t>(cb)] <= r) acc += part[static_cast<size_t>(cb++)];
+    pick = -1;
+    for (int64_t i = cb * chunk; i < std::min(n, (cb + 1) * chunk); ++i) {
+      const double m = mind[static_cast<size_t>(i)];
+      if (m <= 0.0) continue;
+      acc += m;
+      pick = i;
+      if (r < acc) break;
+    }
+    if (pick < 0) {  // rounding pushed r past the chunk's mass: last point with mass anywhere
+      for (int64_t i = n - 1; i >= 0 && pick < 0; --i)
+        if (mind[static_cast<size_t>(i)] > 0.0) pick = i;
+    }
+  }
+  return out;
+}
+
+inline std::vector<float> init_kmeans_parallel(MatrixView<const float> p, int64_t k, uint64_t seed, int threads) {
+  const int64_t n = p.rows;
+  const int d = static_cast<int>(p.cols);
+  std::mt19937_64 rng(seed);
+  std::vector<float> cand;
+  std::vector<double> mind(static_cast<size_t>(n), std::numeric_limits<double>::infinity());
+  auto add_and_update = [&](const std::vector<int64_t>& picks) {
+    const size_t old = cand.size() / static_cast<size_t>(d);
+    for (int64_t i : picks)
+      for (int e = 0; e < d; ++e) cand.push_back(p(i, e));
+    const size_t now = cand.size() / static_cast<size_t>(d);
+    parallel_chunks(threads, n, 4096, [&](int64_t b, int64_t e, int) {
+      for (int64_t i = b; i < e; ++i)
+        for (size_t c = old; c < now; ++c)
+          mind[static_cast<size_t>(i)] = std::min(mind[static_cast<size_t>(i)], point_distance2(p, i, &cand[c * static_cast<size_t>(d)]));
+    });
+  };
+  add_and_update({static_cast<int64_t>(uniform_below(rng, static_cast<uint64_t>(n)))});
+  const double ell = 2.0 * static_cast<double>(k);
+  for (int round = 0; round < 64; ++round) {
+    double psi = 0;
+    for (double v : mind) psi += v;
+    const int64_t have = static_cast<int64_t>(cand.size()) / d;
+    if (!(psi > 0.0)) {
+      if (have < k) throw too_few_distinct(k, have);
+      break;
+    }
+    if (round >= 5 && have >= k) break;
+    std::vector<int64_t> picks;
+    for (int64_t i = 0; i < n; ++i)
+      if (mind[static_cast<size_t>(i)] > 0.0 &&
+          hashed_uniform(seed, static_cast<uint64_t>(round), static_cast<uint64_t>(i)) <
+              ell * mind[static_cast<size_t>(i)] / psi)
+        picks.push_back(i);
+    add_and_update(picks);
+  }
+  const int64_t m = static_cast<int64_t>(cand.size()) / d;
+  if (m < k) throw too_few_distinct(k, m);
+  // Weight each candidate by the points nearest to it (lowest index on ties).
+  std::vector<int64_t> owner(static_cast<size_t>(n));
+  parallel_chunks(threads, n, 4096, [&](int64_t b, int64_t e, int) {
+    for (int64_t i = b; i < e; ++i) {
+      double best = std::numeric_limits<double>::infinity();
+      int64_t bi = 0;
+      for (int64_t c = 0; c < m; ++c) {
+        const double dd = point_distance2(p, i, &cand[static_cast<size_t>(c * d)]);
+        if (dd < best) { best = dd; bi = c; }
+      }
+      owner[static_cast<size_t>(i)] = bi;
+    }
+  });
+  std::vector<double> wt(static_cast<size_t>(m), 0.0);
+  for (int64_t o : owner) wt[static_cast<size_t>(o)] += 1.0;
+  return weighted_kmeanspp(cand, wt, d, k, rng, threads);
+}
+
+/// The per-iteration state of exact Lloyd for dimension D; see the file comment.
+template <int D>
+class LloydEngine {
+ public:
+  LloydEngine(int64_t n, int64_t k, int threads, bool pruning, bool simd)
+      : n_(n), k_(k), threads_(threads), pruning_(pruning), simd_(simd && cpu_has_avx2()) {
+    for (auto& b : pts_) b.resize(static_cast<size_t>(n) * D);
+    for (auto& b : ids_) b.resize(static_cast<size_t>(n));
+    label_.resize(static_cast<size_t>(n));
+    dist_.resize(static_cast<size_t>(n));
+    seg_.assign(static_cast<size_t>(k + 1), 0);
+    centroids_.resize(static_cast<size_t>(k) * D);
+    counts_.assign(static_cast<size_t>(k), 0);
+    scratch_.resize(static_cast<size_t>(threads));
+  }
+
+  /// Copies the input in, sets the centroids and orders points by a first guess of their label.
+  void start(MatrixView<const float> p, const float* init) {
+    parallel_chunks(threads_, n_, 1 << 15, [&](int64_t b, int64_t e, int) {
+      for (int64_t i = b; i < e; ++i) {
+        for (int c = 0; c < D; ++c) pts_[0][static_cast<size_t>(i) * D + c] = p(i, c);
+        ids_[0][static_cast<size_t>(i)] = static_cast<uint32_t>(i);
+      }
+    });
+    std::copy(init, init + k_ * D, centroids_.begin());
+    set_centroids();
+    parallel_chunks(threads_, n_, 1 << 14, [&](int64_t b, int64_t e, int) {
+      for (int64_t i = b; i < e; ++i)
+        label_[static_cast<size_t>(i)] =
+            static_cast<uint32_t>(tree_.leaf_guess(&pts_[0][static_cast<size_t>(i) * D]));
+    });
+    sort_by_label();
+  }
+
+  /// Exact assignment of every point to its nearest current centroid; returns the objective.
+  double assign(KMeansStats& st) {
+    // Work items: pieces of at most kPiece points of one cluster, so that big clusters spread
+    // over threads; each piece builds its own candidate list from its own radius.
+    constexpr int64_t kPiece = 8192;
+    items_.clear();
+    for (int64_t a = 0; a < k_; ++a) {
+      const int64_t b = seg_[static_cast<size_t>(a)], e = seg_[static_cast<size_t>(a + 1)];
+      for (int64_t s = b; s < e; s += kPiece) items_.push_back({a, s, std::min(e, s + kPiece)});
+    }
+    for (auto& s : scratch_) s.evals = s.brute = s.tree_points = 0;
+    parallel_chunks(threads_, static_cast<int64_t>(items_.size()), 32, [&](int64_t b, int64_t e, int w) {
+      for (int64_t it = b; it < e; ++it) assign_piece(items_[static_cast<size_t>(it)], scratch_[static_cast<size_t>(w)]);
+    });
+    for (auto& s : scratch_) {
+      st.distance_evaluations += s.evals;
+      st.brute_force_points += s.brute;
+      st.tree_search_points += s.tree_points;
+    }
+    st.assignments += n_;
+    // Objective: double partial sums over fixed chunks, combined in chunk order.
+    constexpr int64_t kChunk = 1 << 16;
+    const int64_t nch = (n_ + kChunk - 1) / kChunk;
+    std::vector<double> part(static_cast<size_t>(nch));
+    parallel_chunks(threads_, nch, 1, [&](int64_t cb, int64_t, int) {
+      double s = 0;
+      for (int64_t i = cb * kChunk; i < std::min(n_, (cb + 1) * kChunk); ++i) s += dist_[static_cast<size_t>(i)];
+      part[static_cast<size_t>(cb)] = s;
+    });
+    double obj = 0;
+    for (double v : part) obj += v;
+    return obj;
+  }
+
+  /// Stable counting sort of points (and their input ids) by the labels of the last assignment.
+  void sort_by_label() {
+    const int nt = std::max(1, threads_);
+    std::vector<int64_t> hist(static_cast<size_t>(nt) * static_cast<size_t>(k_), 0);
+    parallel_static(nt, n_, [&](int t, int64_t b, int64_t e) {
+      int64_t* h = &hist[static_cast<size_t>(t) * static_cast<size_t>(k_)];
+      for (int64_t i = b; i < e; ++i) ++h[label_[static_cast<size_t>(i)]];
+    });
+    int64_t run = 0;
+    for (int64_t a = 0; a < k_; ++a) {
+      seg_[static_cast<size_t>(a)] = run;
+      for (int t = 0; t < nt; ++t) {
+        int64_t& h = hist[static_cast<size_t>(t) * static_cast<size_t>(k_) + static_cast<size_t>(a)];
+        const int64_t c = h;
+        h = run;
+        run += c;
+      }
+    }
+    seg_[static_cast<size_t>(k_)] = run;
+    const float* sp = pts_[0].data();
+    const uint32_t* si = ids_[0].data();
+    float* dp = pts_[1].data();
+    uint32_t* di = ids_[1].data();
+    parallel_static(nt, n_, [&](int t, int64_t b, int64_t e) {
+      int64_t* off = &hist[static_cast<size_t>(t) * static_cast<size_t>(k_)];
+      for (int64_t i = b; i < e; ++i) {
+        const int64_t o = off[label_[static_cast<size_t>(i)]]++;
+        std::memcpy(dp + o * D, sp + i * D, sizeof(float) * D);
+        di[o] = si[i];
+      }
+    });
+    std::swap(pts_[0], pts_[1]);
+    std::swap(ids_[0], ids_[1]);
+    for (int64_t a = 0; a < k_; ++a)
+      counts_[static_cast<size_t>(a)] = seg_[static_cast<size_t>(a + 1)] - seg_[static_cast<size_t>(a)];
+  }
+
+  /// Centroid = mean of its segment, summed in double in segment order; then the split rule.
+  /// Returns the number of splits.
+  int64_t update(uint64_t split_seed) {
+    parallel_chunks(threads_, k_, 256, [&](int64_t b, int64_t e, int) {
+      for (int64_t a = b; a < e; ++a) {
+        const int64_t lo = seg_[static_cast<size_t>(a)], hi = seg_[static_cast<size_t>(a + 1)];
+        if (lo == hi) continue;
+        double s[D] = {};
+        for (int64_t i = lo; i < hi; ++i)
+          for (int c = 0; c < D; ++c) s[c] += pts_[0][static_cast<size_t>(i) * D + c];
+        const double inv = static_cast<double>(hi - lo);
+        for (int c = 0; c < D; ++c) centroids_[static_cast<size_t>(a) * D + c] = static_cast<float>(s[c] / inv);
+      }
+    });
+    const int64_t splits = split_empty(split_seed);
+    set_centroids();
+    return splits;
+  }
+
+  /// Input-order codes of the last assignment.
+  void codes(uint32_t* out) const {
+    parallel_chunks(threads_, n_, 1 << 15, [&](int64_t b, int64_t e, int) {
+      for (int64_t i = b; i < e; ++i) out[ids_[0][static_cast<size_t>(i)]] = label_[static_cast<size_t>(i)];
+    });
+  }
+
+  /// Per-code counts of the last assignment (histogram of labels, fixed order).
+  std::vector<int64_t> label_counts() const {
+    std::vector<int64_t> c(static_cast<size_t>(k_), 0);
+    for (uint32_t l : label_) ++c[l];
+    return c;
+  }
+
+  const std::vector<float>& centroids() const { return centroids_; }
+
+ private:
+  struct Item {
+    int64_t cluster, begin, end;
+  };
+  struct Scratch {
+    std::vector<std::pair<float, int32_t>> cand;
+    std::vector<float> soa;
+    std::vector<int32_t> idx;
+    std::vector<float> cd2;
+    std::vector<float> u2;
+    int64_t evals = 0, brute = 0, tree_points = 0;
+  };
+
+  void set_centroids() {
+    tree_.build(centroids_.data(), k_);
+    const int64_t stride = (k_ + 7) / 8 * 8;
+    all_soa_.assign(static_cast<size_t>(stride) * D, std::numeric_limits<float>::quiet_NaN());
+    all_idx_.assign(static_cast<size_t>(stride), kNoIndex);
+    for (int64_t j = 0; j < k_; ++j) {
+      for (int c = 0; c < D; ++c) all_soa_[static_cast<size_t>(c * stride + j)] = centroids_[static_cast<size_t>(j) * D + c];
+      all_idx_[static_cast<size_t>(j)] = static_cast<int32_t>(j);
+    }
+    all_ = SoaBlock{all_soa_.data(), all_idx_.data(), nullptr, stride, stride};
+  }
+
+  void assign_piece(const Item& item, Scratch& s) {
+    const float* ca = &centroids_[static_cast<size_t>(item.cluster) * D];
+    const float* pts = pts_[0].data();
+    float r2max = 0.0f;
+    for (int64_t i = item.begin; i < item.end; ++i) {
+      const float u2 = squared_distance<D>(pts + i * D, ca);
+      dist_[static_cast<size_t>(i)] = u2;
+      r2max = std::max(r2max, u2);
+    }
+    const int64_t npts = item.end - item.begin;
+    const bool brute = !pruning_ || k_ <= kBruteMaxK;
+    // Radius of the shared candidate list: the ball of a high quantile of the points' distances
+    // (not the maximum, so one outlier does not blow the list up). Points whose own ball is wider
+    // than the list's radius are searched in the tree one by one, seeded with their centroid.
+    float list_r2 = -1.0f;  // no shared list
+    if (!brute && npts >= kSharedListMinPoints) {
+      s.u2.assign(dist_.begin() + item.begin, dist_.begin() + item.end);
+      const size_t q = static_cast<size_t>(static_cast<double>(npts - 1) * kSharedListQuantile);
+      std::nth_element(s.u2.begin(), s.u2.begin() + static_cast<std::ptrdiff_t>(q), s.u2.end());
+      list_r2 = 4.0f * s.u2[q] * (1.0f + kBallMargin) + kBallTiny;
+      s.cand.clear();
+      tree_.within(ca, list_r2, s.cand);
+      if (static_cast<int64_t>(s.cand.size()) > kSharedListMaxPerPoint * npts) list_r2 = -1.0f;
+    }
+    if (!brute && list_r2 < 0.0f) {
+      for (int64_t i = item.begin; i < item.end; ++i) search_point(i, item.cluster, s);
+      return;
+    }
+    if (brute) {
+      for (int64_t i = item.begin; i < item.end; ++i) {
+        float bd = std::numeric_limits<float>::infinity();
+        int32_t bi = kNoIndex;
+        s.evals += scan_block<D>(simd_, pts + i * D, all_, 0.0f, bd, bi);
+        label_[static_cast<size_t>(i)] = static_cast<uint32_t>(bi);
+        dist_[static_cast<size_t>(i)] = bd;
+      }
+      s.brute += npts;
+      return;
+    }
+    std::sort(s.cand.begin(), s.cand.end(), [](const std::pair<float, int32_t>& x, const std::pair<float, int32_t>& y) {
+      return x.first < y.first || (x.first == y.first && x.second < y.second);
+    });
+    const int64_t m = static_cast<int64_t>(s.cand.size());
+    const int64_t stride = (m + 7) / 8 * 8;
+    s.soa.resize(static_cast<size_t>(stride) * D);
+    s.idx.resize(static_cast<size_t>(stride));
+    s.cd2.resize(static_cast<size_t>(stride));
+    for (int64_t j = 0; j < stride; ++j) {
+      const bool real = j < m;
+      const int32_t id = real ? s.cand[static_cast<size_t>(j)].second : kNoIndex;
+      s.idx[static_cast<size_t>(j)] = id;
+      s.cd2[static_cast<size_t>(j)] = real ? s.cand[static_cast<size_t>(j)].first : std::numeric_limits<float>::infinity();
+      for (int c = 0; c < D; ++c)
+        s.soa[static_cast<size_t>(c * stride + j)] =
+            real ? centroids_[static_cast<size_t>(id) * D + c] : std::numeric_limits<float>::quiet_NaN();
+    }
+    const SoaBlock blk{s.soa.data(), s.idx.data(), s.cd2.data(), stride, stride};
+    for (int64_t i = item.begin; i < item.end; ++i) {
+      const float u2 = dist_[static_cast<size_t>(i)];
+      const float limit = 4.0f * u2 * (1.0f + kBallMargin) + kBallTiny;
+      if (!(limit <= list_r2)) {
+        search_point(i, item.cluster, s);
+        continue;
+      }
+      float bd = std::numeric_limits<float>::infinity();
+      int32_t bi = kNoIndex;
+      s.evals += scan_block<D>(simd_, pts + i * D, blk, limit, bd, bi);
+      label_[static_cast<size_t>(i)] = static_cast<uint32_t>(bi);
+      dist_[static_cast<size_t>(i)] = bd;
+    }
+  }
+
+  /// Exact tree search for sorted point i, seeded with its current cluster a.
+  void search_point(int64_t i, int64_t a, Scratch& s) {
+    float bd = dist_[static_cast<size_t>(i)];
+    int32_t bi = static_cast<int32_t>(a);
+    if (D >= kTreeMaxD && k_ < kTreeMinKHighD) {  // the SIMD brute-force scan is cheaper
+      bd = std::numeric_limits<float>::infinity();
+      bi = kNoIndex;
+      s.evals += scan_block<D>(simd_, &pts_[0][static_cast<size_t>(i) * D], all_, 0.0f, bd, bi);
+      ++s.brute;
+    } else {
+      s.evals += tree_.nearest(simd_, &pts_[0][static_cast<size_t>(i) * D], bd, bi);
+    }
+    label_[static_cast<size_t>(i)] = static_cast<uint32_t>(bi);
+    dist_[static_cast<size_t>(i)] = bd;
+    ++s.tree_points;
+  }
+
+  /// faiss's split rule: for each empty cluster ci in index order, walk cj = 0, 1, ... (cyclic)
+  /// and take cj with probability (count[cj] - 1) / (N - K); copy its centroid, scale even
+  /// coordinates by (1 + eps) / (1 - eps) and odd ones by (1 - eps) / (1 + eps) for ci / cj, and
+  /// halve the count. After 16 K tries without success, the largest cluster is taken.
+  int64_t split_empty(uint64_t seed) {
+    std::vector<double> h(static_cast<size_t>(k_));
+    for (int64_t a = 0; a < k_; ++a) h[static_cast<size_t>(a)] = static_cast<double>(counts_[static_cast<size_t>(a)]);
+    const double denom = static_cast<double>(std::max<int64_t>(n_ - k_, 1));
+    std::mt19937_64 rng(seed);
+    int64_t splits = 0;
+    for (int64_t ci = 0; ci < k_; ++ci) {
+      if (h[static_cast<size_t>(ci)] != 0.0) continue;
+      int64_t cj = 0;
+      bool found = false;
+      for (int64_t tries = 0; tries < 16 * k_; ++tries, cj = (cj + 1) % k_) {
+        const double prob = (h[static_cast<size_t>(cj)] - 1.0) / denom;
+        if (uniform01(rng) < prob) {
+          found = true;
+          break;
+        }
+      }
+      if (!found) cj = static_cast<int64_t>(std::max_element(h.begin(), h.end()) - h.begin());
+      float* c_i = &centroids_[static_cast<size_t>(ci) * D];
+      float* c_j = &centroids_[static_cast<size_t>(cj) * D];
+      for (int c = 0; c < D; ++c) {
+        const float v = c_j[c];
+        const bool even = (c % 2) == 0;
+        c_i[c] = static_cast<float>(v * (even ? 1.0 + kSplitEps : 1.0 - kSplitEps));
+        c_j[c] = static_cast<float>(v * (even ? 1.0 - kSplitEps : 1.0 + kSplitEps));
+      }
+      h[static_cast<size_t>(ci)] = h[static_cast<size_t>(cj)] / 2;
+      h[static_cast<size_t>(cj)] -= h[static_cast<size_t>(ci)];
+      ++splits;
+    }
+    return splits;
+  }
+
+  int64_t n_, k_;
+  int threads_;
+  bool pruning_, simd_;
+  std::vector<float> pts_[2];     // (N, D) points in cluster order; [1] is the sort target
+  std::vector<uint32_t> ids_[2];  // (N) input index of each sorted point
+  std::vector<uint32_t> label_;   // (N) label of each sorted point, last assignment
+  std::vector<float> dist_;       // (N) fp32 squared distance to that label
+  std::vector<int64_t> seg_;      // (K+1) segment offsets of each cluster in sorted order
+  std::vector<int64_t> counts_;   // (K)
+  std::vector<float> centroids_;  // (K, D)
+  CentroidTree<D> tree_;
+  std::vector<float> all_soa_;
+  std::vector<int32_t> all_idx_;
+  SoaBlock all_;
+  std::vector<Item> items_;
+  std::vector<Scratch> scratch_;
+};
+
+inline double seconds_since(std::chrono::steady_clock::time_point t0) {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+}
+
+template <int D>
+Status run_lloyd(MatrixView<const float> p, const KMeansOptions& o, int threads, const std::vector<float>& init,
+                 std::chrono::steady_clock::time_point t0, KMeansResult* r) {
+  LloydEngine<D> eng(p.rows, o.k, threads, o.use_pruning, o.use_simd);
+  auto t = std::chrono::steady_clock::now();
+  eng.start(p, init.data());
+  r->stats.sort_s += seconds_since(t);
+  r->codes.resize(static_cast<size_t>(p.rows));
+  std::vector<float> used;  // centroids the current assignment used
+  for (int it = 0;; ++it) {
+    t = std::chrono::steady_clock::now();
+    const double obj = eng.assign(r->stats);
+    r->stats.assign_s += seconds_since(t);
+    if (it == o.iterations) {  // final reassignment
+      r->final_objective = obj;
+      break;
+    }
+    r->objective.push_back(obj);
+    if (o.progress) {
+      KMeansProgress pr;
+      pr.iteration = it;
+      pr.objective = obj;
+      pr.elapsed_s = seconds_since(t0);
+      pr.centroids = make_matrix_view<const float>(eng.centroids().data(), o.k, D);
+      if (o.report_codes) {
+        eng.codes(r->codes.data());
+        pr.codes = r->codes.data();
+      }
+      if (!o.progress(pr)) {
+        r->cancelled = true;
+        r->final_objective = obj;
+        break;
+      }
+    }
+    if (o.tolerance > 0.0 && it > 0) {
+      const double prev = r->objective[static_cast<size_t>(it - 1)];
+      if (prev - obj <= o.tolerance * prev) {
+        r->final_objective = obj;
+        break;
+      }
+    }
+    t = std::chrono::steady_clock::now();
+    eng.sort_by_label();
+    r->stats.sort_s += seconds_since(t);
+    t = std::chrono::steady_clock::now();
+    r->stats.splits += eng.update(o.seed ^ (0x5851f42d4c957f2dull * static_cast<uint64_t>(it + 1)));
+    r->stats.update_s += seconds_since(t);
+    r->iterations_run = it + 1;
+  }
+  eng.codes(r->codes.data());
+  r->centroids = eng.centroids();
+  r->counts = eng.label_counts();
+  if (r->cancelled)
+    return Status(StatusCode::kCancelled, "kmeans: cancelled by the progress callback after iteration " +
+                                              std::to_string(r->objective.size() - 1));
+  return Status();
+}
+
+}  // namespace cluster_detail
+
+/// The K initial centroids (K, d) row-major for `o.init` and `o.seed` (or a copy of
+/// o.initial_centroids when set, after checking it). Deterministic for a seed whatever the thread
+/// count. Throws Error(kInvalidArgument) for the cases listed at kmeans().
+inline std::vector<float> kmeans_initial_centroids(MatrixView<const float> points, const KMeansOptions& o) {
+  using namespace cluster_detail;
+  const int threads = resolve_threads(o.threads);
+  validate_points(points, o, threads);
+  const int64_t k = o.k, d = points.cols;
+  if (o.initial_centroids.data != nullptr || o.initial_centroids.rows != 0) {
+    const auto& ic = o.initial_centroids;
+    if (ic.rows != k || ic.cols != d)
+      throw Error(StatusCode::kInvalidArgument, "kmeans: initial_centroids is " + std::to_string(ic.rows) +
+                                                    " x " + std::to_string(ic.cols) + ", expected " +
+                                                    std::to_string(k) + " x " + std::to_string(d));
+    std::vector<float> out(static_cast<size_t>(k * d));
+    for (int64_t i = 0; i < k; ++i)
+      for (int64_t c = 0; c < d; ++c) {
+        const float v = ic(i, c);
+        if (!std::isfinite(v))
+          throw Error(StatusCode::kInvalidArgument, "kmeans: initial centroid " + std::to_string(i) +
+                                                        " coordinate " + std::to_string(c) + " is not finite");
+        out[static_cast<size_t>(i * d + c)] = v;
+      }
+    return out;
+  }
+  switch (o.init) {
+    case KMeansInit::kRandomPermutation: return init_random_permutation(points, k, o.seed);
+    case KMeansInit::kKMeansPlusPlus: return init_kmeanspp(points, k, o.seed, threads);
+    case KMeansInit::kKMeansParallel: return init_kmeans_parallel(points, k, o.seed, threads);
+  }
+  throw Error(StatusCode::kInvalidArgument, "kmeans: unknown init method");
+}
+
+/// Exact Lloyd k-means of N points (N, d), d in 1..16 (see the file comment for the algorithm).
+///
+/// Numerics: distances in fp32 (fixed evaluation order, no FMA), argmin ties to the lower index;
+/// centroid sums and objectives in double. Every assignment equals a brute-force fp32 assignment
+/// to the same centroids. Deterministic: the same inputs and seed give bit-identical centroids,
+/// codes and objectives for any thread count and with or without SIMD or pruning.
+///
+/// Errors (returned, never thrown; *out untouched except on kCancelled): kInvalidArgument for
+/// K = 0, d = 0 or > 16, N = 0 or >= 2^32, K > number of distinct points, a NaN/Inf coordinate
+/// (naming the point), negative iterations or tolerance, a wrongly shaped initial_centroids, size
+/// overflow; kOutOfMemory; kCancelled when the callback returns false (then *out holds the
+/// centroids and codes of the cancelled iteration and `cancelled` is true).
+inline Status kmeans(MatrixView<const float> points, const KMeansOptions& o, KMeansResult* out) {
+  using namespace cluster_detail;
+  KMeansResult r;
+  Status st = status_from([&] {
+    const auto t0 = std::chrono::steady_clock::now();
+    const int threads = resolve_threads(o.threads);
+    std::vector<float> init = kmeans_initial_centroids(points, o);
+    r.stats.init_s = seconds_since(t0);
+    r.k = o.k;
+    r.d = points.cols;
+    r.n = points.rows;
+    Status s;
+    switch (points.cols) {
+#define CLUSCOMP_KMEANS_CASE(DD) \
+  case DD: s = run_lloyd<DD>(points, o, threads, init, t0, &r); break;
+      CLUSCOMP_KMEANS_CASE(1) CLUSCOMP_KMEANS_CASE(2) CLUSCOMP_KMEANS_CASE(3) CLUSCOMP_KMEANS_CASE(4)
+      CLUSCOMP_KMEANS_CASE(5) CLUSCOMP_KMEANS_CASE(6) CLUSCOMP_KMEANS_CASE(7) CLUSCOMP_KMEANS_CASE(8)
+      CLUSCOMP_KMEANS_CASE(9) CLUSCOMP_KMEANS_CASE(10) CLUSCOMP_KMEANS_CASE(11) CLUSCOMP_KMEANS_CASE(12)
+      CLUSCOMP_KMEANS_CASE(13) CLUSCOMP_KMEANS_CASE(14) CLUSCOMP_KMEANS_CASE(15) CLUSCOMP_KMEANS_CASE(16)
+#undef CLUSCOMP_KMEANS_CASE
+      default: break;
+    }
+    if (!s.ok()) throw Error(s);
+  });
+  if (st.ok() || st.code() == StatusCode::kCancelled) *out = std::move(r);
+  return st;
+}
+
+/// Throwing form of kmeans(): returns the result or throws cluscomp::Error (kCancelled included).
+inline KMeansResult kmeans(MatrixView<const float> points, const KMeansOptions& o) {
+  KMeansResult r;
+  throw_if_error(kmeans(points, o, &r));
+  return r;
+}
+
+/// An exact assignment of points (N, d) to given centroids (K, d), and its objective.
+struct KMeansAssignment {
+  std::vector<uint32_t> codes;  // (N) nearest centroid, lowest index among equal fp32 distances
+  double objective = 0.0;       // sum of squared distances to `codes`, evaluated in double
+};
+
+/// Assigns every point to its nearest centroid with the pruned exact search of kmeans() (fp32
+/// distances, ties to the lower index) and evaluates the objective of that assignment in double
+/// (per-point double distances summed over fixed chunks): the shared quality check for centroids
+/// from any implementation. Deterministic for any thread count. Throws Error(kInvalidArgument) for
+/// bad shapes or non-finite values.
+inline KMeansAssignment kmeans_assign(MatrixView<const float> points, MatrixView<const float> centroids,
+                                      int threads = 0) {
+  using namespace cluster_detail;
+  const int nt = resolve_threads(threads);
+  if (centroids.rows < 1 || centroids.cols != points.cols)
+    throw Error(StatusCode::kInvalidArgument, "kmeans_assign: centroids are " + std::to_string(centroids.rows) +
+                                                  " x " + std::to_string(centroids.cols) + " for d = " +
+                                                  std::to_string(points.cols));
+  if (centroids.rows >= static_cast<int64_t>(kNoIndex))
+    throw Error(StatusCode::kInvalidArgument, "kmeans_assign: K = " + std::to_string(centroids.rows) + " exceeds 2^31 - 2");
+  KMeansOptions ov;
+  ov.k = 1;  // checks d, N and finiteness of the points
+  validate_points(points, ov, nt);
+  for (int64_t i = 0; i < centroids.rows; ++i)
+    for (int64_t e = 0; e < centroids.cols; ++e)
+      if (!std::isfinite(centroids(i, e)))
+        throw Error(StatusCode::kInvalidArgument, "kmeans_assign: centroid " + std::to_string(i) + " coordinate " +
+                                                      std::to_string(e) + " is not finite");
+  KMeansAssignment out;
+  out.codes.resize(static_cast<size_t>(points.rows));
+  std::vector<float> cen(static_cast<size_t>(centroids.rows * centroids.cols));
+  for (int64_t i = 0; i < centroids.rows; ++i)
+    for (int64_t e = 0; e < centroids.cols; ++e) cen[static_cast<size_t>(i * centroids.cols + e)] = centroids(i, e);
+  KMeansStats st;
+  switch (points.cols) {
+#define CLUSCOMP_KMEANS_CASE(DD)                                       \
+  case DD: {                                                           \
+    LloydEngine<DD> eng(points.rows, centroids.rows, nt, true, true);  \
+    eng.start(points, cen.data());                                     \
+    (void)eng.assign(st);                                              \
+    eng.codes(out.codes.data());                                       \
+    break;                                                             \
+  }
+    CLUSCOMP_KMEANS_CASE(1) CLUSCOMP_KMEANS_CASE(2) CLUSCOMP_KMEANS_CASE(3) CLUSCOMP_KMEANS_CASE(4)
+    CLUSCOMP_KMEANS_CASE(5) CLUSCOMP_KMEANS_CASE(6) CLUSCOMP_KMEANS_CASE(7) CLUSCOMP_KMEANS_CASE(8)
+    CLUSCOMP_KMEANS_CASE(9) CLUSCOMP_KMEANS_CASE(10) CLUSCOMP_KMEANS_CASE(11) CLUSCOMP_KMEANS_CASE(12)
+    CLUSCOMP_KMEANS_CASE(13) CLUSCOMP_KMEANS_CASE(14) CLUSCOMP_KMEANS_CASE(15) CLUSCOMP_KMEANS_CASE(16)
+#undef CLUSCOMP_KMEANS_CASE
+    default: break;
+  }
+  constexpr int64_t kChunk = 1 << 16;
+  const int64_t nch = (points.rows + kChunk - 1) / kChunk;
+  std::vector<double> part(static_cast<size_t>(nch));
+  parallel_chunks(nt, nch, 1, [&](int64_t cb, int64_t, int) {
+    double s = 0;
+    for (int64_t i = cb * kChunk; i < std::min(points.rows, (cb + 1) * kChunk); ++i)
+      s += point_distance2(points, i, &cen[static_cast<size_t>(out.codes[static_cast<size_t>(i)]) * static_cast<size_t>(points.cols)]);
+    part[static_cast<size_t>(cb)] = s;
+  });
+  for (double v : part) out.objective += v;
+  return out;
+}
+
+/// Codes as 16-bit integers (the reference's inference format); Error(kInvalidArgument) when
+/// K > 65536.
+inline std::vector<uint16_t> codes_as_uint16(const KMeansResult& r) {
+  if (r.k > 65536)
+    throw Error(StatusCode::kInvalidArgument, "codes_as_uint16: K = " + std::to_string(r.k) + " exceeds 65536");
+  return std::vector<uint16_t>(r.codes.begin(), r.codes.end());
+}
+
+CLUSCOMP_NAMESPACE_END

@@ -1,0 +1,372 @@
+// CPU k-means (cluster/kmeans.hpp) against its reference twin (reference/kmeans_ref.hpp):
+// tie-aware labels at every iteration, objectives, init, split rule, determinism, errors.
+#include <catch2/catch.hpp>
+
+#include <cmath>
+#include <cstdint>
+#include <limits>
+#include <random>
+#include <set>
+#include <vector>
+
+#include "cluscomp/cluster/kmeans.hpp"
+#include "cluscomp/cluster/weight_vectors.hpp"
+#include "cluscomp/core/dtype.hpp"
+#include "cluscomp/reference/kmeans_ref.hpp"
+
+using namespace cluscomp;
+
+namespace {
+
+// Gaussian blobs around `centers` random centres.
+std::vector<float> gaussian_points(int64_t n, int d, int centers, uint64_t seed) {
+  std::mt19937_64 rng(seed);
+  std::normal_distribution<float> g(0.0f, 1.0f);
+  std::vector<float> c(static_cast<size_t>(centers * d));
+  for (auto& v : c) v = 8.0f * g(rng);
+  std::vector<float> x(static_cast<size_t>(n * d));
+  for (int64_t i = 0; i < n; ++i) {
+    const int64_t a = static_cast<int64_t>(rng() % static_cast<uint64_t>(centers));
+    for (int e = 0; e < d; ++e) x[static_cast<size_t>(i * d + e)] = c[static_cast<size_t>(a * d + e)] + g(rng);
+  }
+  return x;
+}
+
+// Weight-like: heavy-tailed (Student-t, 4 dof) values scaled to ~0.02 and rounded to bf16, so
+// there are many duplicate points and exact distance ties.
+std::vector<float> weight_like_points(int64_t n, int d, uint64_t seed) {
+  std::mt19937_64 rng(seed);
+  std::student_t_distribution<float> t(4.0f);
+  std::vector<float> x(static_cast<size_t>(n * d));
+  for (auto& v : x) v = static_cast<float>(bf16(0.02f * t(rng)));
+  return x;
+}
+
+MatrixView<const float> view(const std::vector<float>& x, int d) {
+  return make_matrix_view<const float>(x.data(), static_cast<int64_t>(x.size()) / d, d);
+}
+
+// Every code must be a nearest centroid in double, up to fp32 rounding of the distances
+// (documented ties). Returns the number of codes that differ from the reference's choice.
+int64_t check_tie_aware(const std::vector<float>& x, int d, const float* cen, int64_t k, const uint32_t* codes) {
+  const std::vector<float> c(cen, cen + k * d);
+  const reference::AssignmentRef ref = reference::assign_ref(x, c, static_cast<size_t>(d));
+  int64_t differ = 0;
+  for (size_t i = 0; i < ref.labels.size(); ++i) {
+    if (codes[i] == ref.labels[i]) continue;
+    ++differ;
+    REQUIRE(codes[i] < static_cast<uint32_t>(k));
+    const double mine = reference::distance2_ref(x, i, c, codes[i], static_cast<size_t>(d));
+    INFO("point " << i << " code " << codes[i] << " ref " << ref.labels[i] << " d2 " << mine << " vs " << ref.d2[i]);
+    REQUIRE(mine <= ref.d2[i] * (1.0 + 1e-5) + 1e-30);
+  }
+  return differ;
+}
+
+void check_every_iteration(const std::vector<float>& x, int d, int64_t k, int iters, uint64_t seed) {
+  KMeansOptions o;
+  o.k = k;
+  o.iterations = iters;
+  o.seed = seed;
+  o.report_codes = true;
+  o.threads = 2;
+  int64_t differ = 0;
+  int calls = 0;
+  o.progress = [&](const KMeansProgress& p) {
+    ++calls;
+    differ += check_tie_aware(x, d, p.centroids.data, k, p.codes);
+    // The objective is the sum of fp32 distances in double: equal to the double sum up to rounding.
+    std::vector<float> c(p.centroids.data, p.centroids.data + k * d);
+    double ref = 0;
+    for (size_t i = 0; i < x.size() / static_cast<size_t>(d); ++i)
+      ref += reference::distance2_ref(x, i, c, p.codes[i], static_cast<size_t>(d));
+    REQUIRE(std::fabs(p.objective - ref) <= 1e-6 * ref);
+    return true;
+  };
+  INFO("d = " << d << " K = " << k << " seed = " << seed);
+  const KMeansResult r = kmeans(view(x, d), o);
+  REQUIRE(calls == iters);
+  differ += check_tie_aware(x, d, r.centroids.data(), k, r.codes.data());
+  // Ties are rare: well under 1% of labels.
+  REQUIRE(differ * 100 <= static_cast<int64_t>(x.size()) / d * (iters + 1));
+  int64_t total = 0;
+  for (int64_t c : r.counts) total += c;
+  REQUIRE(total == static_cast<int64_t>(x.size()) / d);
+}
+
+}  // namespace
+
+TEST_CASE("kmeans codes equal brute force (tie-aware) at every iteration", "[kmeans]") {
+  SECTION("gaussian d=4") { check_every_iteration(gaussian_points(20000, 4, 50, 1), 4, 256, 6, 11); }
+  SECTION("gaussian d=8") { check_every_iteration(gaussian_points(10000, 8, 40, 2), 8, 128, 5, 12); }
+  SECTION("gaussian d=3") { check_every_iteration(gaussian_points(8000, 3, 20, 3), 3, 100, 5, 13); }
+  SECTION("gaussian d=16") { check_every_iteration(gaussian_points(4000, 16, 10, 4), 16, 64, 4, 14); }
+  SECTION("gaussian d=1") { check_every_iteration(gaussian_points(5000, 1, 10, 5), 1, 32, 4, 15); }
+  SECTION("weight-like d=4") { check_every_iteration(weight_like_points(20000, 4, 6), 4, 512, 6, 16); }
+  SECTION("weight-like d=8") { check_every_iteration(weight_like_points(10000, 8, 7), 8, 256, 5, 17); }
+}
+
+TEST_CASE("kmeans objective equals the reference twin's Lloyd up to rounding", "[kmeans]") {
+  for (int d : {2, 4, 8}) {
+    const std::vector<float> x = gaussian_points(4000, d, 30, 20 + static_cast<uint64_t>(d));
+    const int64_t k = 40;
+    KMeansOptions o;
+    o.k = k;
+    o.iterations = 8;
+    o.seed = 99;
+    const KMeansResult r = kmeans(view(x, d), o);
+    const std::vector<float> init = kmeans_initial_centroids(view(x, d), o);
+    const reference::KMeansRefResult ref = reference::kmeans_ref(x, static_cast<size_t>(d), init, 8, 99);
+    INFO("d = " << d);
+    REQUIRE(r.objective.size() == ref.objective.size());
+    for (size_t t = 0; t < ref.objective.size(); ++t)
+      REQUIRE(std::fabs(r.objective[t] - ref.objective[t]) <= 1e-5 * ref.objective[t]);
+    REQUIRE(std::fabs(r.final_objective - ref.final_objective) <= 1e-5 * ref.final_objective);
+    REQUIRE(r.iterations_run == 8);
+  }
+}
+
+TEST_CASE("reference init is the first K distinct points of the seeded permutation", "[kmeans]") {
+  // Points drawn from a small set, so the permutation meets many duplicates.
+  std::mt19937_64 rng(5);
+  const int d = 4;
+  std::vector<float> x(3000 * d);
+  for (auto& v : x) v = static_cast<float>(rng() % 3);  // 81 distinct points at most
+  std::set<std::vector<float>> distinct;
+  for (size_t i = 0; i < x.size(); i += d) distinct.insert(std::vector<float>(x.begin() + i, x.begin() + i + d));
+  for (uint64_t seed : {1ull, 2ull, 12345ull}) {
+    for (int64_t k : {int64_t{1}, int64_t{10}, static_cast<int64_t>(distinct.size())}) {
+      KMeansOptions o;
+      o.k = k;
+      o.seed = seed;
+      const std::vector<float> mine = kmeans_initial_centroids(view(x, d), o);
+      const std::vector<float> ref = reference::init_random_permutation_ref(x, d, static_cast<size_t>(k), seed);
+      INFO("seed " << seed << " K " << k);
+      REQUIRE(mine == ref);
+    }
+  }
+  const std::vector<float> g = gaussian_points(5000, 8, 5, 7);
+  KMeansOptions o;
+  o.k = 300;
+  o.seed = 77;
+  REQUIRE(kmeans_initial_centroids(view(g, 8), o) == reference::init_random_permutation_ref(g, 8, 300, 77));
+}
+
+TEST_CASE("empty clusters split as faiss does, matching the reference twin exactly", "[kmeans]") {
+  // Small-integer points: every sum is exact, so centroids must match the twin bit for bit.
+  std::mt19937_64 rng(8);
+  const int d = 4;
+  std::vector<float> x(2000 * d);
+  for (auto& v : x) v = static_cast<float>(static_cast<int>(rng() % 16));
+  std::vector<float> init = {0, 0, 0, 0, 15, 15, 15, 15, 1000, 1000, 1000, 1000, 8, 8, 8, 8, -500, 3, 3, 3};
+  KMeansOptions o;
+  o.k = 5;
+  o.iterations = 3;
+  o.seed = 3;
+  o.initial_centroids = make_matrix_view<const float>(init.data(), 5, d);
+  const KMeansResult r = kmeans(view(x, d), o);
+  const reference::KMeansRefResult ref = reference::kmeans_ref(x, d, init, 3, 3);
+  REQUIRE(r.stats.splits >= 2);
+  REQUIRE(r.stats.splits == ref.splits);
+  for (int64_t c : r.counts) REQUIRE(c > 0);
+  // After one update (both empty clusters split), the state must match the twin bit for bit.
+  // Later iterations start from near-duplicate centroids (split copies differ by 1/1024), where
+  // fp32 and double argmins legitimately differ on near-ties, so only the split count is compared.
+  KMeansOptions o1 = o;
+  o1.iterations = 1;
+  const KMeansResult one = kmeans(view(x, d), o1);
+  const reference::KMeansRefResult ref1 = reference::kmeans_ref(x, d, init, 1, 3);
+  REQUIRE(one.stats.splits == 2);
+  REQUIRE(one.centroids == ref1.centroids);
+  REQUIRE(one.objective == ref1.objective);
+  // The split copies differ from each other by the (1 +- 1/1024) push in every nonzero coordinate.
+  int64_t pairs_apart = 0;
+  for (int a = 0; a < 5; ++a)
+    for (int b = a + 1; b < 5; ++b) {
+      bool close = true;
+      for (int e = 0; e < d; ++e)
+        close = close && std::fabs(one.centroids[static_cast<size_t>(a * d + e)] - one.centroids[static_cast<size_t>(b * d + e)]) <=
+                             0.003f * std::fabs(one.centroids[static_cast<size_t>(a * d + e)]);
+      pairs_apart += close ? 1 : 0;
+    }
+  REQUIRE(pairs_apart >= 2);
+}
+
+TEST_CASE("kmeans is bit-identical across thread counts, SIMD and pruning", "[kmeans]") {
+  const std::vector<float> x = weight_like_points(60000, 4, 9);
+  KMeansOptions o;
+  o.k = 1024;
+  o.iterations = 5;
+  o.threads = 1;
+  const KMeansResult base = kmeans(view(x, 4), o);
+  for (int threads : {2, 3, 8}) {
+    o.threads = threads;
+    const KMeansResult r = kmeans(view(x, 4), o);
+    INFO("threads " << threads);
+    REQUIRE(r.centroids == base.centroids);
+    REQUIRE(r.codes == base.codes);
+    REQUIRE(r.objective == base.objective);
+    REQUIRE(r.final_objective == base.final_objective);
+  }
+  o.threads = 2;
+  o.use_simd = false;
+  const KMeansResult portable = kmeans(view(x, 4), o);
+  REQUIRE(portable.centroids == base.centroids);
+  REQUIRE(portable.codes == base.codes);
+  o.use_simd = true;
+  o.use_pruning = false;
+  const KMeansResult brute = kmeans(view(x, 4), o);
+  REQUIRE(brute.centroids == base.centroids);
+  REQUIRE(brute.codes == base.codes);
+  REQUIRE(brute.objective == base.objective);
+  REQUIRE(base.stats.distance_evaluations < brute.stats.distance_evaluations / 4);
+}
+
+TEST_CASE("kmeans progress callback reports and cancels", "[kmeans]") {
+  const std::vector<float> x = gaussian_points(5000, 4, 10, 10);
+  KMeansOptions o;
+  o.k = 16;
+  o.iterations = 10;
+  std::vector<int> seen;
+  double last_elapsed = -1;
+  o.progress = [&](const KMeansProgress& p) {
+    seen.push_back(p.iteration);
+    if (p.iteration == 0) last_elapsed = -1;
+    REQUIRE(p.elapsed_s >= last_elapsed);
+    last_elapsed = p.elapsed_s;
+    REQUIRE(p.centroids.rows == 16);
+    REQUIRE(p.codes == nullptr);
+    return p.iteration < 2;
+  };
+  KMeansResult r;
+  const Status s = kmeans(view(x, 4), o, &r);
+  REQUIRE(s.code() == StatusCode::kCancelled);
+  REQUIRE(r.cancelled);
+  REQUIRE(seen == std::vector<int>{0, 1, 2});
+  REQUIRE(r.objective.size() == 3);
+  REQUIRE(r.codes.size() == 5000);
+  REQUIRE_THROWS_AS(kmeans(view(x, 4), o), Error);
+}
+
+TEST_CASE("kmeans tolerance stops early; objective never increases", "[kmeans]") {
+  const std::vector<float> x = gaussian_points(5000, 4, 8, 11);
+  KMeansOptions o;
+  o.k = 8;
+  o.iterations = 100;
+  o.tolerance = 1e-9;
+  const KMeansResult r = kmeans(view(x, 4), o);
+  REQUIRE(r.iterations_run < 100);
+  for (size_t t = 1; t < r.objective.size(); ++t) REQUIRE(r.objective[t] <= r.objective[t - 1] * (1 + 1e-12));
+  REQUIRE(r.final_objective <= r.objective.back() * (1 + 1e-12));
+}
+
+TEST_CASE("kmeans++ and k-means|| pick K distinct input points, deterministically", "[kmeans]") {
+  const std::vector<float> x = weight_like_points(6000, 4, 12);
+  std::set<std::vector<float>> pts;
+  for (size_t i = 0; i < x.size(); i += 4) pts.insert(std::vector<float>(x.begin() + i, x.begin() + i + 4));
+  for (KMeansInit init : {KMeansInit::kKMeansPlusPlus, KMeansInit::kKMeansParallel}) {
+    KMeansOptions o;
+    o.k = 100;
+    o.init = init;
+    o.threads = 1;
+    const std::vector<float> a = kmeans_initial_centroids(view(x, 4), o);
+    o.threads = 3;
+    const std::vector<float> b = kmeans_initial_centroids(view(x, 4), o);
+    REQUIRE(a == b);
+    std::set<std::vector<float>> chosen;
+    for (size_t i = 0; i < a.size(); i += 4) {
+      std::vector<float> c(a.begin() + i, a.begin() + i + 4);
+      REQUIRE(pts.count(c) == 1);
+      chosen.insert(c);
+    }
+    REQUIRE(chosen.size() == 100);
+    o.iterations = 3;
+    const KMeansResult r = kmeans(view(x, 4), o);
+    REQUIRE(r.objective.size() == 3);
+  }
+}
+
+TEST_CASE("kmeans_assign matches the brute-force twin (tie-aware) and evaluates in double", "[kmeans]") {
+  const std::vector<float> x = weight_like_points(20000, 8, 13);
+  const std::vector<float> c = gaussian_points(300, 8, 300, 14);
+  std::vector<float> cs(c);
+  for (auto& v : cs) v *= 0.004f;
+  const KMeansAssignment a = kmeans_assign(view(x, 8), make_matrix_view<const float>(cs.data(), 300, 8), 2);
+  check_tie_aware(x, 8, cs.data(), 300, a.codes.data());
+  const reference::AssignmentRef ref = reference::assign_ref(x, cs, 8);
+  REQUIRE(std::fabs(a.objective - ref.objective) <= 1e-9 * ref.objective);
+}
+
+TEST_CASE("weight_vectors follows the CLUSCOMP geometry", "[kmeans]") {
+  // W (out = 5, in = 3), d = 4: out_pad = 8, 2 vectors per input channel.
+  std::vector<bf16> w(15);
+  for (int o = 0; o < 5; ++o)
+    for (int i = 0; i < 3; ++i) w[static_cast<size_t>(o * 3 + i)] = bf16(static_cast<float>(10 * o + i));
+  const std::vector<float> v = weight_vectors(make_matrix_view<const bf16>(w.data(), 5, 3), 4);
+  REQUIRE(v.size() == 3 * 8);
+  for (int i = 0; i < 3; ++i)
+    for (int j = 0; j < 2; ++j)
+      for (int e = 0; e < 4; ++e) {
+        const int o = j * 4 + e;
+        REQUIRE(v[static_cast<size_t>((i * 2 + j) * 4 + e)] == (o < 5 ? static_cast<float>(10 * o + i) : 0.0f));
+      }
+  std::vector<f16> h(6, f16(1.5f));
+  REQUIRE(weight_vectors(make_matrix_view<const f16>(h.data(), 2, 3), 2) == std::vector<float>(6, 1.5f));
+  REQUIRE_THROWS_AS(weight_vectors(make_matrix_view<const f16>(h.data(), 2, 3), 0), Error);
+  REQUIRE_THROWS_AS(weight_vectors(make_matrix_view<const f16>(h.data(), 2, 3), 17), Error);
+}
+
+TEST_CASE("kmeans rejects bad input with a status naming the value", "[kmeans]") {
+  std::vector<float> x = gaussian_points(100, 4, 3, 15);
+  auto status = [](MatrixView<const float> p, KMeansOptions o) {
+    KMeansResult r;
+    return kmeans(p, o, &r);
+  };
+  auto has = [](const Status& s, const char* what) {
+    INFO(s.to_string());
+    REQUIRE(s.code() == StatusCode::kInvalidArgument);
+    REQUIRE(s.message().find(what) != std::string::npos);
+  };
+  KMeansOptions o;
+  o.k = 0;
+  has(status(view(x, 4), o), "K = 0");
+  o.k = 4;
+  has(status(make_matrix_view<const float>(x.data(), 100, 0), o), "d = 0");
+  has(status(make_matrix_view<const float>(x.data(), 20, 17), o), "d = 17");
+  has(status(make_matrix_view<const float>(x.data(), 0, 4), o), "N = 0");
+  o.k = 101;
+  has(status(view(x, 4), o), "K = 101");
+  // K larger than the number of distinct points (10 distinct among 100).
+  std::vector<float> dup(400);
+  for (size_t i = 0; i < dup.size(); ++i) dup[i] = static_cast<float>((i / 4) % 10);
+  o.k = 11;
+  has(status(view(dup, 4), o), "distinct points (10)");
+  o.k = 10;
+  REQUIRE(status(view(dup, 4), o).ok());
+  for (KMeansInit init : {KMeansInit::kKMeansPlusPlus, KMeansInit::kKMeansParallel}) {
+    o.k = 11;
+    o.init = init;
+    has(status(view(dup, 4), o), "distinct points");
+  }
+  o.init = KMeansInit::kRandomPermutation;
+  o.k = 4;
+  std::vector<float> bad = x;
+  bad[4 * 37 + 2] = std::numeric_limits<float>::quiet_NaN();
+  has(status(view(bad, 4), o), "point 37 coordinate 2");
+  bad[4 * 37 + 2] = 1.0f;
+  bad[4 * 99 + 3] = -std::numeric_limits<float>::infinity();
+  has(status(view(bad, 4), o), "point 99 coordinate 3");
+  // Size overflow: more points than 32-bit codes can index (never read).
+  const MatrixView<const float> huge{x.data(), int64_t{1} << 33, 4, 4, 1};
+  has(status(huge, o), "exceeds 2^32");
+  o.iterations = -1;
+  has(status(view(x, 4), o), "iterations = -1");
+  o.iterations = 3;
+  std::vector<float> ic(12);
+  o.initial_centroids = make_matrix_view<const float>(ic.data(), 3, 4);
+  has(status(view(x, 4), o), "initial_centroids is 3 x 4");
+  KMeansResult big;
+  big.k = 70000;
+  REQUIRE_THROWS_AS(codes_as_uint16(big), Error);
+  REQUIRE_THROWS_AS(kmeans_assign(view(x, 4), make_matrix_view<const float>(ic.data(), 3, 2)), Error);
+}
