@@ -7,7 +7,7 @@
 #      calibration (Old Testament) and evaluation (New Testament) parts.
 # Everything is cached in $CLUSCOMP_DATA (default ~/.cache/cluscomp) and checked against SHA-256.
 # With --test-env it also makes the test-only Python environment ($CLUSCOMP_DATA/venv-test: gguf,
-# numpy) used to check our readers against an implementation we did not write.
+# numpy, tokenizers) used to check our readers against an implementation we did not write.
 set -euo pipefail
 
 DATA="${CLUSCOMP_DATA:-$HOME/.cache/cluscomp}"
@@ -35,10 +35,12 @@ CALIB_SHA256="ed5429f2049145a387b69e7aa28111ca5eb1c531109e4c38667db6adfea0644b"
 EVAL_SHA256="1f6c265b2cb7743d7ad8d87f285ab07489c6cbdcd69f340757c8cfcba3b3c81a"
 GGUF_PY_VERSION="0.19.0"
 NUMPY_VERSION="2.4.6"
+TOKENIZERS_VERSION="0.23.3"
 
 # ---- 1. system packages --------------------------------------------------------------------------
 PACKAGES=(build-essential cmake g++ git python3 python3-venv libeigen3-dev libfmt-dev catch2
-          nlohmann-json3-dev libbenchmark-dev clang-14 libclang-rt-14-dev bible-kjv bible-kjv-text)
+          nlohmann-json3-dev libbenchmark-dev clang-14 libclang-rt-14-dev bible-kjv bible-kjv-text
+          libsentencepiece-dev)
 missing=()
 for p in "${PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -114,14 +116,14 @@ fi
 # ---- 4. the test-only Python environment (optional) -----------------------------------------------
 if ((WANT_TEST_ENV)); then
   VENV="$DATA/venv-test"
-  if [[ -x "$VENV/bin/python" ]] && "$VENV/bin/python" -c "import gguf, numpy; assert gguf.__version__ if hasattr(gguf,'__version__') else True" 2>/dev/null; then
+  if [[ -x "$VENV/bin/python" ]] && "$VENV/bin/python" -c "import gguf, numpy, tokenizers; assert gguf.__version__ if hasattr(gguf,'__version__') else True" 2>/dev/null; then
     say "test env: $VENV (cached)"
   else
-    say "test env: creating $VENV (gguf==$GGUF_PY_VERSION, numpy==$NUMPY_VERSION from PyPI)"
+    say "test env: creating $VENV (gguf==$GGUF_PY_VERSION, numpy==$NUMPY_VERSION, tokenizers==$TOKENIZERS_VERSION from PyPI)"
     rm -rf "$VENV"
     python3 -m venv "$VENV" || die "python3 -m venv failed"
-    "$VENV/bin/pip" install --quiet --disable-pip-version-check "gguf==$GGUF_PY_VERSION" "numpy==$NUMPY_VERSION" ||
-      die "could not install gguf/numpy into $VENV"
+    "$VENV/bin/pip" install --quiet --disable-pip-version-check "gguf==$GGUF_PY_VERSION" "numpy==$NUMPY_VERSION" \
+      "tokenizers==$TOKENIZERS_VERSION" || die "could not install gguf/numpy/tokenizers into $VENV"
   fi
 fi
 say "done: data in $DATA"

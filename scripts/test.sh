@@ -18,14 +18,26 @@ scripts/setup.sh --test-env
 step "build"
 scripts/build.sh
 
-step "independent reference dump of the real model (PyPI gguf package)"
-DUMP="$DATA/reference/gguf_dump"
-if [[ ! -f "$DUMP/manifest.json" || "$ROOT/tests/model/gguf_dump.py" -nt "$DUMP/manifest.json" ]]; then
-  rm -rf "$DUMP"
-  "$DATA/venv-test/bin/python" tests/model/gguf_dump.py "$DATA/models/SmolLM2-135M-Instruct.Q4_1.gguf" "$DUMP"
-else
-  echo "cached: $DUMP"
-fi
+# Reference data from implementations we did not write, made in the test-only venv; each script
+# writes OUTDIR/manifest.json last, and is re-run whenever the script is newer than its output.
+reference() {  # reference NAME SCRIPT ARGS... (the script gets ARGS... then its output dir)
+  local out="$DATA/reference/$1" script="$ROOT/$2"
+  shift 2
+  if [[ -f "$out/manifest.json" && "$out/manifest.json" -nt "$script" ]]; then
+    echo "cached: $out"
+  else
+    rm -rf "$out"
+    "$DATA/venv-test/bin/python" "$script" "$@" "$out"
+  fi
+}
+MODEL="$DATA/models/SmolLM2-135M-Instruct.Q4_1.gguf"
+EVAL_TEXT="$DATA/text/kjv.evaluation.txt"
+
+step "reference: every tensor of the real model dequantised by the PyPI gguf package"
+reference gguf_dump tests/model/gguf_dump.py "$MODEL"
+
+step "reference: token ids of the real model's tokenizer from HF tokenizers (PyPI)"
+reference tokenizer tests/model/tokenizer_dump.py "$MODEL" "$EVAL_TEXT"
 
 step "install, then build examples/consumer against the installed package"
 rm -rf "$BUILD/install" "$BUILD/consumer"
