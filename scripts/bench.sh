@@ -12,6 +12,7 @@ export CLUSCOMP_DATA="${CLUSCOMP_DATA:-$HOME/.cache/cluscomp}"
 BENCHES=(
   "io|bench_io|GGUF load + dequantisation throughput of the real model (MB/s of quantised bytes)"
   "kmeans-vs-faiss|bench_kmeans|exact CPU k-means vs faiss-cpu and scikit-learn (PyPI venv), same start; scaling; 58M-point iteration"
+  "runtime|bench_runtime|real-model CPU runtime, 2 threads: prefill 512 tokens and decode tokens/s; dense kernel vs Eigen (torch ratios nan: no torch yet)"
 )
 
 list() {

@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # The main job on the real model, from scratch: setup (idempotent) -> build -> inspect the real
 # model (architecture + per-tensor summary) -> round-trip it through our GGUF and safetensors
-# writers, checking every value bit for bit. Later issues extend this to compress, evaluate and
-# generate.
+# writers, checking every value bit for bit -> perplexity on the evaluation text (a few windows)
+# -> a short generation. Later issues extend this to compress.
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 BUILD="${CLUSCOMP_BUILD_DIR:-$ROOT/build}"
@@ -26,4 +26,14 @@ for f in kjv.calibration.txt kjv.evaluation.txt; do
   printf '%-22s %9d bytes %7d lines  first line: %s\n' "$f" "$(stat -c %s "$DATA/text/$f")" \
     "$(wc -l < "$DATA/text/$f")" "$(head -1 "$DATA/text/$f")"
 done
+echo; echo "==== [demo] perplexity of the real model on the evaluation text (first ${CLUSCOMP_DEMO_WINDOWS:-3} windows of 2048 tokens) ===="
+"$CLI" eval "$MODEL" "$DATA/text/kjv.evaluation.txt" --max-windows "${CLUSCOMP_DEMO_WINDOWS:-3}" --threads 2
+
+echo; echo "==== [demo] generation: chat template, greedy ===="
+"$CLI" generate "$MODEL" "What is the capital of France?" --max-tokens 48 --threads 2
+
+echo; echo "==== [demo] generation: plain continuation, temperature 0.8, top-p 0.9, seed 7 ===="
+"$CLI" generate "$MODEL" "And God said, Let there be light:" --raw --max-tokens 48 --temperature 0.8 --top-p 0.9 \
+  --seed 7 --threads 2
+
 echo; echo "[demo] done. Outputs in $OUT"

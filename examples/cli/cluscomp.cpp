@@ -4,12 +4,19 @@
 //   cluscomp roundtrip MODEL --out D  writes a GGUF model back through our GGUF writer and, dense
 //                                     fp32, through our safetensors writer (+ config.json), re-reads
 //                                     both and checks every value bit for bit
+//   cluscomp eval MODEL TEXT          perplexity of MODEL on a UTF-8 text file (CLUSCOMP.md §4:
+//                                     non-overlapping windows of min(context, 2048) tokens unless
+//                                     --window/--stride say otherwise; --max-windows N stops early)
+//   cluscomp generate MODEL PROMPT    streams a continuation: greedy, or --temperature/--top-k/
+//                                     --top-p with --seed; the chat template when the model declares
+//                                     one (--raw: plain continuation of PROMPT)
 //   cluscomp version
-// Later issues add compress, eval, generate, calibrate.
+// Later issues add compress and calibrate.
 #include <fmt/core.h>
 
 #include <algorithm>
 #include <chrono>
+#include <cstdio>
 #include <cmath>
 #include <cstring>
 #include <filesystem>
@@ -26,6 +33,10 @@
 #include "cluscomp/io/gguf_writer.hpp"
 #include "cluscomp/io/hf_config.hpp"
 #include "cluscomp/io/safetensors.hpp"
+#include "cluscomp/io/tokenizer.hpp"
+#include "cluscomp/model/llama.hpp"
+#include "cluscomp/model/perplexity.hpp"
+#include "cluscomp/model/sampling.hpp"
 
 namespace cc = cluscomp;
 namespace fs = std::filesystem;
@@ -258,12 +269,220 @@ int roundtrip_gguf(const std::string& path, const fs::path& out) {
   return 0;
 }
 
+// ---- eval / generate ------------------------------------------------------------------------------
+
+// "--name value" options after the positional arguments; unknown names are an error.
+struct Options {
+  std::map<std::string, std::string> values;
+  std::map<std::string, bool> flags;
+  std::string get(const std::string& k, const std::string& dflt) const {
+    auto it = values.find(k);
+    return it == values.end() ? dflt : it->second;
+  }
+  int64_t get_int(const std::string& k, int64_t dflt) const {
+    auto it = values.find(k);
+    if (it == values.end()) return dflt;
+    size_t used = 0;
+    int64_t v = 0;
+    try {
+      v = std::stoll(it->second, &used);
+    } catch (const std::exception&) {
+      used = 0;
+    }
+    if (used != it->second.size() || it->second.empty())
+      throw cc::Error(cc::StatusCode::kInvalidArgument, "--" + k + " expects an integer, got '" + it->second + "'");
+    return v;
+  }
+  double get_double(const std::string& k, double dflt) const {
+    auto it = values.find(k);
+    if (it == values.end()) return dflt;
+    size_t used = 0;
+    double v = 0;
+    try {
+      v = std::stod(it->second, &used);
+    } catch (const std::exception&) {
+      used = 0;
+    }
+    if (used != it->second.size() || it->second.empty())
+      throw cc::Error(cc::StatusCode::kInvalidArgument, "--" + k + " expects a number, got '" + it->second + "'");
+    return v;
+  }
+  bool flag(const std::string& k) const { return flags.count(k) > 0; }
+};
+
+Options parse_options(int argc, char** argv, int first, const std::vector<std::string>& with_value,
+                      const std::vector<std::string>& flags) {
+  Options o;
+  for (int i = first; i < argc; ++i) {
+    const std::string a = argv[i];
+    if (a.rfind("--", 0) != 0) throw cc::Error(cc::StatusCode::kInvalidArgument, "unexpected argument '" + a + "'");
+    const std::string name = a.substr(2);
+    if (std::find(flags.begin(), flags.end(), name) != flags.end()) {
+      o.flags[name] = true;
+    } else if (std::find(with_value.begin(), with_value.end(), name) != with_value.end()) {
+      if (i + 1 >= argc) throw cc::Error(cc::StatusCode::kInvalidArgument, a + " needs a value");
+      o.values[name] = argv[++i];
+    } else {
+      throw cc::Error(cc::StatusCode::kInvalidArgument, "unknown option '" + a + "'");
+    }
+  }
+  return o;
+}
+
+// The tokenizer that goes with a model: GGUF metadata, or tokenizer.json beside an HF model.
+cc::Tokenizer load_tokenizer(const std::string& model) {
+  if (!fs::is_directory(model) && has_magic(model, "GGUF")) {
+    cc::GgufReader g(model);
+    return cc::Tokenizer::from_gguf(g);
+  }
+  const fs::path dir = fs::is_directory(model) ? fs::path(model) : fs::path(model).parent_path();
+  const fs::path tj = dir / "tokenizer.json";
+  if (!fs::exists(tj))
+    throw cc::Error(cc::StatusCode::kNotFound, tj.string() + ": no tokenizer.json beside the model");
+  return cc::Tokenizer::from_tokenizer_json(tj.string());
+}
+
+cc::LlamaModel load_model_timed(const std::string& path, int threads) {
+  const auto t0 = Clock::now();
+  cc::LlamaRuntimeOptions o;
+  o.threads = threads;
+  cc::LlamaModel m = cc::load_llama_model(path, o);
+  const cc::MemoryReport r = m.memory_report();
+  fmt::print(stderr, "loaded {} in {:.2f} s: {} blocks, hidden {}, vocab {}, {:.1f} MiB of fp32 weights, {} threads\n",
+             path, seconds_since(t0), m.config().num_hidden_layers, m.config().hidden_size, m.vocab_size(),
+             static_cast<double>(r.weights) / (1 << 20), m.threads());
+  return m;
+}
+
+void progress_bar(int64_t done, int64_t total, const std::string& tail) {
+  const int width = 30;
+  const int filled = total > 0 ? static_cast<int>(width * done / total) : width;
+  fmt::print(stderr, "\r[{}{}] {}/{} {}", std::string(static_cast<size_t>(filled), '#'),
+             std::string(static_cast<size_t>(width - filled), '.'), done, total, tail);
+  std::fflush(stderr);
+}
+
+int eval_cmd(const std::string& model_path, const std::string& text_path, const Options& opt) {
+  if (!fs::exists(text_path)) throw cc::Error(cc::StatusCode::kNotFound, text_path + ": no such file");
+  const std::string text = cc::read_text_file(text_path);
+  if (text.empty()) throw cc::Error(cc::StatusCode::kInvalidArgument, text_path + ": the text file is empty");
+  const size_t bad = cc::detail::utf8_invalid_at(reinterpret_cast<const unsigned char*>(text.data()), text.size());
+  if (bad != text.size())
+    throw cc::Error(cc::StatusCode::kInvalidArgument,
+                    text_path + ": not valid UTF-8 (first bad byte at offset " + std::to_string(bad) + ")");
+  cc::LlamaModel m = load_model_timed(model_path, static_cast<int>(opt.get_int("threads", 0)));
+  const cc::Tokenizer tok = load_tokenizer(model_path);
+  auto t0 = Clock::now();
+  const std::vector<int32_t> ids = tok.encode(text, tok.add_bos_default());
+  fmt::print(stderr, "tokenised {} bytes into {} tokens in {:.2f} s\n", text.size(), ids.size(), seconds_since(t0));
+  cc::PerplexityOptions po;
+  po.window = opt.get_int("window", 0);
+  po.stride = opt.get_int("stride", 0);
+  po.max_windows = opt.get_int("max-windows", 0);
+  if (po.window < 0 || po.stride < 0 || po.max_windows < 0)
+    throw cc::Error(cc::StatusCode::kInvalidArgument, "--window, --stride and --max-windows must not be negative");
+  const cc::PerplexityResult r = cc::evaluate_perplexity(m, ids, po, [](const cc::PerplexityResult& p) {
+    const int64_t total = p.total_windows;
+    progress_bar(p.windows, total, fmt::format("windows  ppl {:.4f}  {:.1f} tok/s   ", p.perplexity(),
+                                               p.tokens_per_second()));
+  });
+  fmt::print(stderr, "\n");
+  const cc::KvCache probe = m.make_cache(r.window);
+  const cc::MemoryReport mem = m.memory_report(&probe, r.window);
+  fmt::print("model:       {}\n", model_path);
+  fmt::print("text:        {} ({} bytes)\n", text_path, text.size());
+  fmt::print("tokens:      {}\n", r.tokens);
+  fmt::print("window:      {} (stride {})\n", r.window, po.stride > 0 ? po.stride : r.window);
+  fmt::print("windows:     {} of {}{}\n", r.windows, r.total_windows, r.windows < r.total_windows ? " (--max-windows)" : "");
+  fmt::print("predictions: {}\n", r.predictions);
+  fmt::print("mean NLL:    {:.6f} nats\n", r.mean_nll());
+  fmt::print("perplexity:  {:.4f}\n", r.perplexity());
+  fmt::print("speed:       {:.1f} tokens/s ({} tokens in {:.2f} s, {} threads)\n", r.tokens_per_second(), r.processed,
+             r.seconds, m.threads());
+  fmt::print("memory:      {:.1f} MiB weights + {:.1f} MiB kv cache + {:.1f} MiB activations\n",
+             static_cast<double>(mem.weights) / (1 << 20), static_cast<double>(mem.kv_cache) / (1 << 20),
+             static_cast<double>(mem.activations) / (1 << 20));
+  return 0;
+}
+
+int generate_cmd(const std::string& model_path, const std::string& prompt, const Options& opt) {
+  cc::LlamaModel m = load_model_timed(model_path, static_cast<int>(opt.get_int("threads", 0)));
+  const cc::Tokenizer tok = load_tokenizer(model_path);
+  const int64_t max_tokens = opt.get_int("max-tokens", 64);
+  if (max_tokens < 1) throw cc::Error(cc::StatusCode::kInvalidArgument, "--max-tokens must be at least 1");
+  cc::SamplingOptions so;
+  so.temperature = static_cast<float>(opt.get_double("temperature", 0.0));
+  so.top_k = opt.get_int("top-k", 0);
+  so.top_p = static_cast<float>(opt.get_double("top-p", 1.0));
+  so.seed = static_cast<uint64_t>(opt.get_int("seed", 0));
+  cc::Sampler sampler(so);
+
+  const bool chat = !opt.flag("raw") && !tok.chat_template().empty();
+  std::vector<int32_t> ids;
+  if (chat) {
+    const std::string text = tok.apply_chat_template({{"user", prompt}}, /*add_generation_prompt=*/true);
+    ids = tok.encode(text, tok.add_bos_default(), /*parse_special=*/true);
+  } else {
+    ids = tok.encode(prompt, tok.add_bos_default());
+  }
+  if (ids.empty()) throw cc::Error(cc::StatusCode::kInvalidArgument, "the prompt encodes to no tokens");
+  const int64_t n_prompt = static_cast<int64_t>(ids.size());
+  if (n_prompt > m.context_length())
+    throw cc::Error(cc::StatusCode::kInvalidArgument, "the prompt has " + std::to_string(n_prompt) +
+                                                          " tokens, longer than the model's context of " +
+                                                          std::to_string(m.context_length()));
+  const int64_t capacity = std::min(m.context_length(), n_prompt + max_tokens);
+  cc::KvCache cache = m.make_cache(capacity);
+  fmt::print(stderr, "prompt: {} tokens{}; sampling: {}\n", n_prompt, chat ? " (chat template)" : "",
+             so.temperature == 0.0f ? std::string("greedy")
+                                    : fmt::format("temperature {} top-k {} top-p {} seed {}", so.temperature,
+                                                  so.top_k, so.top_p, so.seed));
+  if (!chat) fmt::print("{}", prompt);
+  std::fflush(stdout);
+  auto t0 = Clock::now();
+  std::vector<float> logits = m.forward(ids, cache);
+  const double prefill_s = seconds_since(t0);
+  t0 = Clock::now();
+  int64_t generated = 0;
+  std::string stop_reason = "--max-tokens";
+  for (;;) {
+    const int32_t next = sampler.sample(logits.data(), m.vocab_size());
+    if (next == tok.eos_id()) {
+      stop_reason = "end of sequence";
+      break;
+    }
+    fmt::print("{}", tok.token_to_piece(next));
+    std::fflush(stdout);
+    ++generated;
+    if (generated >= max_tokens) break;
+    if (cache.length() >= cache.capacity()) {
+      stop_reason = "context full";
+      break;
+    }
+    logits = m.forward(&next, 1, cache);
+  }
+  const double decode_s = seconds_since(t0);
+  fmt::print("\n");
+  const cc::MemoryReport mem = m.memory_report(&cache, n_prompt);
+  fmt::print(stderr,
+             "[{} prompt tokens: {:.1f} tok/s prefill | {} generated: {:.1f} tok/s decode | stop: {} | memory "
+             "{:.1f} MiB weights + {:.1f} MiB kv cache]\n",
+             n_prompt, static_cast<double>(n_prompt) / prefill_s, generated,
+             decode_s > 0 ? static_cast<double>(std::max<int64_t>(generated - 1, 0)) / decode_s : 0.0, stop_reason,
+             static_cast<double>(mem.weights) / (1 << 20), static_cast<double>(mem.kv_cache) / (1 << 20));
+  return 0;
+}
+
 int usage(int rc) {
   fmt::print(rc ? stderr : stdout,
              "usage: cluscomp inspect MODEL\n"
              "       cluscomp roundtrip MODEL.gguf --out DIR\n"
+             "       cluscomp eval MODEL TEXT [--window N] [--stride N] [--max-windows N] [--threads N]\n"
+             "       cluscomp generate MODEL PROMPT [--max-tokens N] [--temperature T] [--top-k K]\n"
+             "                         [--top-p P] [--seed S] [--raw] [--threads N]\n"
              "       cluscomp version\n"
-             "MODEL: a .gguf file, a .safetensors file (HF or cluscomp format)\n");
+             "MODEL: a .gguf file, a .safetensors file (HF or cluscomp format); eval/generate also\n"
+             "       take an HF model directory (config.json + model.safetensors + tokenizer.json)\n");
   return rc;
 }
 
@@ -280,6 +499,16 @@ int run(int argc, char** argv) {
   if (!fs::exists(model)) {
     fmt::print(stderr, "cluscomp: {}: no such file\n", model);
     return 1;
+  }
+  if (cmd == "eval") {
+    if (argc < 4) return usage(2);
+    return eval_cmd(model, argv[3], parse_options(argc, argv, 4, {"window", "stride", "max-windows", "threads"}, {}));
+  }
+  if (cmd == "generate") {
+    if (argc < 4) return usage(2);
+    return generate_cmd(model, argv[3],
+                        parse_options(argc, argv, 4, {"max-tokens", "temperature", "top-k", "top-p", "seed", "threads"},
+                                      {"raw"}));
   }
   if (cmd == "inspect") return has_magic(model, "GGUF") ? inspect_gguf(model) : inspect_safetensors(model);
   if (cmd == "roundtrip") {

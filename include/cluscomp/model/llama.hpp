@@ -1,0 +1,516 @@
+#pragma once
+/// LLaMA-family decoder on the CPU (llama, mistral, qwen2; SmolLM and Llama 2/3 are "llama"):
+/// token embedding, N blocks of [RMSNorm -> q/k/v (+ Qwen2-style biases) -> RoPE -> causal GQA
+/// over a KV cache -> o] and [RMSNorm -> gate/up -> SwiGLU -> down] with residuals, final
+/// RMSNorm, lm_head (tied to the embedding or separate).
+///
+/// Loading: from GGUF (any tensor type gguf_quant.hpp dequantises; llama.cpp's q/k row
+/// permutation undone for llama/mistral files) or from an HF directory (config.json +
+/// model.safetensors or a sharded model.safetensors.index.json; fp32/fp16/bf16). Weights are held
+/// as fp32. Missing or mis-shaped tensors, unknown architectures, prompts that do not fit the
+/// context: Error naming the file, the tensor or the sizes.
+///
+/// Numerics: fp32 activations and accumulation (ops/*.hpp). Every row of every op is computed by
+/// the same operations whether it arrives in a batch or alone, so a batched prefill and a
+/// token-by-token decode give bit-identical logits, and results never depend on the thread count.
+/// Against an fp64 implementation of the same weights: logits within ~1e-4 relative (see
+/// tests/model/test_llama_real.cpp for the measured figure).
+///
+/// Threads: the model owns a ThreadPool (LlamaRuntimeOptions::threads). One forward at a time per
+/// model object: forward calls are not thread-safe.
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <filesystem>
+#include <functional>
+#include <map>
+#include <memory>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "cluscomp/core/checked.hpp"
+#include "cluscomp/core/config.hpp"
+#include "cluscomp/core/error.hpp"
+#include "cluscomp/io/file.hpp"
+#include "cluscomp/io/gguf.hpp"
+#include "cluscomp/io/gguf_llama.hpp"
+#include "cluscomp/io/gguf_quant.hpp"
+#include "cluscomp/io/hf_config.hpp"
+#include "cluscomp/io/safetensors.hpp"
+#include "cluscomp/model/linear.hpp"
+#include "cluscomp/ops/attention.hpp"
+#include "cluscomp/ops/parallel.hpp"
+#include "cluscomp/ops/rmsnorm.hpp"
+#include "cluscomp/ops/rope.hpp"
+#include "cluscomp/ops/swiglu.hpp"
+
+CLUSCOMP_NAMESPACE_BEGIN
+
+/// Runtime settings of a loaded model.
+struct LlamaRuntimeOptions {
+  int threads = 0;  // worker threads including the caller; 0 = hardware concurrency
+};
+
+/// Keys and values of every block for positions [0, length()), fp32, (capacity, kv_dim) per block.
+class KvCache {
+ public:
+  KvCache() = default;
+  KvCache(int64_t layers, int64_t capacity, int64_t kv_dim)
+      : layers_(layers), capacity_(capacity), kv_dim_(kv_dim) {
+    if (layers <= 0 || capacity <= 0 || kv_dim <= 0)
+      throw Error(StatusCode::kInvalidArgument, "kv cache: layers, capacity and kv_dim must be positive");
+    const uint64_t per = checked_mul(static_cast<uint64_t>(capacity), static_cast<uint64_t>(kv_dim), "kv cache");
+    keys_.resize(static_cast<size_t>(layers));
+    values_.resize(static_cast<size_t>(layers));
+    for (int64_t l = 0; l < layers; ++l) {
+      keys_[static_cast<size_t>(l)].assign(static_cast<size_t>(per), 0.0f);
+      values_[static_cast<size_t>(l)].assign(static_cast<size_t>(per), 0.0f);
+    }
+  }
+  int64_t layers() const { return layers_; }
+  int64_t capacity() const { return capacity_; }
+  int64_t kv_dim() const { return kv_dim_; }
+  /// Positions filled so far (the next token goes to position length()).
+  int64_t length() const { return length_; }
+  /// Forgets everything (keeps the memory).
+  void clear() { length_ = 0; }
+  /// Keeps only the first n positions (n <= length()).
+  void truncate(int64_t n) {
+    if (n < 0 || n > length_)
+      throw Error(StatusCode::kOutOfRange, "kv cache: cannot truncate " + std::to_string(length_) +
+                                               " positions to " + std::to_string(n));
+    length_ = n;
+  }
+  float* keys(int64_t layer) { return keys_[static_cast<size_t>(layer)].data(); }
+  float* values(int64_t layer) { return values_[static_cast<size_t>(layer)].data(); }
+  /// Bytes held (keys and values of every block at full capacity).
+  int64_t memory_bytes() const { return 2 * layers_ * capacity_ * kv_dim_ * 4; }
+  /// Used by the model after a successful forward.
+  void advance(int64_t n) { length_ += n; }
+
+ private:
+  int64_t layers_ = 0, capacity_ = 0, kv_dim_ = 0, length_ = 0;
+  std::vector<std::vector<float>> keys_, values_;
+};
+
+/// One decoder block's weights (HF names in comments).
+struct LlamaBlock {
+  std::vector<float> attn_norm;  // input_layernorm (hidden)
+  std::vector<float> ffn_norm;   // post_attention_layernorm (hidden)
+  Linear q, k, v, o;             // self_attn.{q,k,v,o}_proj
+  Linear gate, up, down;         // mlp.{gate,up,down}_proj
+};
+
+/// Every weight of a model, fp32. `lm_head` shares `embed` when the embeddings are tied.
+struct LlamaWeights {
+  std::shared_ptr<const std::vector<float>> embed;  // (vocab, hidden)
+  std::vector<float> final_norm;                    // (hidden)
+  Linear lm_head;                                   // (vocab, hidden)
+  std::vector<LlamaBlock> blocks;
+};
+
+/// Memory of a model in use, in bytes.
+struct MemoryReport {
+  int64_t weights = 0;      // every weight once (a tied lm_head is not counted twice)
+  int64_t kv_cache = 0;     // the cache passed in (0 without one)
+  int64_t activations = 0;  // peak scratch of one forward over the given number of tokens
+  int64_t total() const { return weights + kv_cache + activations; }
+};
+
+/// Reads a tensor by its HF name into `out` (row-major, HF shape). Returns false when the source
+/// has no such tensor; throws Error(kFormatError) naming it when its shape differs from `shape`.
+using LlamaTensorFetch =
+    std::function<bool(const std::string& hf_name, const std::vector<int64_t>& shape, std::vector<float>* out)>;
+
+namespace model_detail {
+
+inline RopeParams rope_params_of(const LlamaConfig& c) {
+  RopeParams p;
+  p.head_dim = c.head_dim;
+  p.theta = c.rope_theta;
+  if (c.rope_scaling.type == "linear") {
+    p.scaling = RopeScalingType::kLinear;
+  } else if (c.rope_scaling.type == "llama3") {
+    p.scaling = RopeScalingType::kLlama3;
+  } else if (!c.rope_scaling.type.empty()) {
+    throw Error(StatusCode::kUnsupported, "rope scaling '" + c.rope_scaling.type + "'");
+  }
+  p.factor = c.rope_scaling.factor;
+  p.low_freq_factor = c.rope_scaling.low_freq_factor;
+  p.high_freq_factor = c.rope_scaling.high_freq_factor;
+  p.original_context = static_cast<double>(c.rope_scaling.original_max_position_embeddings);
+  return p;
+}
+
+inline std::string shape_string(const std::vector<int64_t>& s) {
+  std::string out = "[";
+  for (size_t i = 0; i < s.size(); ++i) out += (i ? ", " : "") + std::to_string(s[i]);
+  return out + "]";
+}
+
+inline void require_size(const std::vector<float>& v, int64_t n, const std::string& what) {
+  if (static_cast<int64_t>(v.size()) != n)
+    throw Error(StatusCode::kInvalidArgument, what + " has " + std::to_string(v.size()) +
+                                                  " values, expected " + std::to_string(n));
+}
+
+inline void require_linear(const Linear& l, int64_t out, int64_t in, const std::string& what) {
+  if (l.out_features() != out || l.in_features() != in || !l.dense_weight())
+    throw Error(StatusCode::kInvalidArgument,
+                what + " is (" + std::to_string(l.out_features()) + ", " + std::to_string(l.in_features()) +
+                    "), expected (" + std::to_string(out) + ", " + std::to_string(in) + ")");
+}
+
+}  // namespace model_detail
+
+/// Builds the weights of `c` through `fetch` (HF names). Missing required tensors: Error(kNotFound)
+/// naming `source` and the tensor. Biases are loaded wherever the source has them.
+inline LlamaWeights build_llama_weights(const LlamaConfig& c, const LlamaTensorFetch& fetch,
+                                        const std::string& source) {
+  auto need = [&](const std::string& name, std::vector<int64_t> shape) {
+    std::vector<float> v;
+    if (!fetch(name, shape, &v))
+      throw Error(StatusCode::kNotFound, source + ": missing tensor '" + name + "'");
+    return v;
+  };
+  auto optional = [&](const std::string& name, std::vector<int64_t> shape) {
+    std::vector<float> v;
+    if (!fetch(name, shape, &v)) v.clear();
+    return v;
+  };
+  auto linear = [&](const std::string& prefix, int64_t out, int64_t in) {
+    std::vector<float> w = need(prefix + ".weight", {out, in});
+    std::vector<float> b = optional(prefix + ".bias", {out});
+    return Linear::dense(prefix, out, in, std::move(w), std::move(b));
+  };
+  const int64_t H = c.hidden_size, F = c.intermediate_size, Q = c.q_dim(), KV = c.kv_dim();
+  LlamaWeights w;
+  w.embed = std::make_shared<const std::vector<float>>(need("model.embed_tokens.weight", {c.vocab_size, H}));
+  w.final_norm = need("model.norm.weight", {H});
+  if (c.tie_word_embeddings) {
+    w.lm_head = Linear::dense("lm_head", c.vocab_size, H, w.embed);
+  } else {
+    w.lm_head = Linear::dense("lm_head", c.vocab_size, H, need("lm_head.weight", {c.vocab_size, H}));
+  }
+  w.blocks.resize(static_cast<size_t>(c.num_hidden_layers));
+  for (int64_t i = 0; i < c.num_hidden_layers; ++i) {
+    const std::string p = "model.layers." + std::to_string(i) + ".";
+    LlamaBlock& b = w.blocks[static_cast<size_t>(i)];
+    b.attn_norm = need(p + "input_layernorm.weight", {H});
+    b.ffn_norm = need(p + "post_attention_layernorm.weight", {H});
+    b.q = linear(p + "self_attn.q_proj", Q, H);
+    b.k = linear(p + "self_attn.k_proj", KV, H);
+    b.v = linear(p + "self_attn.v_proj", KV, H);
+    b.o = linear(p + "self_attn.o_proj", H, Q);
+    b.gate = linear(p + "mlp.gate_proj", F, H);
+    b.up = linear(p + "mlp.up_proj", F, H);
+    b.down = linear(p + "mlp.down_proj", H, F);
+  }
+  return w;
+}
+
+/// llama.cpp's converter stores each q/k head with its rotary halves interleaved (HF row
+/// j*half + i of a head becomes row 2i + j). This restores HF order, in place, for a (rows, cols)
+/// matrix (cols = 1 for a bias) of `heads` heads.
+inline void unpermute_gguf_qk_rows(std::vector<float>& m, int64_t heads, int64_t cols) {
+  const int64_t rows = static_cast<int64_t>(m.size()) / cols;
+  if (heads <= 0 || rows % heads != 0 || (rows / heads) % 2 != 0)
+    throw Error(StatusCode::kFormatError, "q/k rows " + std::to_string(rows) +
+                                              " do not split into " + std::to_string(heads) +
+                                              " heads of an even size");
+  const int64_t hd = rows / heads, half = hd / 2;
+  std::vector<float> out(m.size());
+  for (int64_t h = 0; h < heads; ++h)
+    for (int64_t j = 0; j < 2; ++j)
+      for (int64_t i = 0; i < half; ++i) {
+        const float* src = m.data() + (h * hd + 2 * i + j) * cols;
+        float* dst = out.data() + (h * hd + j * half + i) * cols;
+        std::copy(src, src + cols, dst);
+      }
+  m.swap(out);
+}
+
+class LlamaModel {
+ public:
+  /// Validates the weights against `config` (Error(kInvalidArgument) naming the bad tensor).
+  LlamaModel(LlamaConfig config, LlamaWeights weights, const LlamaRuntimeOptions& opt = {})
+      : config_(std::move(config)), w_(std::move(weights)) {
+    throw_if_error(config_.validate());
+    const LlamaConfig& c = config_;
+    using model_detail::require_linear;
+    using model_detail::require_size;
+    if (!w_.embed) throw Error(StatusCode::kInvalidArgument, "model: no embedding");
+    require_size(*w_.embed, c.vocab_size * c.hidden_size, "model.embed_tokens.weight");
+    require_size(w_.final_norm, c.hidden_size, "model.norm.weight");
+    require_linear(w_.lm_head, c.vocab_size, c.hidden_size, "lm_head.weight");
+    if (static_cast<int64_t>(w_.blocks.size()) != c.num_hidden_layers)
+      throw Error(StatusCode::kInvalidArgument, "model: " + std::to_string(w_.blocks.size()) +
+                                                    " blocks, config says " + std::to_string(c.num_hidden_layers));
+    for (size_t i = 0; i < w_.blocks.size(); ++i) {
+      const LlamaBlock& b = w_.blocks[i];
+      const std::string p = "model.layers." + std::to_string(i) + ".";
+      require_size(b.attn_norm, c.hidden_size, p + "input_layernorm.weight");
+      require_size(b.ffn_norm, c.hidden_size, p + "post_attention_layernorm.weight");
+      require_linear(b.q, c.q_dim(), c.hidden_size, p + "self_attn.q_proj");
+      require_linear(b.k, c.kv_dim(), c.hidden_size, p + "self_attn.k_proj");
+      require_linear(b.v, c.kv_dim(), c.hidden_size, p + "self_attn.v_proj");
+      require_linear(b.o, c.hidden_size, c.q_dim(), p + "self_attn.o_proj");
+      require_linear(b.gate, c.intermediate_size, c.hidden_size, p + "mlp.gate_proj");
+      require_linear(b.up, c.intermediate_size, c.hidden_size, p + "mlp.up_proj");
+      require_linear(b.down, c.hidden_size, c.intermediate_size, p + "mlp.down_proj");
+    }
+    inv_freq_ = rope_inverse_frequencies(model_detail::rope_params_of(c));
+    pool_ = std::make_unique<ThreadPool>(opt.threads);
+  }
+
+  LlamaModel(LlamaModel&&) = default;
+  LlamaModel& operator=(LlamaModel&&) = default;
+
+  const LlamaConfig& config() const { return config_; }
+  const LlamaWeights& weights() const { return w_; }
+  int64_t vocab_size() const { return config_.vocab_size; }
+  /// The context length (max_position_embeddings).
+  int64_t context_length() const { return config_.max_position_embeddings; }
+  /// Threads that take part in a forward.
+  int threads() const { return pool_->size(); }
+
+  /// A cache for `capacity` positions (0: the model's context). Error(kInvalidArgument) when
+  /// capacity exceeds the context.
+  KvCache make_cache(int64_t capacity = 0) const {
+    if (capacity == 0) capacity = context_length();
+    if (capacity < 0 || capacity > context_length())
+      throw Error(StatusCode::kInvalidArgument, "kv cache of " + std::to_string(capacity) +
+                                                    " positions exceeds the model's context of " +
+                                                    std::to_string(context_length()) + " tokens");
+    return KvCache(config_.num_hidden_layers, capacity, config_.kv_dim());
+  }
+
+  /// Runs `n` tokens at positions cache.length() .. + n - 1 through every block, appending their
+  /// keys/values to `cache`, and writes the final-norm hidden states (n, hidden) to `hidden`.
+  /// Errors (nothing is appended then): a token id outside the vocabulary, n < 1, or a cache
+  /// that cannot hold n more positions ("prompt longer than the context"). Numerics: see the
+  /// file comment; bit-identical however the tokens are split into calls; deterministic.
+  void forward_hidden(const int32_t* ids, int64_t n, KvCache& cache, float* hidden) {
+    const LlamaConfig& c = config_;
+    if (n < 1 || !ids || !hidden) throw Error(StatusCode::kInvalidArgument, "forward: no tokens");
+    if (cache.layers() != c.num_hidden_layers || cache.kv_dim() != c.kv_dim())
+      throw Error(StatusCode::kInvalidArgument, "forward: the kv cache was made for another model");
+    const int64_t pos0 = cache.length();
+    if (pos0 + n > cache.capacity())
+      throw Error(StatusCode::kOutOfRange,
+                  "forward: " + std::to_string(n) + " tokens after " + std::to_string(pos0) +
+                      " cached ones do not fit the context of " + std::to_string(cache.capacity()) +
+                      " tokens" + (cache.capacity() == context_length() ? "" : " (kv cache capacity)"));
+    for (int64_t t = 0; t < n; ++t)
+      if (ids[t] < 0 || ids[t] >= c.vocab_size)
+        throw Error(StatusCode::kOutOfRange, "forward: token id " + std::to_string(ids[t]) + " at position " +
+                                                 std::to_string(t) + " is outside the vocabulary of " +
+                                                 std::to_string(c.vocab_size));
+    const int64_t H = c.hidden_size, Q = c.q_dim(), KV = c.kv_dim(), F = c.intermediate_size;
+    const float eps = static_cast<float>(c.rms_norm_eps);
+    ThreadPool* pool = pool_.get();
+    auto sz = [](int64_t a, int64_t b) { return static_cast<size_t>(a * b); };
+    std::vector<float> x(sz(n, H)), h(sz(n, H)), q(sz(n, Q)), attn(sz(n, Q)), tmp(sz(n, H));
+    std::vector<float> gate(sz(n, F)), up(sz(n, F));
+    for (int64_t t = 0; t < n; ++t)
+      std::copy(w_.embed->data() + ids[t] * H, w_.embed->data() + (ids[t] + 1) * H, x.data() + t * H);
+    const RopeTable rope = make_rope_table(inv_freq_, pos0, n);
+    for (int64_t l = 0; l < c.num_hidden_layers; ++l) {
+      const LlamaBlock& b = w_.blocks[static_cast<size_t>(l)];
+      float* kc = cache.keys(l);
+      float* vc = cache.values(l);
+      throw_if_error(rms_norm(x.data(), H, b.attn_norm.data(), eps, n, H, h.data(), H, pool));
+      throw_if_error(b.q.forward(h.data(), H, n, q.data(), Q, pool));
+      throw_if_error(b.k.forward(h.data(), H, n, kc + pos0 * KV, KV, pool));
+      throw_if_error(b.v.forward(h.data(), H, n, vc + pos0 * KV, KV, pool));
+      throw_if_error(apply_rope(q.data(), Q, c.num_attention_heads, rope));
+      throw_if_error(apply_rope(kc + pos0 * KV, KV, c.num_key_value_heads, rope));
+      AttentionArgs a;
+      a.q = q.data();
+      a.ldq = Q;
+      a.k = kc;
+      a.v = vc;
+      a.ldkv = KV;
+      a.out = attn.data();
+      a.ldo = Q;
+      a.n = n;
+      a.pos0 = pos0;
+      a.heads = c.num_attention_heads;
+      a.kv_heads = c.num_key_value_heads;
+      a.head_dim = c.head_dim;
+      a.window = c.sliding_window;
+      a.scale = static_cast<float>(1.0 / std::sqrt(static_cast<double>(c.head_dim)));
+      throw_if_error(causal_attention(a, pool));
+      throw_if_error(b.o.forward(attn.data(), Q, n, tmp.data(), H, pool));
+      for (size_t i = 0; i < x.size(); ++i) x[i] += tmp[i];
+      throw_if_error(rms_norm(x.data(), H, b.ffn_norm.data(), eps, n, H, h.data(), H, pool));
+      throw_if_error(b.gate.forward(h.data(), H, n, gate.data(), F, pool));
+      throw_if_error(b.up.forward(h.data(), H, n, up.data(), F, pool));
+      const int64_t rows_per_task = 16;
+      parallel_for(n * F >= (int64_t{1} << 15) ? pool : nullptr, (n + rows_per_task - 1) / rows_per_task,
+                   [&](int64_t t) {
+                     const int64_t r0 = t * rows_per_task, r1 = std::min(n, r0 + rows_per_task);
+                     swiglu(gate.data() + r0 * F, up.data() + r0 * F, gate.data() + r0 * F, (r1 - r0) * F);
+                   });
+      throw_if_error(b.down.forward(gate.data(), F, n, tmp.data(), H, pool));
+      for (size_t i = 0; i < x.size(); ++i) x[i] += tmp[i];
+    }
+    throw_if_error(rms_norm(x.data(), H, w_.final_norm.data(), eps, n, H, hidden, H, pool));
+    cache.advance(n);
+  }
+
+  /// logits (rows, vocab) = hidden (rows, hidden) lm_head^T. fp32 accumulation; deterministic.
+  void logits(const float* hidden, int64_t rows, float* out) const {
+    throw_if_error(w_.lm_head.forward(hidden, config_.hidden_size, rows, out, config_.vocab_size, pool_.get()));
+  }
+
+  /// forward_hidden + logits: the logits of the last token (vocab values), or of every token
+  /// ((n, vocab) row-major) when `all` is true.
+  std::vector<float> forward(const int32_t* ids, int64_t n, KvCache& cache, bool all = false) {
+    std::vector<float> hidden(static_cast<size_t>(n * config_.hidden_size));
+    forward_hidden(ids, n, cache, hidden.data());
+    const int64_t rows = all ? n : 1;
+    std::vector<float> out(static_cast<size_t>(rows * config_.vocab_size));
+    logits(hidden.data() + (n - rows) * config_.hidden_size, rows, out.data());
+    return out;
+  }
+  std::vector<float> forward(const std::vector<int32_t>& ids, KvCache& cache, bool all = false) {
+    return forward(ids.data(), static_cast<int64_t>(ids.size()), cache, all);
+  }
+
+  /// Weights, the cache (if given) and the peak scratch of a forward over `tokens` tokens
+  /// (without the logits the caller allocates).
+  MemoryReport memory_report(const KvCache* cache = nullptr, int64_t tokens = 1) const {
+    const LlamaConfig& c = config_;
+    MemoryReport r;
+    r.weights = static_cast<int64_t>(w_.embed->size() + w_.final_norm.size()) * 4;
+    if (!w_.lm_head.shares_weight_with(w_.embed.get())) r.weights += w_.lm_head.memory_bytes();
+    for (const LlamaBlock& b : w_.blocks) {
+      r.weights += static_cast<int64_t>(b.attn_norm.size() + b.ffn_norm.size()) * 4;
+      for (const Linear* l : {&b.q, &b.k, &b.v, &b.o, &b.gate, &b.up, &b.down}) r.weights += l->memory_bytes();
+    }
+    r.kv_cache = cache ? cache->memory_bytes() : 0;
+    const int64_t per_token = 3 * c.hidden_size + 2 * c.q_dim() + 2 * c.intermediate_size;
+    const int64_t keys = cache ? cache->capacity() : tokens;
+    r.activations = 4 * (tokens * per_token + threads() * ops_detail::kAttentionQueryBlock * keys);
+    return r;
+  }
+
+ private:
+  LlamaConfig config_;
+  LlamaWeights w_;
+  std::vector<double> inv_freq_;
+  std::unique_ptr<ThreadPool> pool_;
+};
+
+/// Loads a LLaMA-family model from an open GGUF file: config from metadata
+/// (llama_config_from_gguf: unknown architectures are Error(kUnsupported)), every tensor
+/// dequantised to fp32 (bit-identical to ggml), q/k rows of llama/mistral files restored to HF
+/// order. Missing tensors: kNotFound; shapes that disagree with the config: kFormatError.
+inline LlamaModel load_llama_gguf(const GgufReader& g, const LlamaRuntimeOptions& opt = {}) {
+  const LlamaConfig c = llama_config_from_gguf(g);
+  const bool permuted = c.model_type == "llama" || c.model_type == "mistral";
+  std::map<std::string, const GgufTensorInfo*> by_hf;
+  for (const GgufTensorInfo& t : g.tensors()) {
+    const std::string hf = hf_name_from_gguf(t.name);
+    if (!hf.empty()) by_hf[hf] = &t;
+  }
+  auto ends_with = [](const std::string& s, const char* suf) {
+    const std::string t(suf);
+    return s.size() >= t.size() && s.compare(s.size() - t.size(), t.size(), t) == 0;
+  };
+  LlamaTensorFetch fetch = [&](const std::string& name, const std::vector<int64_t>& shape,
+                               std::vector<float>* out) {
+    auto it = by_hf.find(name);
+    if (it == by_hf.end()) return false;
+    const GgufTensorInfo& t = *it->second;
+    const std::vector<int64_t> want(shape.rbegin(), shape.rend());  // GGUF ne: fastest first
+    if (t.ne != want)
+      throw Error(StatusCode::kFormatError, g.name() + ": tensor '" + t.name + "' (" + name + ") has ne " +
+                                                model_detail::shape_string(t.ne) + ", expected " +
+                                                model_detail::shape_string(want));
+    *out = dequantize_tensor(g, t);
+    if (permuted) {
+      const int64_t cols = shape.size() == 2 ? shape[1] : 1;
+      if (ends_with(name, "self_attn.q_proj.weight") || ends_with(name, "self_attn.q_proj.bias"))
+        unpermute_gguf_qk_rows(*out, c.num_attention_heads, cols);
+      if (ends_with(name, "self_attn.k_proj.weight") || ends_with(name, "self_attn.k_proj.bias"))
+        unpermute_gguf_qk_rows(*out, c.num_key_value_heads, cols);
+    }
+    return true;
+  };
+  return LlamaModel(c, build_llama_weights(c, fetch, g.name()), opt);
+}
+
+/// Loads a GGUF file by path (see load_llama_gguf(const GgufReader&)).
+inline LlamaModel load_llama_gguf(const std::string& path, const LlamaRuntimeOptions& opt = {}) {
+  GgufReader g(path);
+  return load_llama_gguf(g, opt);
+}
+
+/// Loads an HF model directory: config.json plus model.safetensors, or the shards listed by
+/// model.safetensors.index.json. Float tensors of any safetensors float dtype are converted to
+/// fp32 exactly (fp16/bf16/fp32). Errors: kIoError/kNotFound for missing files, kNotFound for a
+/// missing tensor, kFormatError for a shape that disagrees with config.json.
+inline LlamaModel load_llama_hf(const std::string& dir, const LlamaRuntimeOptions& opt = {}) {
+  namespace fs = std::filesystem;
+  const fs::path d(dir);
+  const LlamaConfig c = read_llama_config((d / "config.json").string());
+  std::vector<SafetensorsFile> files;
+  std::map<std::string, const TensorRef*> by_name;
+  std::vector<std::string> shard_names;
+  const fs::path index = d / "model.safetensors.index.json";
+  if (fs::exists(index)) {
+    const std::string text = read_text_file(index.string());
+    const nlohmann::json j = detail::parse_json_strict(text.data(), text.data() + text.size(), index.string());
+    if (!j.is_object() || !j.contains("weight_map") || !j.at("weight_map").is_object())
+      throw Error(StatusCode::kFormatError, index.string() + ": no 'weight_map' object");
+    for (auto it = j.at("weight_map").begin(); it != j.at("weight_map").end(); ++it) {
+      if (!it.value().is_string())
+        throw Error(StatusCode::kFormatError, index.string() + ": weight_map entry '" + it.key() + "' is not a string");
+      const std::string f = it.value().get<std::string>();
+      if (std::find(shard_names.begin(), shard_names.end(), f) == shard_names.end()) shard_names.push_back(f);
+    }
+  } else {
+    shard_names.push_back("model.safetensors");
+  }
+  files.reserve(shard_names.size());
+  for (const std::string& f : shard_names) {
+    const fs::path p = d / f;
+    if (!fs::exists(p)) throw Error(StatusCode::kNotFound, p.string() + ": no such file");
+    files.push_back(SafetensorsFile::open(p.string()));
+  }
+  for (const SafetensorsFile& f : files)
+    for (const TensorRef& t : f.tensors()) by_name[t.name] = &t;
+  LlamaTensorFetch fetch = [&](const std::string& name, const std::vector<int64_t>& shape,
+                               std::vector<float>* out) {
+    auto it = by_name.find(name);
+    if (it == by_name.end()) return false;
+    const TensorRef& t = *it->second;
+    if (t.shape != shape)
+      throw Error(StatusCode::kFormatError, dir + ": tensor '" + name + "' has shape " +
+                                                model_detail::shape_string(t.shape) + ", expected " +
+                                                model_detail::shape_string(shape));
+    *out = tensor_to_float(t);
+    return true;
+  };
+  return LlamaModel(c, build_llama_weights(c, fetch, dir), opt);
+}
+
+/// Loads a GGUF file, an HF directory, or the directory of a given .safetensors file.
+inline LlamaModel load_llama_model(const std::string& path, const LlamaRuntimeOptions& opt = {}) {
+  namespace fs = std::filesystem;
+  if (!fs::exists(path)) throw Error(StatusCode::kNotFound, path + ": no such file or directory");
+  if (fs::is_directory(path)) return load_llama_hf(path, opt);
+  {
+    MappedFile f(path);
+    if (f.size() >= 4 && std::memcmp(f.data(), "GGUF", 4) == 0) return load_llama_gguf(path, opt);
+  }
+  const fs::path parent = fs::path(path).parent_path();
+  return load_llama_hf(parent.empty() ? std::string(".") : parent.string(), opt);
+}
+
+CLUSCOMP_NAMESPACE_END
