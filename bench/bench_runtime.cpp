@@ -6,15 +6,26 @@
 //
 //   bench_runtime [MODEL]     (default: the real model from tests/support/test_data.hpp)
 //
+// PyTorch peer, same run: bench/runtime_torch.py (the same LLaMA forward as a plain torch module
+// on the same weights dequantised to fp32, same prompt ids, same protocol, same threads) runs first
+// in $CLUSCOMP_DATA/venv-bench-torch (created here over the Debian python3-torch package, which
+// `apt-get install python3-torch` provides; PyPI's Linux torch wheel needs the CUDA libraries).
+// Its logits of a 16-token prompt must match ours (relative L2 < 1e-4) before any timing counts.
+// CLUSCOMP_RUNTIME_NO_TORCH=1 skips it (ratios nan).
+//
 // Last line: RESULT runtime prefill_tok_s=... decode_tok_s=... prefill_ratio_vs_torch=...
-// decode_ratio_vs_torch=...; the torch ratios are nan until PyTorch is installed for the
-// comparison (not part of this build: see docs).
+// decode_ratio_vs_torch=... (ratios = our tokens/s over torch's, medians; nan without torch).
 #include <Eigen/Core>
 
 #include <algorithm>
 #include <chrono>
+#include <cmath>
 #include <cstdio>
+#include <cstdlib>
+#include <fstream>
+#include <nlohmann/json.hpp>
 #include <random>
+#include <sstream>
 #include <string>
 #include <vector>
 
@@ -37,6 +48,82 @@ double median(std::vector<double> v) {
   return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
 }
 
+std::string env_or(const char* name, const std::string& fallback) {
+  const char* v = std::getenv(name);
+  return v && *v ? v : fallback;
+}
+
+/// The Python of the torch venv, or "" (with the reason on stderr) when torch cannot be had.
+std::string ensure_torch_venv(const std::string& data) {
+  const std::string venv = data + "/venv-bench-torch";
+  const std::string python = venv + "/bin/python";
+  if (std::ifstream(python).good()) return python;
+  if (std::system("/usr/bin/python3 -c 'import torch' 2>/dev/null") != 0) {
+    std::fprintf(stderr, "bench_runtime: no torch for /usr/bin/python3 (apt-get install python3-torch)\n");
+    return "";
+  }
+  const std::string cmd = "/usr/bin/python3 -m venv --system-site-packages '" + venv + "' && '" + venv +
+                          "/bin/pip' install -q gguf==0.19.0 >&2";
+  if (std::system(cmd.c_str()) != 0) return "";
+  return python;
+}
+
+struct TorchRun {
+  bool ok = false;
+  std::string version;
+  double prefill_s = 0, decode_s = 0;  // medians
+  double check_rel = 0;                // relative L2 error of our logits vs torch's
+};
+
+TorchRun run_torch(LlamaModel& m, const std::string& model_path, const std::vector<int32_t>& ids, int threads,
+                   int prefill, int decode, int reps) {
+  TorchRun r;
+  if (env_or("CLUSCOMP_RUNTIME_NO_TORCH", "0") == "1") return r;
+  const std::string data = env_or("CLUSCOMP_DATA", env_or("HOME", ".") + "/.cache/cluscomp");
+  const std::string python = ensure_torch_venv(data);
+  if (python.empty()) return r;
+  const std::string src = __FILE__;
+  const std::string script = src.substr(0, src.find_last_of('/')) + "/runtime_torch.py";
+  const std::string out = data + "/bench-runtime";
+  std::remove((out + "/result.json").c_str());
+  const std::string cmd = "'" + python + "' '" + script + "' '" + model_path + "' '" + out + "' " +
+                          std::to_string(threads) + " " + std::to_string(prefill) + " " + std::to_string(decode) +
+                          " " + std::to_string(reps) + " >&2";
+  if (std::system(cmd.c_str()) != 0) {
+    std::fprintf(stderr, "bench_runtime: the torch driver failed\n");
+    return r;
+  }
+  std::ifstream f(out + "/result.json");
+  std::stringstream ss;
+  ss << f.rdbuf();
+  const nlohmann::json j = nlohmann::json::parse(ss.str(), nullptr, /*allow_exceptions=*/false);
+  if (j.is_discarded()) throw Error(StatusCode::kFormatError, out + "/result.json: not JSON");
+  const int64_t n = j["check_tokens"].get<int64_t>(), V = m.vocab_size();
+  if (j["vocab"].get<int64_t>() != V) throw Error(StatusCode::kFormatError, "torch driver: vocabulary differs");
+  std::vector<float> ref(static_cast<size_t>(n * V));
+  std::ifstream lf(out + "/check.logits.f32", std::ios::binary);
+  lf.read(reinterpret_cast<char*>(ref.data()), static_cast<std::streamsize>(ref.size() * sizeof(float)));
+  if (lf.gcount() != static_cast<std::streamsize>(ref.size() * sizeof(float)))
+    throw Error(StatusCode::kIoError, out + "/check.logits.f32: short file");
+  KvCache cache = m.make_cache(n);
+  const std::vector<int32_t> head(ids.begin(), ids.begin() + n);
+  const std::vector<float> got = m.forward(head, cache, /*all=*/true);
+  double num = 0, den = 0;
+  for (size_t i = 0; i < ref.size(); ++i) {
+    num += (static_cast<double>(got[i]) - ref[i]) * (static_cast<double>(got[i]) - ref[i]);
+    den += static_cast<double>(ref[i]) * ref[i];
+  }
+  r.check_rel = std::sqrt(num / den);
+  r.version = j["torch_version"].get<std::string>();
+  r.prefill_s = median(j["prefill_s"].get<std::vector<double>>());
+  r.decode_s = median(j["decode_s"].get<std::vector<double>>());
+  r.ok = r.check_rel < 1e-4;
+  if (!r.ok)
+    std::fprintf(stderr, "bench_runtime: torch logits differ from ours (relative L2 %.3g): timing discarded\n",
+                 r.check_rel);
+  return r;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -51,6 +138,7 @@ int main(int argc, char** argv) {
                 m.threads(), matmul_uses_avx2() ? "AVX2+FMA" : "portable");
     std::vector<int32_t> ids(kPrefill);
     for (int i = 0; i < kPrefill; ++i) ids[static_cast<size_t>(i)] = static_cast<int32_t>((i * 7919 + 13) % m.vocab_size());
+    const TorchRun torch = run_torch(m, path, ids, kThreads, kPrefill, kDecode, kReps);
     KvCache cache = m.make_cache(kPrefill + kDecode);
 
     std::vector<double> prefill, decode;
@@ -108,9 +196,21 @@ int main(int argc, char** argv) {
     std::printf("dense fp32 %lldx%lldx%lld, 1 thread: matmul_nt %.1f GFLOP/s, Eigen %.1f GFLOP/s (ratio %.2f)\n",
                 static_cast<long long>(M), static_cast<long long>(N), static_cast<long long>(K),
                 flop / median(ours) / 1e9, flop / median(eigen) / 1e9, median(eigen) / median(ours));
-    std::printf("PyTorch comparison: not run (torch is not installed in this build's environments)\n");
-    std::printf("RESULT runtime prefill_tok_s=%.9g decode_tok_s=%.9g prefill_ratio_vs_torch=nan decode_ratio_vs_torch=nan\n",
-                prefill_tok_s, decode_tok_s);
+    double pr = std::nan(""), dr = std::nan("");
+    if (torch.ok) {
+      pr = prefill_tok_s / (kPrefill / torch.prefill_s);
+      dr = decode_tok_s / (kDecode / torch.decode_s);
+      std::printf("PyTorch %s (CPU, fp32, %d threads, same weights and protocol; logits vs ours: relative L2 %.2g)\n",
+                  torch.version.c_str(), kThreads, torch.check_rel);
+      std::printf("%-10s %14s %14s\n", "", "prefill tok/s", "decode tok/s");
+      std::printf("%-10s %14.1f %14.1f\n", "cluscomp", prefill_tok_s, decode_tok_s);
+      std::printf("%-10s %14.1f %14.1f\n", "torch", kPrefill / torch.prefill_s, kDecode / torch.decode_s);
+      std::printf("%-10s %14.2f %14.2f\n", "ratio", pr, dr);
+    } else {
+      std::printf("PyTorch comparison: not run (see stderr)\n");
+    }
+    std::printf("RESULT runtime prefill_tok_s=%.9g decode_tok_s=%.9g prefill_ratio_vs_torch=%.9g decode_ratio_vs_torch=%.9g\n",
+                prefill_tok_s, decode_tok_s, pr, dr);
   } catch (const Error& e) {
     std::fprintf(stderr, "bench_runtime: %s\n", e.what());
     return 1;

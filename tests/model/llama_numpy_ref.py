@@ -11,8 +11,20 @@ Nothing here shares code with cluscomp. Writes, for tests/model/test_llama_real.
                               is complete:
     model_path, model_size, vocab, prompts: [{text, ids, logits_file, greedy, greedy_margins}],
     nll: {ids, predictions, nll_sum, mean_nll, ppl}
+    ppl: {tokenizers_version, add_bos, text_tokens, window, windows, ids (the first windows*window
+          ids of the whole text), predictions, nll_sum, mean_nll, ppl}
 Token ids come from a crude greedy longest-match over the GGUF vocabulary (GPT-2 byte alphabet),
 not from the model's BPE: the check is of the forward pass on fixed ids, and any valid ids do.
+ppl is CLUSCOMP.md §4 on the first PPL_WINDOWS non-overlapping windows of PPL_WINDOW tokens of
+the evaluation text: each window run from an empty cache, window - 1 predictions each, exp of the
+mean NLL. Its ids come from the PyPI `tokenizers` package (Rust), assembled here from the GGUF's
+vocabulary and merges as SmolLM2's own tokenizer.json is (BPE; Digits(individual) then ByteLevel
+pre-tokeniser; control tokens special), over the whole text; BOS is prepended only when the GGUF's
+tokenizer.ggml.add_bos_token says so (llama.cpp's default for byte-level BPE: no), as cluscomp's
+`eval` does.
+All in float64 (attention per head, in query blocks over only the visible keys, to keep it in 2-D
+BLAS products). Measured on 2 shared cores under load (load average ~5): 5.0 min wall, 2.6 min
+CPU (user), of which the perplexity pass is ~2.4 min wall (~70 s per 2048-token window).
 greedy: 32 tokens continued greedily from the prompt (KV-cached decode); greedy_margins: the gap
 between the best and second-best logit at each step (a near-tie would make exact agreement luck).
 """
@@ -33,6 +45,8 @@ PROMPTS = [
 ]
 GREEDY_TOKENS = 32
 NLL_TOKENS = 512
+PPL_WINDOW = 2048
+PPL_WINDOWS = 2
 
 
 def field_value(r, key):
@@ -69,6 +83,25 @@ def crude_encode(text, token_to_id, max_len):
         else:
             raise SystemExit(f"no token covers position {i} of {text!r}")
     return ids
+
+
+def hf_tokenizer(path):
+    """The model's byte-level BPE as an HF `tokenizers` object, from the GGUF tables alone."""
+    from tokenizers import AddedToken, Tokenizer, models, pre_tokenizers
+    r = GGUFReader(path)
+    if field_value(r, "tokenizer.ggml.model") != "gpt2" or field_value(r, "tokenizer.ggml.pre") != "smollm":
+        raise SystemExit("the perplexity tokenizer here is SmolLM's byte-level BPE only")
+    tokens = field_value(r, "tokenizer.ggml.tokens")
+    types = field_value(r, "tokenizer.ggml.token_type")
+    merges = [tuple(m.split(" ", 1)) for m in field_value(r, "tokenizer.ggml.merges")]
+    tok = Tokenizer(models.BPE(vocab={t: i for i, t in enumerate(tokens)}, merges=merges))
+    tok.pre_tokenizer = pre_tokenizers.Sequence([pre_tokenizers.Digits(individual_digits=True),
+                                                 pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)])
+    tok.add_special_tokens([AddedToken(t, special=True, normalized=False)
+                            for t, ty in zip(tokens, types) if int(ty) == 3])
+    add_bos = bool(field_value(r, "tokenizer.ggml.add_bos_token")) if "tokenizer.ggml.add_bos_token" in r.fields else False
+    bos = int(field_value(r, "tokenizer.ggml.bos_token_id"))
+    return tok, add_bos, bos
 
 
 class Llama:
@@ -129,7 +162,7 @@ class Llama:
         b = self.w.get(name + ".bias")
         return y if b is None else y + b
 
-    def forward(self, ids, cache, pos0):
+    def forward_hidden(self, ids, cache, pos0):
         """ids: new tokens at positions pos0..; cache: list of (K, V) per layer, (kv, T, hd)."""
         T = len(ids)
         x = self.embed[np.asarray(ids)]
@@ -146,26 +179,60 @@ class Llama:
                 k = np.concatenate([cache[i][0], k], axis=1)
                 v = np.concatenate([cache[i][1], v], axis=1)
             cache[i] = (k, v)
-            k, v = np.repeat(k, group, axis=0), np.repeat(v, group, axis=0)  # repeat_kv
-            s = q @ k.transpose(0, 2, 1) / np.sqrt(hd)
-            L = k.shape[1]
-            mask = np.arange(L)[None, :] > (pos0 + np.arange(T))[:, None]
-            s = np.where(mask[None], -np.inf, s)
-            s = s - s.max(axis=-1, keepdims=True)
-            pr = np.exp(s)
-            pr /= pr.sum(axis=-1, keepdims=True)
-            a = (pr @ v).transpose(1, 0, 2).reshape(T, self.n_heads * hd)
+            a = np.empty((T, self.n_heads * hd))
+            # Causal softmax attention per head (query head hh reads kv head hh // group: repeat_kv),
+            # in blocks of queries, each over only the keys it may see (2-D BLAS products).
+            for hh in range(self.n_heads):
+                kh, vh = k[hh // group], v[hh // group]
+                for r0 in range(0, T, 512):
+                    r1 = min(T, r0 + 512)
+                    L = pos0 + r1
+                    s = (q[hh, r0:r1] @ kh[:L].T) / np.sqrt(hd)
+                    s[np.arange(L)[None, :] > (pos0 + np.arange(r0, r1))[:, None]] = -np.inf
+                    s -= s.max(axis=-1, keepdims=True)
+                    np.exp(s, out=s)
+                    s /= s.sum(axis=-1, keepdims=True)
+                    a[r0:r1, hh * hd:(hh + 1) * hd] = s @ vh[:L]
             x = x + self.linear(a, p + "attn_output")
             h = self.rms_norm(x, self.w[p + "ffn_norm.weight"])
             gte, up = self.linear(h, p + "ffn_gate"), self.linear(h, p + "ffn_up")
             x = x + self.linear(gte / (1.0 + np.exp(-gte)) * up, p + "ffn_down")
-        x = self.rms_norm(x, self.w["output_norm.weight"])
-        return x @ self.lm_head.T
+        return self.rms_norm(x, self.w["output_norm.weight"])
+
+    def forward(self, ids, cache, pos0):
+        return self.forward_hidden(ids, cache, pos0) @ self.lm_head.T
 
 
 def log_softmax(z):
     m = z.max(axis=-1, keepdims=True)
     return z - m - np.log(np.exp(z - m).sum(axis=-1, keepdims=True))
+
+
+def perplexity(m, model_path, text_path, t0):
+    import tokenizers
+    tok, add_bos, bos = hf_tokenizer(model_path)
+    with open(text_path, encoding="utf-8") as f:
+        text = f.read()
+    ids = ([bos] if add_bos else []) + tok.encode(text, add_special_tokens=False).ids
+    need = PPL_WINDOW * PPL_WINDOWS
+    if len(ids) < need:
+        raise SystemExit(f"{text_path}: only {len(ids)} tokens, fewer than {PPL_WINDOWS} windows of {PPL_WINDOW}")
+    print(f"tokenised {len(text)} characters into {len(ids)} tokens ({time.time() - t0:.1f} s)", flush=True)
+    nll = 0.0
+    for w in range(PPL_WINDOWS):
+        win = ids[w * PPL_WINDOW:(w + 1) * PPL_WINDOW]
+        h = m.forward_hidden(win, [None] * m.n_layers, 0)
+        for r0 in range(0, PPL_WINDOW - 1, 256):  # row t predicts win[t + 1]
+            r1 = min(r0 + 256, PPL_WINDOW - 1)
+            lp = log_softmax(h[r0:r1] @ m.lm_head.T)
+            nll -= float(lp[np.arange(r1 - r0), np.asarray(win[r0 + 1:r1 + 1])].sum())
+        print(f"window {w}: running mean NLL {nll / ((w + 1) * (PPL_WINDOW - 1)):.6f} ({time.time() - t0:.1f} s)",
+              flush=True)
+    n = PPL_WINDOWS * (PPL_WINDOW - 1)
+    print(f"perplexity over {PPL_WINDOWS} windows of {PPL_WINDOW}: {np.exp(nll / n):.6f}", flush=True)
+    return {"tokenizers_version": tokenizers.__version__, "add_bos": add_bos, "text_tokens": len(ids),
+            "window": PPL_WINDOW, "windows": PPL_WINDOWS, "ids": ids[:need], "predictions": n,
+            "nll_sum": nll, "mean_nll": nll / n, "ppl": float(np.exp(nll / n))}
 
 
 def main():
@@ -207,6 +274,7 @@ def main():
                        "mean_nll": nll / (len(ids) - 1), "ppl": float(np.exp(nll / (len(ids) - 1)))}
     print(f"NLL over {len(ids) - 1} predictions: mean {nll / (len(ids) - 1):.6f}, "
           f"ppl {np.exp(nll / (len(ids) - 1)):.4f} ({time.time() - t0:.1f} s)", flush=True)
+    manifest["ppl"] = perplexity(m, model_path, text_path, t0)
     tmp = os.path.join(out, "manifest.json.tmp")
     with open(tmp, "w") as f:
         json.dump(manifest, f)

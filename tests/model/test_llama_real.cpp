@@ -2,7 +2,9 @@
 // tests/model/llama_numpy_ref.py, a float64 NumPy forward from the HF LLaMA definition over
 // weights dequantised by the PyPI `gguf` package (scripts/test.sh runs it first). Compares every
 // position's logits of four prompts (relative L2 error, budget kRealLogitsRelTol), 32 greedy
-// tokens per prompt (exactly), and the NLL of a 512-token slice of the evaluation text (0.5%).
+// tokens per prompt (exactly), the NLL of a 512-token slice of the evaluation text (0.5%), and
+// the perplexity of CLUSCOMP.md §4 over the first 2 windows of 2048 tokens of the evaluation text,
+// tokenised by our tokenizer, whose ids must equal the reference's (HF `tokenizers`) first (0.5%).
 #include <catch2/catch.hpp>
 
 #include <cmath>
@@ -15,6 +17,8 @@
 #include <vector>
 
 #include "cluscomp/io/file.hpp"
+#include "cluscomp/io/gguf.hpp"
+#include "cluscomp/io/tokenizer.hpp"
 #include "cluscomp/model/llama.hpp"
 #include "cluscomp/model/perplexity.hpp"
 #include "cluscomp/model/sampling.hpp"
@@ -166,4 +170,39 @@ TEST_CASE("real model: prefill == decode bit for bit, and 1 thread == 2 threads"
   LlamaModel m1 = load_llama_gguf(cluscomp_test::real_model_path().string(), one);
   KvCache c = m1.make_cache(64);
   CHECK(m1.forward(ids, c, true) == pre);
+}
+
+TEST_CASE("real model: perplexity over 2 windows of 2048 within 0.5% of the NumPy forward", "[model][llama]") {
+  LlamaModel& m = model();
+  const auto& man = manifest();
+  if (!man.contains("ppl")) FAIL("the NumPy reference predates the perplexity check: re-run it\n" << kHowTo);
+  const auto& ppl = man["ppl"];
+  const auto want_ids = ids_of(ppl["ids"]);
+  const int64_t W = ppl["window"].get<int64_t>(), n_windows = ppl["windows"].get<int64_t>();
+  REQUIRE(static_cast<int64_t>(want_ids.size()) == W * n_windows);
+
+  const fs::path eval = cluscomp_test::data_dir() / "text" / "kjv.evaluation.txt";
+  if (!fs::exists(eval)) FAIL("evaluation text missing: " << eval.string() << "\nrun scripts/setup.sh");
+  const GgufReader reader(cluscomp_test::real_model_path().string());
+  const Tokenizer tok = Tokenizer::from_gguf(reader);
+  CHECK(tok.add_bos_default() == ppl["add_bos"].get<bool>());
+  // Our ids, as `cluscomp eval` makes them: the whole text, the model's BOS default.
+  const auto ids = tok.encode(read_text_file(eval.string()), tok.add_bos_default());
+  CHECK(static_cast<int64_t>(ids.size()) == ppl["text_tokens"].get<int64_t>());
+  REQUIRE(ids.size() >= want_ids.size());
+  const std::vector<int32_t> head(ids.begin(), ids.begin() + static_cast<std::ptrdiff_t>(want_ids.size()));
+  REQUIRE(head == want_ids);
+
+  PerplexityOptions o;
+  o.window = W;
+  o.max_windows = n_windows;
+  const PerplexityResult r = evaluate_perplexity(m, ids, o);
+  REQUIRE(r.windows == n_windows);
+  REQUIRE(r.predictions == ppl["predictions"].get<int64_t>());
+  const double want = ppl["ppl"].get<double>();
+  const double rel = std::fabs(r.perplexity() - want) / want;
+  WARN("real model perplexity (" << n_windows << " windows of " << W << "): ours " << r.perplexity() << ", NumPy "
+                                 << want << "; relative difference " << rel << "; " << r.tokens_per_second()
+                                 << " tokens/s (2 threads)");
+  CHECK(rel < cluscomp_test::kRealPplRelTol);
 }
