@@ -4,6 +4,7 @@
 
 #include <cmath>
 #include <cstdint>
+#include <cstring>
 #include <limits>
 #include <random>
 #include <set>
@@ -369,4 +370,98 @@ TEST_CASE("kmeans rejects bad input with a status naming the value", "[kmeans]")
   big.k = 70000;
   REQUIRE_THROWS_AS(codes_as_uint16(big), Error);
   REQUIRE_THROWS_AS(kmeans_assign(view(x, 4), make_matrix_view<const float>(ic.data(), 3, 2)), Error);
+}
+
+namespace {
+
+// The tiled brute-force kernel against kTilePoints one-point scans (portable and AVX2): same
+// (distance, index) bit for bit, ties to the lower index, NaN padding never wins, and an all-+inf
+// row (fp32 overflow) still resolves to the lowest index as the one-point scan does.
+template <int D>
+void check_tile_kernel(uint64_t seed) {
+  using namespace cluster_detail;
+  std::mt19937_64 rng(seed);
+  std::uniform_int_distribution<int> small(-3, 3);  // small integers: many exact ties
+  for (int64_t k : {int64_t{1}, int64_t{7}, int64_t{8}, int64_t{61}, int64_t{300}}) {
+    const int64_t stride = (k + 7) / 8 * 8;
+    std::vector<float> soa(static_cast<size_t>(stride * D), std::numeric_limits<float>::quiet_NaN());
+    std::vector<int32_t> idx(static_cast<size_t>(stride), kNoIndex);
+    for (int64_t j = 0; j < k; ++j) {
+      idx[static_cast<size_t>(j)] = static_cast<int32_t>(j);
+      for (int c = 0; c < D; ++c) soa[static_cast<size_t>(c * stride + j)] = static_cast<float>(small(rng));
+    }
+    const SoaBlock blk{soa.data(), idx.data(), nullptr, stride, stride};
+    for (int trial = 0; trial < 20; ++trial) {
+      std::vector<float> x(static_cast<size_t>(kTilePoints * D));
+      for (auto& v : x) v = static_cast<float>(small(rng)) * (trial % 3 == 0 ? 1.0f : 0.5f);
+      if (trial == 19)  // overflow: every distance is +inf
+        for (auto& v : x) v = 3e38f;
+      const float* xs[kTilePoints];
+      for (int p = 0; p < kTilePoints; ++p) xs[p] = &x[static_cast<size_t>(p * D)];
+      for (bool simd : {false, true}) {
+        float bd[kTilePoints];
+        int32_t bi[kTilePoints];
+        for (int p = 0; p < kTilePoints; ++p) {
+          bd[p] = std::numeric_limits<float>::infinity();
+          bi[p] = kNoIndex;
+        }
+        scan_ascending_tile<D>(simd && cpu_has_avx2(), xs, blk, bd, bi);
+        for (int p = 0; p < kTilePoints; ++p) {
+          float rd = std::numeric_limits<float>::infinity();
+          int32_t ri = kNoIndex;
+          scan_block_portable<D>(xs[p], blk, 0.0f, rd, ri);
+          INFO("D " << D << " K " << k << " trial " << trial << " point " << p << " simd " << simd);
+          REQUIRE(bi[p] == ri);
+          REQUIRE(std::memcmp(&bd[p], &rd, sizeof(float)) == 0);
+          REQUIRE(ri != kNoIndex);
+        }
+      }
+    }
+  }
+}
+
+}  // namespace
+
+TEST_CASE("tiled brute-force kernel equals the one-point scan bit for bit", "[kmeans]") {
+  check_tile_kernel<1>(21);
+  check_tile_kernel<3>(22);
+  check_tile_kernel<4>(23);
+  check_tile_kernel<8>(24);
+  check_tile_kernel<13>(25);
+  check_tile_kernel<16>(26);
+}
+
+TEST_CASE("tiled brute-force paths (d = 8) are bit-identical across threads, SIMD and pruning", "[kmeans]") {
+  // K <= 64: every point takes the tiled brute-force scan; K = 700 at d = 8: points outside the
+  // shared lists are queued and scanned in tiles.
+  for (int64_t k : {int64_t{48}, int64_t{700}}) {
+    const std::vector<float> x = weight_like_points(8 * 9001, 8, 31 + static_cast<uint64_t>(k));
+    KMeansOptions o;
+    o.k = k;
+    o.iterations = 4;
+    o.threads = 1;
+    INFO("K = " << k);
+    const KMeansResult base = kmeans(view(x, 8), o);
+    REQUIRE(base.stats.brute_force_points > 0);
+    check_tie_aware(x, 8, base.centroids.data(), k, base.codes.data());
+    for (int threads : {2, 5}) {
+      o.threads = threads;
+      const KMeansResult r = kmeans(view(x, 8), o);
+      REQUIRE(r.centroids == base.centroids);
+      REQUIRE(r.codes == base.codes);
+      REQUIRE(r.objective == base.objective);
+    }
+    o.threads = 2;
+    o.use_simd = false;
+    const KMeansResult portable = kmeans(view(x, 8), o);
+    REQUIRE(portable.centroids == base.centroids);
+    REQUIRE(portable.codes == base.codes);
+    REQUIRE(portable.objective == base.objective);
+    o.use_simd = true;
+    o.use_pruning = false;
+    const KMeansResult brute = kmeans(view(x, 8), o);
+    REQUIRE(brute.centroids == base.centroids);
+    REQUIRE(brute.codes == base.codes);
+    REQUIRE(brute.objective == base.objective);
+  }
 }

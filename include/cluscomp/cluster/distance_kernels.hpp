@@ -76,6 +76,25 @@ inline int64_t scan_block_portable(const float* x, const SoaBlock& blk, float li
   return b;
 }
 
+/// Points per tile of the register-blocked brute-force scan.
+inline constexpr int kTilePoints = 4;
+
+/// Brute-force scan of a tile of kTilePoints points xs[p] against every entry of `blk`, for
+/// blocks whose indices ascend along each lane (entry m + 8 has a larger index than entry m, e.g.
+/// all K centroids in index order); center_d2 is ignored. Updates (best_d[p], best_i[p]) with
+/// the lexicographic minimum of (distance, index), exactly as kTilePoints calls of
+/// scan_block_portable would (this is that loop). Returns entries visited per point.
+template <int D>
+inline int64_t scan_ascending_tile_portable(const float* const* xs, const SoaBlock& blk, float* best_d,
+                                            int32_t* best_i) {
+  int64_t visited = 0;
+  for (int p = 0; p < kTilePoints; ++p) {
+    const SoaBlock all{blk.coords, blk.index, nullptr, blk.count, blk.stride};
+    visited = scan_block_portable<D>(xs[p], all, 0.0f, best_d[p], best_i[p]);
+  }
+  return visited;
+}
+
 #if CLUSCOMP_KMEANS_HAVE_AVX2
 /// AVX2 scan, same contract and bit-identical results as scan_block_portable. Built with
 /// target("avx2") only (no "fma"), so the compiler cannot contract the multiply and add.
@@ -117,6 +136,61 @@ __attribute__((target("avx2"))) inline int64_t scan_block_avx2(const float* x, c
   return b;
 }
 
+/// AVX2 form of scan_ascending_tile_portable, bit-identical to it. Each block of 8 centroid
+/// coordinates is loaded once and used for all points of the tile; every distance is still the
+/// shared `t0*t0 + t1*t1 + ...` sequence (no FMA). Because a lane's indices ascend, a strict
+/// `<` per lane keeps the lowest index among equal distances (NaN never wins), and the final
+/// cross-lane merge is lexicographic: the result is the lexicographic minimum, as in the
+/// one-point kernels.
+template <int D>
+__attribute__((target("avx2"))) inline int64_t scan_ascending_tile_avx2(const float* const* xs, const SoaBlock& blk,
+                                                                         float* best_d, int32_t* best_i) {
+  constexpr int P = kTilePoints;
+  __m256 bv[P];
+  __m256i bi[P];
+  for (int p = 0; p < P; ++p) {
+    bv[p] = _mm256_set1_ps(std::numeric_limits<float>::infinity());
+    bi[p] = _mm256_set1_epi32(kNoIndex);
+  }
+  int64_t b = 0;
+  for (; b < blk.count; b += 8) {
+    __m256 acc[P];
+    {
+      const __m256 c = _mm256_loadu_ps(blk.coords + b);
+      for (int p = 0; p < P; ++p) {
+        const __m256 t = _mm256_sub_ps(_mm256_broadcast_ss(xs[p]), c);
+        acc[p] = _mm256_mul_ps(t, t);
+      }
+    }
+    for (int k = 1; k < D; ++k) {
+      const __m256 c = _mm256_loadu_ps(blk.coords + k * blk.stride + b);
+      for (int p = 0; p < P; ++p) {
+        const __m256 t = _mm256_sub_ps(_mm256_broadcast_ss(xs[p] + k), c);
+        acc[p] = _mm256_add_ps(acc[p], _mm256_mul_ps(t, t));
+      }
+    }
+    const __m256 iv = _mm256_castsi256_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(blk.index + b)));
+    for (int p = 0; p < P; ++p) {
+      const __m256 lt = _mm256_cmp_ps(acc[p], bv[p], _CMP_LT_OQ);
+      bv[p] = _mm256_blendv_ps(bv[p], acc[p], lt);
+      bi[p] = _mm256_castps_si256(_mm256_blendv_ps(_mm256_castsi256_ps(bi[p]), iv, lt));
+    }
+  }
+  for (int p = 0; p < P; ++p) {
+    alignas(32) float vd[8];
+    alignas(32) int32_t vi[8];
+    _mm256_store_ps(vd, bv[p]);
+    _mm256_store_si256(reinterpret_cast<__m256i*>(vi), bi[p]);
+    for (int l = 0; l < 8; ++l) {
+      if (precedes(vd[l], vi[l], best_d[p], best_i[p])) {
+        best_d[p] = vd[l];
+        best_i[p] = vi[l];
+      }
+    }
+  }
+  return b;
+}
+
 inline bool cpu_has_avx2() {
   static const bool has = __builtin_cpu_supports("avx2") != 0;
   return has;
@@ -136,6 +210,37 @@ CLUSCOMP_FORCEINLINE int64_t scan_block(bool use_avx2, const float* x, const Soa
   (void)use_avx2;
 #endif
   return scan_block_portable<D>(x, blk, limit, best_d, best_i);
+}
+
+/// Dispatches the register-blocked brute-force scan (see scan_ascending_tile_portable); the AVX2
+/// and portable forms give the same answer bit for bit.
+template <int D>
+CLUSCOMP_FORCEINLINE int64_t scan_ascending_tile(bool use_avx2, const float* const* xs, const SoaBlock& blk,
+                                                 float* best_d, int32_t* best_i) {
+#if CLUSCOMP_KMEANS_HAVE_AVX2
+  if (use_avx2) {
+    float in_d[kTilePoints];
+    int32_t in_i[kTilePoints];
+    for (int p = 0; p < kTilePoints; ++p) {
+      in_d[p] = best_d[p];
+      in_i[p] = best_i[p];
+    }
+    const int64_t visited = scan_ascending_tile_avx2<D>(xs, blk, best_d, best_i);
+    // A lane that met only +inf distances (fp32 overflow) keeps no index, so when the minimum is
+    // +inf the lexicographic tie-break among them is redone by the portable scan (rare).
+    for (int p = 0; p < kTilePoints; ++p) {
+      if (best_d[p] < std::numeric_limits<float>::infinity()) continue;
+      best_d[p] = in_d[p];
+      best_i[p] = in_i[p];
+      const SoaBlock all{blk.coords, blk.index, nullptr, blk.count, blk.stride};
+      scan_block_portable<D>(xs[p], all, 0.0f, best_d[p], best_i[p]);
+    }
+    return visited;
+  }
+#else
+  (void)use_avx2;
+#endif
+  return scan_ascending_tile_portable<D>(xs, blk, best_d, best_i);
 }
 
 }  // namespace cluster_detail

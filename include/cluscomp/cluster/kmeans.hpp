@@ -6,13 +6,17 @@
 ///
 /// How it is fast without changing the answer:
 ///  * Points are kept physically in cluster order. The points of cluster a (in pieces of <= 8192)
-///    share one candidate list: the centroids within 2 * q of c_a, q the 90th percentile of the
+///    share one candidate list: the centroids within 2 * q of c_a, q the 99th percentile of the
 ///    points' distances to c_a (a k-d tree range query), sorted by distance to c_a. By the
 ///    triangle inequality a point's nearest centroid lies within 2 * ||x - c_a|| of c_a, so a
 ///    point scans only the prefix of the list inside its own ball (with a 1e-4 relative margin
 ///    covering fp32 rounding). Points whose ball is wider than the list's, pieces of < 16 points,
 ///    and lists longer than 64 per point go to an exact per-point k-d tree search seeded with the
 ///    current centroid (d < 8 or K >= 16384) or a SIMD brute-force scan (otherwise, and K <= 64).
+///    Brute-force scans run kTilePoints points at a time against all K centroids (a
+///    register-blocked kernel: each centroid block is loaded once per tile).
+///  * The first labels (before the first exact assignment) are each point's nearest centroid
+///    among ~64 k-d tree neighbours, so the first assignment's balls are already tight.
 ///  * Distances come from one SIMD kernel (AVX2 when the CPU has it, else portable code) whose
 ///    per-pair arithmetic is the same in every path, so the pruned scan returns exactly what a
 ///    brute-force scan with the same kernel returns: the lowest index among the minimal fp32
@@ -114,9 +118,10 @@ inline constexpr double kSplitEps = 1.0 / 1024.0;
 inline constexpr int64_t kBruteMaxK = 64;              // at or below this K, brute force wins
 inline constexpr int64_t kSharedListMinPoints = 16;    // smaller pieces search point by point
 inline constexpr int64_t kSharedListMaxPerPoint = 64;  // wider shared lists: point by point
-inline constexpr double kSharedListQuantile = 0.9;     // list radius: this quantile's ball
+inline constexpr double kSharedListQuantile = 0.99;    // list radius: this quantile's ball
 inline constexpr int kTreeMaxD = 8;                    // from this d, per-point tree search ...
 inline constexpr int64_t kTreeMinKHighD = 16384;       // ... only pays from this K on
+inline constexpr int64_t kGuessRegion = 64;            // first labels: best of ~this many tree neighbours
 
 /// Uniform integer in [0, m) from a 64-bit engine, by rejection (portable, unlike
 /// std::uniform_int_distribution whose algorithm is implementation-defined).
@@ -424,7 +429,7 @@ class LloydEngine {
     parallel_chunks(threads_, n_, 1 << 14, [&](int64_t b, int64_t e, int) {
       for (int64_t i = b; i < e; ++i)
         label_[static_cast<size_t>(i)] =
-            static_cast<uint32_t>(tree_.leaf_guess(&pts_[0][static_cast<size_t>(i) * D]));
+            static_cast<uint32_t>(tree_.region_guess(simd_, &pts_[0][static_cast<size_t>(i) * D], kGuessRegion));
     });
     sort_by_label();
   }
@@ -545,6 +550,7 @@ class LloydEngine {
     std::vector<int32_t> idx;
     std::vector<float> cd2;
     std::vector<float> u2;
+    std::vector<int64_t> pending;  // sorted points waiting for a tiled brute-force scan
     int64_t evals = 0, brute = 0, tree_points = 0;
   };
 
@@ -584,19 +590,15 @@ class LloydEngine {
       tree_.within(ca, list_r2, s.cand);
       if (static_cast<int64_t>(s.cand.size()) > kSharedListMaxPerPoint * npts) list_r2 = -1.0f;
     }
+    s.pending.clear();
     if (!brute && list_r2 < 0.0f) {
       for (int64_t i = item.begin; i < item.end; ++i) search_point(i, item.cluster, s);
+      assign_pending_brute(s, true);
       return;
     }
     if (brute) {
-      for (int64_t i = item.begin; i < item.end; ++i) {
-        float bd = std::numeric_limits<float>::infinity();
-        int32_t bi = kNoIndex;
-        s.evals += scan_block<D>(simd_, pts + i * D, all_, 0.0f, bd, bi);
-        label_[static_cast<size_t>(i)] = static_cast<uint32_t>(bi);
-        dist_[static_cast<size_t>(i)] = bd;
-      }
-      s.brute += npts;
+      for (int64_t i = item.begin; i < item.end; ++i) s.pending.push_back(i);
+      assign_pending_brute(s, false);
       return;
     }
     std::sort(s.cand.begin(), s.cand.end(), [](const std::pair<float, int32_t>& x, const std::pair<float, int32_t>& y) {
@@ -630,20 +632,47 @@ class LloydEngine {
       label_[static_cast<size_t>(i)] = static_cast<uint32_t>(bi);
       dist_[static_cast<size_t>(i)] = bd;
     }
+    assign_pending_brute(s, true);
   }
 
-  /// Exact tree search for sorted point i, seeded with its current cluster a.
+  /// Brute-force assignment of the sorted points in s.pending against all K centroids, a tile
+  /// of kTilePoints points per pass over the centroids (the register-blocked kernel: same fp32
+  /// distances and lexicographic argmin as the one-point scan). Clears s.pending.
+  void assign_pending_brute(Scratch& s, bool count_as_search) {
+    const float* pts = pts_[0].data();
+    const int64_t m = static_cast<int64_t>(s.pending.size());
+    for (int64_t t = 0; t < m; t += kTilePoints) {
+      const int64_t np = std::min<int64_t>(kTilePoints, m - t);
+      const float* xs[kTilePoints];
+      float bd[kTilePoints];
+      int32_t bi[kTilePoints];
+      for (int p = 0; p < kTilePoints; ++p) {  // a short last tile repeats its last point
+        xs[p] = pts + s.pending[static_cast<size_t>(t + std::min<int64_t>(p, np - 1))] * D;
+        bd[p] = std::numeric_limits<float>::infinity();
+        bi[p] = kNoIndex;
+      }
+      s.evals += np * scan_ascending_tile<D>(simd_, xs, all_, bd, bi);
+      for (int64_t p = 0; p < np; ++p) {
+        const size_t i = static_cast<size_t>(s.pending[static_cast<size_t>(t + p)]);
+        label_[i] = static_cast<uint32_t>(bi[p]);
+        dist_[i] = bd[p];
+      }
+    }
+    s.brute += m;
+    if (count_as_search) s.tree_points += m;
+    s.pending.clear();
+  }
+
+  /// Exact tree search for sorted point i, seeded with its current cluster a; or, where a
+  /// brute-force scan is cheaper, queues i on s.pending for assign_pending_brute.
   void search_point(int64_t i, int64_t a, Scratch& s) {
     float bd = dist_[static_cast<size_t>(i)];
     int32_t bi = static_cast<int32_t>(a);
     if (D >= kTreeMaxD && k_ < kTreeMinKHighD) {  // the SIMD brute-force scan is cheaper
-      bd = std::numeric_limits<float>::infinity();
-      bi = kNoIndex;
-      s.evals += scan_block<D>(simd_, &pts_[0][static_cast<size_t>(i) * D], all_, 0.0f, bd, bi);
-      ++s.brute;
-    } else {
-      s.evals += tree_.nearest(simd_, &pts_[0][static_cast<size_t>(i) * D], bd, bi);
+      s.pending.push_back(i);  // done in tiles by assign_pending_brute at the end of the piece
+      return;
     }
+    s.evals += tree_.nearest(simd_, &pts_[0][static_cast<size_t>(i) * D], bd, bi);
     label_[static_cast<size_t>(i)] = static_cast<uint32_t>(bi);
     dist_[static_cast<size_t>(i)] = bd;
     ++s.tree_points;
