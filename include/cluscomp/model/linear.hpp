@@ -2,13 +2,16 @@
 /// A linear layer of the runtime: y = x W^T (+ b) with the HF weight W (out, in) held either as a
 /// dense fp32 matrix or as a clustered CodebookTensor.
 ///
-/// Clustered weights are, for now, decoded to dense fp32 once when the layer is built
-/// (Linear::from_codebook, the ONE place this happens; grep CLUSCOMP_CODEBOOK_DECODED_AT_LOAD).
-/// When the lookup GEMV/GEMM kernels exist, from_codebook keeps the codebook and forward calls
-/// them instead; callers do not change.
+/// Clustered weights stay clustered: Linear::from_codebook keeps the codes and centroids (plus an
+/// fp32 copy of the centroids where the kernel cannot read them in place, S*K*d values) and
+/// forward runs the lookup GEMV/GEMM (ops/lookup_gemm.hpp); the dense W is never built.
 ///
-/// Numerics: forward is ops::matmul_nt (fp32 accumulation, per-row results independent of the
-/// batch size and thread count: deterministic). Decoding is exact (decode_dense).
+/// Numerics: dense layers run ops::matmul_nt, codebook layers ops::lookup_gemm; both accumulate
+/// in fp32 with a per-element order independent of the batch size and thread count, so results
+/// are deterministic and a batched prefill row equals the one-token decode of the same input.
+/// The two kernels order their sums differently, so a codebook layer and the dense layer of its
+/// decoded weight agree exactly only where every partial sum is exact (small integers), and
+/// otherwise within fp32 dot-product rounding.
 
 #include <cstdint>
 #include <memory>
@@ -17,9 +20,9 @@
 #include <vector>
 
 #include "cluscomp/codebook/codebook_tensor.hpp"
-#include "cluscomp/codebook/decode.hpp"
 #include "cluscomp/core/config.hpp"
 #include "cluscomp/core/error.hpp"
+#include "cluscomp/ops/lookup_gemm.hpp"
 #include "cluscomp/ops/matmul.hpp"
 #include "cluscomp/ops/parallel.hpp"
 
@@ -28,7 +31,7 @@ CLUSCOMP_NAMESPACE_BEGIN
 /// Where a Linear's weight came from.
 enum class LinearKind {
   kDense,     // fp32 dense
-  kCodebook,  // a CodebookTensor (currently decoded to dense at load)
+  kCodebook,  // a CodebookTensor, multiplied by lookup_gemm (never decoded)
 };
 
 class Linear {
@@ -63,17 +66,38 @@ class Linear {
                  std::make_shared<const std::vector<float>>(std::move(weight)), std::move(bias));
   }
 
-  /// A clustered layer. Throws Error when the tensor is invalid or the bias size is wrong.
-  /// CLUSCOMP_CODEBOOK_DECODED_AT_LOAD: until the lookup kernels land, the codebook is decoded
-  /// here to a dense fp32 W (exact); memory reports then count the dense copy.
-  static Linear from_codebook(std::string name, const CodebookTensor& t, std::vector<float> bias = {}) {
-    throw_if_error(t.shape().validate());
-    throw_if_error(t.validate_codes());
-    const int64_t out = t.shape().out, in = t.shape().in;
-    Linear l = dense(std::move(name), out, in, decode_dense(t, DecodeLayout::kW), std::move(bias));
+  /// A clustered layer: keeps the tensor (shared, not copied) and, where the kernel would
+  /// otherwise convert centroids per call (bf16; fp16 without AVX2), an exact fp32 copy of them. Throws Error when the tensor
+  /// is invalid (shape or a code >= K) or the bias size is wrong.
+  static Linear from_codebook(std::string name, std::shared_ptr<const CodebookTensor> t,
+                              std::vector<float> bias = {}) {
+    if (!t) throw Error(StatusCode::kInvalidArgument, "linear '" + name + "': null codebook tensor");
+    throw_if_error(t->shape().validate());
+    throw_if_error(t->validate_codes());
+    const int64_t out = t->shape().out, in = t->shape().in;
+    if (!bias.empty() && static_cast<int64_t>(bias.size()) != out)
+      throw Error(StatusCode::kInvalidArgument, "linear '" + name + "': bias has " +
+                                                    std::to_string(bias.size()) + " values, expected " +
+                                                    std::to_string(out));
+    Linear l;
+    l.name_ = std::move(name);
+    l.out_ = out;
+    l.in_ = in;
+    l.bias_ = std::move(bias);
     l.kind_ = LinearKind::kCodebook;
-    l.codebook_bytes_ = t.storage_bytes();
+    l.codebook_bytes_ = t->storage_bytes();
+    // fp16 centroids are read in place on the AVX2 path; other cases want an fp32 copy.
+    const DType cd = t->shape().centroid_dtype;
+    if (cd != DType::kF32 && !(cd == DType::kF16 && lookup_gemm_uses_avx2())) {
+      l.centroids_f32_.resize(static_cast<size_t>(t->shape().num_centroid_values()));
+      throw_if_error(lookup_centroids_f32(t->any_view(), l.centroids_f32_.data()));
+    }
+    l.codebook_ = std::move(t);
     return l;
+  }
+  static Linear from_codebook(std::string name, CodebookTensor t, std::vector<float> bias = {}) {
+    return from_codebook(std::move(name), std::make_shared<const CodebookTensor>(std::move(t)),
+                         std::move(bias));
   }
 
   const std::string& name() const { return name_; }
@@ -81,22 +105,41 @@ class Linear {
   int64_t in_features() const { return in_; }
   bool has_bias() const { return !bias_.empty(); }
   LinearKind kind() const { return kind_; }
-  /// The dense fp32 W (out, in) the forward uses.
+  /// The dense fp32 W (out, in) of a dense layer; null for codebook layers (never decoded).
   const float* dense_weight() const { return weight_ ? weight_->data() : nullptr; }
+  /// The clustered W of a codebook layer; null for dense layers.
+  const CodebookTensor* codebook() const { return codebook_.get(); }
+  /// True when the layer holds a weight in either form.
+  bool has_weight() const { return weight_ != nullptr || codebook_ != nullptr; }
   const std::vector<float>& bias() const { return bias_; }
   /// True when this layer shares its weight buffer with `o` (tied embeddings).
   bool shares_weight_with(const std::vector<float>* w) const { return weight_.get() == w; }
-  /// Bytes the layer holds in memory (weight + bias); a shared weight is counted by every holder.
+  /// Bytes the layer holds in memory (dense weight or codes + centroids + their fp32 copy, and
+  /// the bias); a shared weight is counted by every holder.
   int64_t memory_bytes() const {
-    return static_cast<int64_t>((weight_ ? weight_->size() : 0) + bias_.size()) * 4;
+    return static_cast<int64_t>((weight_ ? weight_->size() : 0) + centroids_f32_.size() + bias_.size()) * 4 +
+           (codebook_ ? codebook_->storage_bytes() : 0);
   }
   /// Bytes of the codebook form this layer was built from (0 for dense layers).
   int64_t codebook_bytes() const { return codebook_bytes_; }
 
   /// y (rows, out) = x (rows, in) W^T (+ b); leading dimensions ldx >= in, ldy >= out.
-  /// Numerics and determinism: ops::matmul_nt. kInvalidArgument for bad shapes.
+  /// Numerics and determinism: ops::matmul_nt (dense) or ops::lookup_gemm (codebook).
+  /// kInvalidArgument for bad shapes.
   Status forward(const float* x, int64_t ldx, int64_t rows, float* y, int64_t ldy,
                  ThreadPool* pool = nullptr) const {
+    if (codebook_) {
+      LookupGemmArgs a;
+      a.w = codebook_->any_view();
+      a.centroids_f32 = centroids_f32_.empty() ? nullptr : centroids_f32_.data();
+      a.x = x;
+      a.ldx = ldx;
+      a.bias = bias_.empty() ? nullptr : bias_.data();
+      a.y = y;
+      a.ldy = ldy;
+      a.m = rows;
+      return lookup_gemm(a, pool);
+    }
     if (!weight_) return Status(StatusCode::kInvalidArgument, "linear '" + name_ + "' has no weight");
     MatmulArgs a;
     a.x = x;
@@ -115,7 +158,9 @@ class Linear {
  private:
   std::string name_;
   int64_t out_ = 0, in_ = 0;
-  std::shared_ptr<const std::vector<float>> weight_;
+  std::shared_ptr<const std::vector<float>> weight_;      // dense layers: (out, in)
+  std::shared_ptr<const CodebookTensor> codebook_;         // codebook layers
+  std::vector<float> centroids_f32_;                        // (S, K, d) fp32 copy for fp16/bf16 centroids
   std::vector<float> bias_;
   LinearKind kind_ = LinearKind::kDense;
   int64_t codebook_bytes_ = 0;
