@@ -42,7 +42,7 @@
 
 #include "cluscomp/cluster/centroid_tree.hpp"
 #include "cluscomp/cluster/distance_kernels.hpp"
-#include "cluscomp/cluster/parallel.hpp"
+#include "cluscomp/core/parallel.hpp"
 #include "cluscomp/core/checked.hpp"
 #include "cluscomp/core/config.hpp"
 #include "cluscomp/core/error.hpp"
@@ -802,7 +802,7 @@ Status run_lloyd(MatrixView<const float> p, const KMeansOptions& o, int threads,
 /// count. Throws Error(kInvalidArgument) for the cases listed at kmeans().
 inline std::vector<float> kmeans_initial_centroids(MatrixView<const float> points, const KMeansOptions& o) {
   using namespace cluster_detail;
-  const int threads = resolve_threads(o.threads);
+  const int threads = resolve_thread_count(o.threads);
   validate_points(points, o, threads);
   const int64_t k = o.k, d = points.cols;
   if (o.initial_centroids.data != nullptr || o.initial_centroids.rows != 0) {
@@ -847,7 +847,7 @@ inline Status kmeans(MatrixView<const float> points, const KMeansOptions& o, KMe
   KMeansResult r;
   Status st = status_from([&] {
     const auto t0 = std::chrono::steady_clock::now();
-    const int threads = resolve_threads(o.threads);
+    const int threads = resolve_thread_count(o.threads);
     std::vector<float> init = kmeans_initial_centroids(points, o);
     r.stats.init_s = seconds_since(t0);
     r.k = o.k;
@@ -891,7 +891,7 @@ struct KMeansAssignment {
 inline KMeansAssignment kmeans_assign(MatrixView<const float> points, MatrixView<const float> centroids,
                                       int threads = 0) {
   using namespace cluster_detail;
-  const int nt = resolve_threads(threads);
+  const int nt = resolve_thread_count(threads);
   if (centroids.rows < 1 || centroids.cols != points.cols)
     throw Error(StatusCode::kInvalidArgument, "kmeans_assign: centroids are " + std::to_string(centroids.rows) +
                                                   " x " + std::to_string(centroids.cols) + " for d = " +

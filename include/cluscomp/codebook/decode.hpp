@@ -13,8 +13,6 @@
 #include <algorithm>
 #include <cstdint>
 #include <string>
-#include <system_error>
-#include <thread>
 #include <vector>
 
 #include "cluscomp/codebook/codebook_tensor.hpp"
@@ -23,6 +21,7 @@
 #include "cluscomp/core/bitpack.hpp"
 #include "cluscomp/core/checked.hpp"
 #include "cluscomp/core/error.hpp"
+#include "cluscomp/core/parallel.hpp"
 #include "cluscomp/core/view.hpp"
 
 CLUSCOMP_NAMESPACE_BEGIN
@@ -142,42 +141,11 @@ void decode_w_band_unchecked(const CodebookView<T>& cb, int64_t j0, int64_t j1,
 }
 
 inline int decode_thread_count(const DecodeOptions& opt, int64_t elements, int64_t units) {
-  int64_t t = opt.num_threads > 0 ? opt.num_threads
-                                  : static_cast<int64_t>(std::max(1u, std::thread::hardware_concurrency()));
+  int64_t t = resolve_thread_count(opt.num_threads);
   const int64_t per = std::max<int64_t>(1, opt.min_elements_per_thread);
   t = std::min(t, std::max<int64_t>(1, elements / per));
   t = std::min(t, std::max<int64_t>(1, units));
   return static_cast<int>(t);
-}
-
-/// Runs body(b, e) over [0, units) split into `threads` contiguous ranges. If a thread cannot be
-/// started, its range runs in the calling thread: the result is the same either way.
-template <class Body>
-void parallel_ranges(int64_t units, int threads, const Body& body) {
-  if (threads <= 1) {
-    body(int64_t{0}, units);
-    return;
-  }
-  std::vector<std::thread> pool;
-  std::vector<int> ran_here;
-  try {
-    pool.reserve(static_cast<size_t>(threads));
-    ran_here.reserve(static_cast<size_t>(threads));
-  } catch (const std::bad_alloc&) {
-    body(int64_t{0}, units);
-    return;
-  }
-  for (int t = 1; t < threads; ++t) {
-    const int64_t b = units * t / threads, e = units * (t + 1) / threads;
-    try {
-      pool.emplace_back([&body, b, e] { body(b, e); });
-    } catch (const std::system_error&) {
-      ran_here.push_back(t);
-    }
-  }
-  body(int64_t{0}, units / threads);
-  for (int t : ran_here) body(units * t / threads, units * (t + 1) / threads);
-  for (auto& th : pool) th.join();
 }
 
 }  // namespace detail
@@ -210,12 +178,12 @@ Status decode_dense(const CodebookView<T>& cb, DecodeLayout layout, MatrixView<f
   if (w) {
     const int64_t vpr = cb.vectors_per_row();
     const int threads = detail::decode_thread_count(opt, elements, vpr);
-    detail::parallel_ranges(vpr, threads, [&](int64_t b, int64_t e) {
+    parallel_static(threads, vpr, [&](int, int64_t b, int64_t e) {
       detail::decode_w_band_unchecked(cb, b, e, dst);
     });
   } else {
     const int threads = detail::decode_thread_count(opt, elements, cb.in);
-    detail::parallel_ranges(cb.in, threads, [&](int64_t b, int64_t e) {
+    parallel_static(threads, cb.in, [&](int, int64_t b, int64_t e) {
       const MatrixView<float> part{dst.data + b * dst.row_stride, e - b, dst.cols, dst.row_stride,
                                    dst.col_stride};
       detail::decode_wt_rows_unchecked(cb, b, e, part);

@@ -21,15 +21,9 @@
 #include <vector>
 
 #include "cluscomp/core/config.hpp"
+#include "cluscomp/core/parallel.hpp"
 
 CLUSCOMP_NAMESPACE_BEGIN
-
-/// `requested` threads, or std::thread::hardware_concurrency() when requested <= 0 (at least 1).
-inline int resolve_thread_count(int requested) {
-  if (requested > 0) return requested;
-  const unsigned hc = std::thread::hardware_concurrency();
-  return hc == 0 ? 1 : static_cast<int>(hc);
-}
 
 /// Fixed set of workers; the calling thread takes part in every region. Not copyable or movable
 /// (hold it in a unique_ptr). One region at a time: a parallel_for issued from inside a task, or
