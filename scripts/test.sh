@@ -39,7 +39,7 @@ reference gguf_dump tests/model/gguf_dump.py "$MODEL"
 step "reference: token ids of the real model's tokenizer from HF tokenizers (PyPI)"
 reference tokenizer tests/model/tokenizer_dump.py "$MODEL" "$EVAL_TEXT"
 
-step "reference: NumPy float64 LLaMA forward of the real model (logits, greedy, NLL; ~1 min)"
+step "reference: NumPy float64 LLaMA forward of the real model (logits, greedy, NLL, perplexity; a few minutes)"
 reference llama_numpy tests/model/llama_numpy_ref.py "$MODEL" "$EVAL_TEXT"
 
 step "install, then build examples/consumer against the installed package"
