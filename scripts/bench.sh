@@ -59,7 +59,7 @@ if [[ "$name" == quality ]]; then
   CLI="$BUILD/examples/cli/cluscomp"
   MODEL="$CLUSCOMP_DATA/models/SmolLM2-135M-Instruct.Q4_1.gguf"
   TEXT="$CLUSCOMP_DATA/text/kjv.evaluation.txt"
-  Q="${QUALITY_OUT:-$CLUSCOMP_DATA/quality}"; W="${QUALITY_WINDOWS:-2}"; IT="${QUALITY_ITERATIONS:-20}"
+  Q="${QUALITY_OUT:-$CLUSCOMP_DATA/quality}"; W="${QUALITY_WINDOWS:-2}"; IT="${QUALITY_ITERATIONS:-10}"
   rm -rf "$Q"; mkdir -p "$Q"
   declare -A ppl bpw secs tps
   row() {  # row NAME MODEL_FILE COMPRESS_ARGS...

@@ -2,7 +2,9 @@
 # The main job on the real model, from scratch: setup (idempotent) -> build -> inspect the real
 # model (architecture + per-tensor summary) -> round-trip it through our GGUF and safetensors
 # writers, checking every value bit for bit -> perplexity on the evaluation text (a few windows)
-# -> a short generation. Later issues extend this to compress.
+# -> a short generation -> compress the projection matrices to about 4, 3 and 2 bits per weight
+# (k-means iterations: CLUSCOMP_DEMO_ITERATIONS, default 10, a demo-scale setting; the reference
+# runs 20) -> perplexity of each -> a generation from the 4-bpw model.
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 BUILD="${CLUSCOMP_BUILD_DIR:-$ROOT/build}"
@@ -35,5 +37,16 @@ echo; echo "==== [demo] generation: chat template, greedy ===="
 echo; echo "==== [demo] generation: plain continuation, temperature 0.8, top-p 0.9, seed 7 ===="
 "$CLI" generate "$MODEL" "And God said, Let there be light:" --raw --max-tokens 48 --temperature 0.8 --top-p 0.9 \
   --seed 7 --threads 2
+
+ITERS="${CLUSCOMP_DEMO_ITERATIONS:-10}"
+for b in 4 3 2; do
+  echo; echo "==== [demo] compress to about $b bpw (--bpw $b, $ITERS k-means iterations; resumable) ===="
+  "$CLI" compress "$MODEL" --out "$OUT/smollm2-cc$b.safetensors" --bpw "$b" --iterations "$ITERS" --threads 2
+  echo; echo "==== [demo] perplexity of the ~$b-bpw model (first ${CLUSCOMP_DEMO_WINDOWS:-3} windows) ===="
+  "$CLI" eval "$OUT/smollm2-cc$b.safetensors" "$DATA/text/kjv.evaluation.txt" --max-windows "${CLUSCOMP_DEMO_WINDOWS:-3}" --threads 2
+done
+
+echo; echo "==== [demo] generation from the ~4-bpw model: chat template, greedy ===="
+"$CLI" generate "$OUT/smollm2-cc4.safetensors" "What is the capital of France?" --max-tokens 48 --threads 2
 
 echo; echo "[demo] done. Outputs in $OUT"

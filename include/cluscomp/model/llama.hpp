@@ -36,6 +36,7 @@
 #include "cluscomp/core/error.hpp"
 #include "cluscomp/io/file.hpp"
 #include "cluscomp/io/gguf.hpp"
+#include "cluscomp/io/cluscomp_format.hpp"
 #include "cluscomp/io/gguf_llama.hpp"
 #include "cluscomp/io/gguf_quant.hpp"
 #include "cluscomp/io/hf_config.hpp"
@@ -158,7 +159,7 @@ inline void require_size(const std::vector<float>& v, int64_t n, const std::stri
 }
 
 inline void require_linear(const Linear& l, int64_t out, int64_t in, const std::string& what) {
-  if (l.out_features() != out || l.in_features() != in || !l.dense_weight())
+  if (l.out_features() != out || l.in_features() != in || !l.has_weight())
     throw Error(StatusCode::kInvalidArgument,
                 what + " is (" + std::to_string(l.out_features()) + ", " + std::to_string(l.in_features()) +
                     "), expected (" + std::to_string(out) + ", " + std::to_string(in) + ")");
@@ -166,10 +167,17 @@ inline void require_linear(const Linear& l, int64_t out, int64_t in, const std::
 
 }  // namespace model_detail
 
-/// Builds the weights of `c` through `fetch` (HF names). Missing required tensors: Error(kNotFound)
-/// naming `source` and the tensor. Biases are loaded wherever the source has them.
+/// Supplies a projection as a ready Linear (e.g. a codebook layer) given its HF prefix
+/// ("model.layers.0.self_attn.q_proj"), expected (out, in) and bias; returns false to fall back to
+/// LlamaTensorFetch of "<prefix>.weight".
+using LlamaLinearSource =
+    std::function<bool(const std::string& prefix, int64_t out, int64_t in, std::vector<float> bias, Linear* out_layer)>;
+
+/// Builds the weights of `c` through `fetch` (HF names), projections through `linear_source` first
+/// when given. Missing required tensors: Error(kNotFound) naming `source` and the tensor. Biases are
+/// loaded wherever the source has them.
 inline LlamaWeights build_llama_weights(const LlamaConfig& c, const LlamaTensorFetch& fetch,
-                                        const std::string& source) {
+                                        const std::string& source, const LlamaLinearSource& linear_source = {}) {
   auto need = [&](const std::string& name, std::vector<int64_t> shape) {
     std::vector<float> v;
     if (!fetch(name, shape, &v))
@@ -182,8 +190,10 @@ inline LlamaWeights build_llama_weights(const LlamaConfig& c, const LlamaTensorF
     return v;
   };
   auto linear = [&](const std::string& prefix, int64_t out, int64_t in) {
-    std::vector<float> w = need(prefix + ".weight", {out, in});
     std::vector<float> b = optional(prefix + ".bias", {out});
+    Linear l;
+    if (linear_source && linear_source(prefix, out, in, b, &l)) return l;
+    std::vector<float> w = need(prefix + ".weight", {out, in});
     return Linear::dense(prefix, out, in, std::move(w), std::move(b));
   };
   const int64_t H = c.hidden_size, F = c.intermediate_size, Q = c.q_dim(), KV = c.kv_dim();
@@ -500,7 +510,55 @@ inline LlamaModel load_llama_hf(const std::string& dir, const LlamaRuntimeOption
   return LlamaModel(c, build_llama_weights(c, fetch, dir), opt);
 }
 
-/// Loads a GGUF file, an HF directory, or the directory of a given .safetensors file.
+/// Loads a cluscomp-format model (io/cluscomp_format.hpp, as `cluscomp compress` writes it): the
+/// config from the "cluscomp.config" metadata, clustered projections as codebook layers
+/// (Linear::from_codebook: exact decode), every other tensor dense (fp32/fp16/bf16 converted
+/// exactly; RTN-compressed matrices are dense tensors). Clustered matrices are in HF row order.
+/// Errors: kFormatError for a file without a stored config, a clustered matrix whose (out, in)
+/// disagrees with the config; otherwise as load_llama_hf.
+inline LlamaModel load_llama_cluscomp(const std::string& path, const LlamaRuntimeOptions& opt = {}) {
+  const CluscompModel cm = read_cluscomp_model(path);
+  const std::string cfg = cm.config_json();
+  if (cfg.empty())
+    throw Error(StatusCode::kFormatError, path + ": cluscomp model without a stored config ('" +
+                                              std::string(kCluscompConfigKey) + "' metadata)");
+  const LlamaConfig c = parse_llama_config(cfg, path + " (" + kCluscompConfigKey + ")");
+  LlamaTensorFetch fetch = [&](const std::string& name, const std::vector<int64_t>& shape, std::vector<float>* out) {
+    const TensorRef* t = cm.find_dense(name);
+    if (!t) {
+      if (cm.clustered.count(name)) {
+        int64_t n = 1;
+        for (int64_t x : shape) n *= x;
+        *out = decode_dense(cm.clustered.at(name), DecodeLayout::kW);
+        if (static_cast<int64_t>(out->size()) != n)
+          throw Error(StatusCode::kFormatError, path + ": clustered tensor '" + name + "' has the wrong size");
+        return true;
+      }
+      return false;
+    }
+    if (t->shape != shape)
+      throw Error(StatusCode::kFormatError, path + ": tensor '" + name + "' has shape " +
+                                                model_detail::shape_string(t->shape) + ", expected " +
+                                                model_detail::shape_string(shape));
+    *out = tensor_to_float(*t);
+    return true;
+  };
+  LlamaLinearSource lin = [&](const std::string& prefix, int64_t out, int64_t in, std::vector<float> bias, Linear* l) {
+    auto it = cm.clustered.find(prefix + ".weight");
+    if (it == cm.clustered.end()) return false;
+    if (it->second.shape().out != out || it->second.shape().in != in)
+      throw Error(StatusCode::kFormatError, path + ": clustered matrix '" + it->first + "' is (" +
+                                                std::to_string(it->second.shape().out) + ", " +
+                                                std::to_string(it->second.shape().in) + "), expected (" +
+                                                std::to_string(out) + ", " + std::to_string(in) + ")");
+    *l = Linear::from_codebook(prefix, it->second, std::move(bias));
+    return true;
+  };
+  return LlamaModel(c, build_llama_weights(c, fetch, path, lin), opt);
+}
+
+/// Loads a GGUF file, an HF directory, a cluscomp-format file (a .safetensors file whose metadata
+/// holds "cluscomp.format_version"), or the directory of another given .safetensors file.
 inline LlamaModel load_llama_model(const std::string& path, const LlamaRuntimeOptions& opt = {}) {
   namespace fs = std::filesystem;
   if (!fs::exists(path)) throw Error(StatusCode::kNotFound, path + ": no such file or directory");
@@ -509,6 +567,13 @@ inline LlamaModel load_llama_model(const std::string& path, const LlamaRuntimeOp
     MappedFile f(path);
     if (f.size() >= 4 && std::memcmp(f.data(), "GGUF", 4) == 0) return load_llama_gguf(path, opt);
   }
+  bool is_cluscomp = false;
+  try {
+    is_cluscomp = SafetensorsFile::open(path).metadata().count(kCluscompVersionKey) > 0;
+  } catch (const Error&) {
+    is_cluscomp = false;  // not a safetensors file: fall through to the HF directory
+  }
+  if (is_cluscomp) return load_llama_cluscomp(path, opt);
   const fs::path parent = fs::path(path).parent_path();
   return load_llama_hf(parent.empty() ? std::string(".") : parent.string(), opt);
 }

@@ -1,0 +1,490 @@
+// The compression pipeline (pipeline/compress.hpp) on a tiny random LLaMA written with our GGUF
+// writer (q/k rows permuted as llama.cpp's converter does): compress -> file -> read back ->
+// decoded weights equal the clustering and are in HF order; bpw accounting; the --bpw search meets
+// its target; RTN within its error bound; an interrupted run resumes to a byte-identical file
+// without redoing finished matrices; bad input (unknown pattern, unmeetable target, no
+// projections, full disk) gives a clear error and no output. Seeds are fixed (kSeed, options.seed).
+#include <catch2/catch.hpp>
+
+#include <sys/resource.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <csignal>
+#include <cmath>
+#include <filesystem>
+#include <fstream>
+#include <iterator>
+#include <map>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "cluscomp/codebook/decode.hpp"
+#include "cluscomp/io/cluscomp_format.hpp"
+#include "cluscomp/io/gguf_writer.hpp"
+#include "cluscomp/model/llama.hpp"
+#include "cluscomp/pipeline/compress.hpp"
+#include "support/test_data.hpp"
+
+using namespace cluscomp;
+using cluscomp_test::TempDir;
+
+namespace {
+
+constexpr uint32_t kSeed = 4242;
+
+struct Tiny {
+  LlamaConfig cfg;
+  std::map<std::string, std::vector<float>> w;        // HF names, HF order
+  std::map<std::string, std::vector<int64_t>> shape;  // HF shapes
+};
+
+Tiny make_tiny() {
+  Tiny t;
+  LlamaConfig& c = t.cfg;
+  c.model_type = "llama";
+  c.hidden_size = 64;
+  c.intermediate_size = 96;
+  c.num_hidden_layers = 2;
+  c.num_attention_heads = 4;
+  c.num_key_value_heads = 2;
+  c.head_dim = 16;
+  c.rms_norm_eps = 1e-5;
+  c.rope_theta = 10000.0;
+  c.max_position_embeddings = 32;
+  c.vocab_size = 40;
+  c.tie_word_embeddings = true;
+  std::mt19937 rng(kSeed);
+  std::normal_distribution<float> nd(0.0f, 1.0f);
+  auto add = [&](const std::string& name, std::vector<int64_t> sh, float scale, float offset = 0.0f) {
+    int64_t n = 1;
+    for (int64_t s : sh) n *= s;
+    std::vector<float> v(static_cast<size_t>(n));
+    for (auto& x : v) x = offset + scale * nd(rng);
+    t.w[name] = v;
+    t.shape[name] = sh;
+  };
+  add("model.embed_tokens.weight", {40, 64}, 1.0f);
+  add("model.norm.weight", {64}, 0.1f, 1.0f);
+  for (int i = 0; i < 2; ++i) {
+    const std::string p = "model.layers." + std::to_string(i) + ".";
+    add(p + "input_layernorm.weight", {64}, 0.1f, 1.0f);
+    add(p + "post_attention_layernorm.weight", {64}, 0.1f, 1.0f);
+    add(p + "self_attn.q_proj.weight", {64, 64}, 0.25f);
+    add(p + "self_attn.k_proj.weight", {32, 64}, 0.25f);
+    add(p + "self_attn.v_proj.weight", {32, 64}, 0.15f);
+    add(p + "self_attn.o_proj.weight", {64, 64}, 0.15f);
+    add(p + "mlp.gate_proj.weight", {96, 64}, 0.15f);
+    add(p + "mlp.up_proj.weight", {96, 64}, 0.15f);
+    add(p + "mlp.down_proj.weight", {64, 96}, 0.1f);
+  }
+  return t;
+}
+
+std::vector<float> permute_like_llama_cpp(const std::vector<float>& m, int64_t heads, int64_t cols) {
+  const int64_t rows = static_cast<int64_t>(m.size()) / cols, hd = rows / heads, half = hd / 2;
+  std::vector<float> out(m.size());
+  for (int64_t h = 0; h < heads; ++h)
+    for (int64_t i = 0; i < half; ++i)
+      for (int64_t j = 0; j < 2; ++j)
+        for (int64_t c = 0; c < cols; ++c)
+          out[static_cast<size_t>((h * hd + 2 * i + j) * cols + c)] =
+              m[static_cast<size_t>((h * hd + j * half + i) * cols + c)];
+  return out;
+}
+
+std::string gguf_name_of(const std::string& hf) {
+  if (hf == "model.embed_tokens.weight") return "token_embd.weight";
+  if (hf == "model.norm.weight") return "output_norm.weight";
+  static const std::pair<const char*, const char*> kBlock[] = {
+      {"self_attn.q_proj", "attn_q"}, {"self_attn.k_proj", "attn_k"}, {"self_attn.v_proj", "attn_v"},
+      {"self_attn.o_proj", "attn_output"}, {"mlp.gate_proj", "ffn_gate"}, {"mlp.up_proj", "ffn_up"},
+      {"mlp.down_proj", "ffn_down"}, {"input_layernorm", "attn_norm"}, {"post_attention_layernorm", "ffn_norm"}};
+  const size_t a = std::string("model.layers.").size();
+  const size_t dot = hf.find('.', a);
+  const std::string layer = hf.substr(a, dot - a), rest = hf.substr(dot + 1);
+  for (const auto& kv : kBlock) {
+    const std::string k = kv.first;
+    if (rest.rfind(k + ".", 0) == 0) return "blk." + layer + "." + kv.second + rest.substr(k.size());
+  }
+  return "";
+}
+
+void write_gguf(const Tiny& t, const std::string& path) {
+  const LlamaConfig& c = t.cfg;
+  GgufWriter w;
+  w.add_string("general.architecture", "llama");
+  w.add_u32("llama.embedding_length", static_cast<uint32_t>(c.hidden_size));
+  w.add_u32("llama.feed_forward_length", static_cast<uint32_t>(c.intermediate_size));
+  w.add_u32("llama.block_count", static_cast<uint32_t>(c.num_hidden_layers));
+  w.add_u32("llama.attention.head_count", static_cast<uint32_t>(c.num_attention_heads));
+  w.add_u32("llama.attention.head_count_kv", static_cast<uint32_t>(c.num_key_value_heads));
+  w.add_f32("llama.attention.layer_norm_rms_epsilon", static_cast<float>(c.rms_norm_eps));
+  w.add_f32("llama.rope.freq_base", static_cast<float>(c.rope_theta));
+  w.add_u32("llama.context_length", static_cast<uint32_t>(c.max_position_embeddings));
+  w.add_u32("llama.vocab_size", static_cast<uint32_t>(c.vocab_size));
+  for (const auto& [hf, v] : t.w) {
+    const std::string g = gguf_name_of(hf);
+    REQUIRE(!g.empty());
+    const std::vector<int64_t>& sh = t.shape.at(hf);
+    std::vector<float> data = v;
+    if (hf.find("q_proj") != std::string::npos) data = permute_like_llama_cpp(data, c.num_attention_heads, sh[1]);
+    if (hf.find("k_proj") != std::string::npos) data = permute_like_llama_cpp(data, c.num_key_value_heads, sh[1]);
+    std::vector<int64_t> ne(sh.rbegin(), sh.rend());
+    w.add_tensor(g.c_str(), GgmlType::kF32, ne, data.data(), data.size() * 4);
+  }
+  const std::vector<unsigned char> bytes = w.to_bytes();
+  std::ofstream f(path, std::ios::binary);
+  f.write(reinterpret_cast<const char*>(bytes.data()), static_cast<std::streamsize>(bytes.size()));
+}
+
+std::vector<unsigned char> file_bytes(const std::filesystem::path& p) {
+  std::ifstream f(p, std::ios::binary);
+  return std::vector<unsigned char>(std::istreambuf_iterator<char>(f), std::istreambuf_iterator<char>());
+}
+
+CompressOptions explicit_options(int d, int64_t k) {
+  CompressOptions o;
+  for (auto& s : o.per_kind) {
+    s.d = d;
+    s.k = k;
+  }
+  o.iterations = 4;
+  o.seed = 99;
+  o.threads = 2;
+  return o;
+}
+
+template <class F>
+void require_error(F&& f, StatusCode code, const std::string& needle) {
+  try {
+    f();
+    FAIL("expected an error containing '" << needle << "'");
+  } catch (const Error& e) {
+    INFO(e.what());
+    CHECK(e.code() == code);
+    CHECK(std::string(e.what()).find(needle) != std::string::npos);
+  }
+}
+
+struct Fixture {
+  TempDir dir;
+  Tiny tiny = make_tiny();
+  std::string gguf = (dir / "tiny.gguf").string();
+  SourceModel src;
+  Fixture() {
+    write_gguf(tiny, gguf);
+    src = read_source_model(gguf);
+  }
+};
+
+}  // namespace
+
+TEST_CASE("compress: explicit settings -> file -> read back equals the clustering, HF order, loads and runs",
+          "[pipeline][compress]") {
+  Fixture fx;
+  INFO("seed " << kSeed);
+  const CompressOptions o = explicit_options(4, 32);
+  const std::string out = (fx.dir / "tiny.cluscomp.safetensors").string();
+  const CompressReport rep = compress_model(fx.src, out, o);
+  REQUIRE(rep.matrices.size() == 14);
+  CHECK(rep.resumed == 0);
+  CHECK_FALSE(std::filesystem::exists(out + ".work"));
+  const CluscompModel cm = read_cluscomp_model(out);
+  REQUIRE(cm.clustered.size() == 14);
+  double bits = 0, weights = 0;
+  for (const MatrixReport& r : rep.matrices) {
+    INFO(r.plan.name);
+    const CodebookTensor& t = cm.clustered.at(r.plan.name);
+    // Same clustering recomputed independently.
+    const CodebookTensor again = cluster_matrix(fx.tiny.w.at(r.plan.name), r.plan.out, r.plan.in, r.plan.cluster,
+                                                r.plan.name, o.iterations, o.seed, 1);
+    CHECK(t.centroid_bytes() == again.centroid_bytes());
+    CHECK(t.code_words() == again.code_words());
+    // Decoded weights are close to the HF-order source (a row permutation would give ~1.4).
+    const std::vector<float> dec = decode_dense(t, DecodeLayout::kW);
+    const std::vector<float>& w = fx.tiny.w.at(r.plan.name);
+    double e = 0, n = 0;
+    for (size_t i = 0; i < w.size(); ++i) {
+      e += (static_cast<double>(w[i]) - dec[i]) * (static_cast<double>(w[i]) - dec[i]);
+      n += static_cast<double>(w[i]) * w[i];
+    }
+    CHECK(std::sqrt(e / n) == Approx(r.rel_error()).epsilon(1e-9));
+    CHECK(r.rel_error() < 0.6);
+    CHECK(r.plan.bpw == t.shape().bpw_packed());
+    CHECK(t.shape().centroid_dtype == DType::kF16);
+    CHECK(t.code_bits() == 5);
+    bits += r.plan.bpw * static_cast<double>(r.plan.out * r.plan.in);
+    weights += static_cast<double>(r.plan.out * r.plan.in);
+  }
+  CHECK(rep.bpw == Approx(bits / weights).epsilon(1e-12));
+  // bpw accounting by hand for q (64x64, d=4, K=32 fp16): 5/4 + 32*4*16/4096.
+  for (const MatrixReport& r : rep.matrices)
+    if (r.plan.name == "model.layers.1.self_attn.q_proj.weight") CHECK(r.plan.bpw == Approx(5.0 / 4 + 32.0 * 4 * 16 / 4096));
+  CHECK(cm.metadata.at("compress.method") == "cluscomp");
+  CHECK(std::stod(cm.metadata.at("compress.bpw")) == Approx(rep.bpw).epsilon(1e-5));
+  // Dense tensors stay (fp16), the runtime loads the file.
+  REQUIRE(cm.find_dense("model.embed_tokens.weight"));
+  CHECK(cm.find_dense("model.embed_tokens.weight")->dtype == DType::kF16);
+  // The runtime loads the file: its logits equal those of an HF directory holding the decoded
+  // weights (the dense tensors as stored, fp16 -> fp32 exactly).
+  const std::filesystem::path hf = fx.dir / "hf";
+  std::filesystem::create_directories(hf);
+  write_llama_config((hf / "config.json").string(), fx.tiny.cfg);
+  {
+    SafetensorsWriter w;
+    std::map<std::string, std::vector<float>> keep;
+    for (const auto& kv : cm.clustered) keep[kv.first] = decode_dense(kv.second, DecodeLayout::kW);
+    for (const TensorRef& t : cm.dense) keep[t.name] = tensor_to_float(t);
+    for (const auto& kv : keep)
+      w.add(kv.first, DType::kF32, fx.tiny.shape.at(kv.first), kv.second.data(), kv.second.size() * 4);
+    w.write((hf / "model.safetensors").string());
+  }
+  LlamaModel m = load_llama_model(out);
+  LlamaModel dec = load_llama_model(hf.string());
+  KvCache c1 = m.make_cache(8), c2 = dec.make_cache(8);
+  const std::vector<int32_t> ids = {1, 5, 7, 2, 9};
+  const std::vector<float> l1 = m.forward(ids, c1), l2 = dec.forward(ids, c2);
+  double e = 0, n = 0;
+  for (size_t i = 0; i < l1.size(); ++i) {
+    REQUIRE(std::isfinite(l1[i]));
+    e += (static_cast<double>(l1[i]) - l2[i]) * (static_cast<double>(l1[i]) - l2[i]);
+    n += static_cast<double>(l2[i]) * l2[i];
+  }
+  CHECK(std::sqrt(e / n) < 1e-4);
+}
+
+TEST_CASE("compress: codebook layers of every searched d run like their decoded weights", "[pipeline][compress]") {
+  Fixture fx;
+  for (int d : {2, 4, 8}) {
+    INFO("d " << d);
+    CompressOptions o = explicit_options(d, d == 2 ? 256 : 64);
+    const std::string out = (fx.dir / ("d" + std::to_string(d) + ".safetensors")).string();
+    compress_model(fx.src, out, o);
+    const CluscompModel cm = read_cluscomp_model(out);
+    const std::filesystem::path hf = fx.dir / ("hf" + std::to_string(d));
+    std::filesystem::create_directories(hf);
+    write_llama_config((hf / "config.json").string(), fx.tiny.cfg);
+    SafetensorsWriter w;
+    std::map<std::string, std::vector<float>> keep;
+    for (const auto& kv : cm.clustered) keep[kv.first] = decode_dense(kv.second, DecodeLayout::kW);
+    for (const TensorRef& t : cm.dense) keep[t.name] = tensor_to_float(t);
+    for (const auto& kv : keep) w.add(kv.first, DType::kF32, fx.tiny.shape.at(kv.first), kv.second.data(), kv.second.size() * 4);
+    w.write((hf / "model.safetensors").string());
+    LlamaModel m = load_llama_model(out), dec = load_llama_model(hf.string());
+    KvCache c1 = m.make_cache(8), c2 = dec.make_cache(8);
+    const std::vector<int32_t> ids = {3, 1, 4, 1, 5, 9};
+    const std::vector<float> l1 = m.forward(ids, c1), l2 = dec.forward(ids, c2);
+    double e = 0, n = 0;
+    for (size_t i = 0; i < l1.size(); ++i) {
+      e += (static_cast<double>(l1[i]) - l2[i]) * (static_cast<double>(l1[i]) - l2[i]);
+      n += static_cast<double>(l2[i]) * l2[i];
+    }
+    CHECK(std::sqrt(e / n) < 1e-4);
+  }
+}
+
+TEST_CASE("compress: S = 2 codebooks and the reference layout", "[pipeline][compress]") {
+  Fixture fx;
+  CompressOptions o = explicit_options(4, 16);
+  for (auto& s : o.per_kind) s.num_codebooks = 2;
+  o.kinds = parse_projection_patterns("mlp");
+  const std::string out = (fx.dir / "s2.safetensors").string();
+  const CompressReport rep = compress_model(fx.src, out, o);
+  REQUIRE(rep.matrices.size() == 6);
+  const CluscompModel cm = read_cluscomp_model(out);
+  CHECK(cm.clustered.at("model.layers.0.mlp.up_proj.weight").shape().num_codebooks == 2);
+  CHECK(cm.find_dense("model.layers.0.self_attn.q_proj.weight"));  // not selected: dense
+  require_error([&] { compress_model(fx.src, (fx.dir / "ref").string(), [&] { auto p = o; p.reference_layout = true; return p; }()); },
+                StatusCode::kInvalidArgument, "S = 1");
+  CompressOptions r = explicit_options(4, 16);
+  r.reference_layout = true;
+  const CompressReport rr = compress_model(fx.src, (fx.dir / "ref").string(), r);
+  CHECK(std::filesystem::exists(fx.dir / "ref" / "model.safetensors"));
+  CHECK(std::filesystem::exists(fx.dir / "ref" / "config.json"));
+  const ReferenceCheckpoint ck = read_reference_checkpoint((fx.dir / "ref").string());
+  CHECK(ck.clustered.size() == 14);
+  CHECK(rr.output_bytes > 0);
+}
+
+TEST_CASE("compress: --bpw search meets the target and spends it", "[pipeline][compress][search]") {
+  Fixture fx;
+  for (double target : {2.5, 3.5}) {
+    INFO("target " << target);
+    CompressOptions o = explicit_options(4, 16);
+    o.target_bpw = target;
+    o.search_d = {2, 4, 8};
+    o.search_sample = 1024;
+    o.search_k = 16;
+    const std::vector<MatrixPlan> plans = plan_compression(fx.src, o);
+    double bits = 0, weights = 0;
+    for (const MatrixPlan& p : plans) {
+      bits += p.bpw * static_cast<double>(p.out * p.in);
+      weights += static_cast<double>(p.out * p.in);
+      CHECK(p.predicted_error >= 0);
+    }
+    CHECK(bits / weights <= target);
+    CHECK(bits / weights > target - 0.75);  // the greedy phase spends the budget
+    const CompressReport rep = compress_model(fx.src, (fx.dir / "b.safetensors").string(), o);
+    CHECK(rep.bpw == Approx(bits / weights));
+  }
+  CompressOptions o = explicit_options(4, 16);
+  o.target_bpw = 0.05;
+  require_error([&] { plan_compression(fx.src, o); }, StatusCode::kInvalidArgument, "cannot be met");
+  CHECK_FALSE(std::filesystem::exists(fx.dir / "x.safetensors"));
+}
+
+TEST_CASE("compress: RTN 2/3/4 bits within the rounding bound, stored dense-decodable", "[pipeline][compress][rtn]") {
+  Fixture fx;
+  for (int bits : {2, 3, 4}) {
+    INFO("bits " << bits);
+    CompressOptions o;
+    o.method = CompressMethod::kRtn;
+    o.rtn.bits = bits;
+    const std::string out = (fx.dir / ("rtn" + std::to_string(bits) + ".safetensors")).string();
+    const CompressReport rep = compress_model(fx.src, out, o);
+    const CluscompModel cm = read_cluscomp_model(out);
+    CHECK(cm.clustered.empty());
+    // in = 64 or 96: one group per row -> bits + 32 / in.
+    for (const MatrixReport& r : rep.matrices) {
+      INFO(r.plan.name);
+      CHECK(r.plan.bpw == Approx(bits + 32.0 / static_cast<double>(r.plan.in)));
+      const TensorRef* t = cm.find_dense(r.plan.name);
+      REQUIRE(t);
+      CHECK(t->dtype == DType::kF16);
+      const std::vector<float> q = tensor_to_float(*t);
+      const std::vector<float>& w = fx.tiny.w.at(r.plan.name);
+      for (int64_t row = 0; row < r.plan.out; ++row) {
+        float lo = w[static_cast<size_t>(row * r.plan.in)], hi = lo;
+        for (int64_t i = 0; i < r.plan.in; ++i) {
+          lo = std::min(lo, w[static_cast<size_t>(row * r.plan.in + i)]);
+          hi = std::max(hi, w[static_cast<size_t>(row * r.plan.in + i)]);
+        }
+        const double scale = (static_cast<double>(hi) - lo) / ((1 << bits) - 1);
+        for (int64_t i = 0; i < r.plan.in; ++i) {
+          const size_t k = static_cast<size_t>(row * r.plan.in + i);
+          // half a step, plus fp16 rounding of scale/min/value (relative 2^-11 each, amplified by the level)
+          const double bound = 0.5 * scale + ((1 << bits) + 2) * std::ldexp(std::max(std::fabs(hi), std::fabs(lo)), -10);
+          REQUIRE(std::fabs(static_cast<double>(w[k]) - q[k]) <= bound);
+        }
+      }
+    }
+  }
+}
+
+TEST_CASE("compress: an interrupted run resumes to a byte-identical file without redoing matrices",
+          "[pipeline][compress][resume]") {
+  Fixture fx;
+  const CompressOptions o = explicit_options(4, 32);
+  const std::filesystem::path a = fx.dir / "a.safetensors", b = fx.dir / "b.safetensors";
+  compress_model(fx.src, a.string(), o);
+  // Interrupt after 5 finished matrices.
+  CompressOptions cut = o;
+  int done = 0;
+  cut.progress = [&](const CompressProgress& p) {
+    if (p.stage == CompressProgress::Stage::kMatrixDone) ++done;
+    return done < 5;
+  };
+  require_error([&] { compress_model(fx.src, b.string(), cut); }, StatusCode::kCancelled, "cancelled");
+  CHECK_FALSE(std::filesystem::exists(b));
+  int work_files = 0;
+  for (const auto& e : std::filesystem::directory_iterator(b.string() + ".work")) work_files += e.is_regular_file();
+  CHECK(work_files == 5);
+  // Resume: 5 matrices reused, the rest computed; same bytes as the uninterrupted run.
+  CompressOptions resume = o;
+  resume.threads = 1;  // k-means is deterministic for any thread count
+  int computed = 0;
+  resume.progress = [&](const CompressProgress& p) {
+    if (p.stage == CompressProgress::Stage::kMatrixDone && !p.resumed) ++computed;
+    return true;
+  };
+  const CompressReport rep = compress_model(fx.src, b.string(), resume);
+  CHECK(rep.resumed == 5);
+  CHECK(computed == 9);
+  CHECK(file_bytes(a) == file_bytes(b));
+  CHECK_FALSE(std::filesystem::exists(b.string() + ".work"));
+
+  // Interruption by SIGKILL of a child mid-run, then resume.
+  const std::filesystem::path c = fx.dir / "c.safetensors";
+  const pid_t pid = fork();
+  REQUIRE(pid >= 0);
+  if (pid == 0) {
+    CompressOptions k = o;
+    int n = 0;
+    k.progress = [&](const CompressProgress& p) {
+      if (p.stage == CompressProgress::Stage::kMatrixDone && ++n == 7) raise(SIGKILL);
+      return true;
+    };
+    try {
+      compress_model(fx.src, c.string(), k);
+    } catch (...) {
+    }
+    _exit(3);
+  }
+  int status = 0;
+  waitpid(pid, &status, 0);
+  CHECK(WIFSIGNALED(status));
+  CHECK_FALSE(std::filesystem::exists(c));
+  const CompressReport rc = compress_model(fx.src, c.string(), o);
+  CHECK(rc.resumed == 7);
+  CHECK(file_bytes(a) == file_bytes(c));
+
+  // A work file made for other settings is not reused.
+  CompressOptions other = o;
+  cut.progress = [&](const CompressProgress& p) { return p.stage != CompressProgress::Stage::kMatrixDone; };
+  done = 0;
+  require_error([&] { compress_model(fx.src, b.string(), cut); }, StatusCode::kCancelled, "cancelled");
+  other.seed = 7;
+  const CompressReport ro = compress_model(fx.src, b.string(), other);
+  CHECK(ro.resumed == 0);
+}
+
+TEST_CASE("compress: bad input gives a clear error and no output", "[pipeline][compress][errors]") {
+  Fixture fx;
+  require_error([] { parse_projection_patterns("q,attn,foo"); }, StatusCode::kInvalidArgument, "unknown matrix pattern 'foo'");
+  require_error([] { parse_projection_patterns(","); }, StatusCode::kInvalidArgument, "names no matrix");
+  CHECK(parse_projection_patterns("mlp,q").size() == 4);
+
+  SourceModel empty = fx.src;
+  empty.tensors.erase(std::remove_if(empty.tensors.begin(), empty.tensors.end(),
+                                     [](const SourceTensor& t) { return projection_kind_of(t.name, nullptr); }),
+                      empty.tensors.end());
+  const std::string out = (fx.dir / "none.safetensors").string();
+  require_error([&] { compress_model(empty, out, explicit_options(4, 16)); }, StatusCode::kInvalidArgument,
+                "no projection matrices");
+  CHECK_FALSE(std::filesystem::exists(out));
+
+  CompressOptions big = explicit_options(4, 4096);  // K above the vectors of a 32x64 matrix
+  require_error([&] { compress_model(fx.src, out, big); }, StatusCode::kInvalidArgument, "exceeds the number of distinct points");
+  CHECK_FALSE(std::filesystem::exists(out));
+
+  CompressOptions bad = explicit_options(4, 16);
+  bad.target_bpw = 0.01;
+  require_error([&] { compress_model(fx.src, out, bad); }, StatusCode::kInvalidArgument, "cannot be met");
+  CHECK_FALSE(std::filesystem::exists(out));
+
+  // Full disk: a child with RLIMIT_FSIZE below the output size and SIGXFSZ ignored.
+  const std::string full = (fx.dir / "full.safetensors").string();
+  const pid_t pid = fork();
+  REQUIRE(pid >= 0);
+  if (pid == 0) {
+    signal(SIGXFSZ, SIG_IGN);
+    struct rlimit rl;
+    rl.rlim_cur = rl.rlim_max = 20000;
+    setrlimit(RLIMIT_FSIZE, &rl);
+    try {
+      compress_model(fx.src, full, explicit_options(4, 16));
+    } catch (const Error& e) {
+      _exit(e.code() == StatusCode::kIoError && !std::filesystem::exists(full) ? 0 : 2);
+    } catch (...) {
+      _exit(4);
+    }
+    _exit(5);
+  }
+  int status = 0;
+  waitpid(pid, &status, 0);
+  REQUIRE(WIFEXITED(status));
+  CHECK(WEXITSTATUS(status) == 0);
+  CHECK_FALSE(std::filesystem::exists(full));
+}
