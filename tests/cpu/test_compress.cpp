@@ -26,6 +26,7 @@
 #include "cluscomp/model/llama.hpp"
 #include "cluscomp/pipeline/compress.hpp"
 #include "support/test_data.hpp"
+#include "support/tiny_llama.hpp"
 
 using namespace cluscomp;
 using cluscomp_test::TempDir;
@@ -34,107 +35,18 @@ namespace {
 
 constexpr uint32_t kSeed = 4242;
 
-struct Tiny {
-  LlamaConfig cfg;
-  std::map<std::string, std::vector<float>> w;        // HF names, HF order
-  std::map<std::string, std::vector<int64_t>> shape;  // HF shapes
-};
+using Tiny = cluscomp_test::TinyLlama;
 
 Tiny make_tiny() {
-  Tiny t;
-  LlamaConfig& c = t.cfg;
-  c.model_type = "llama";
-  c.hidden_size = 64;
-  c.intermediate_size = 96;
-  c.num_hidden_layers = 2;
-  c.num_attention_heads = 4;
-  c.num_key_value_heads = 2;
-  c.head_dim = 16;
-  c.rms_norm_eps = 1e-5;
-  c.rope_theta = 10000.0;
-  c.max_position_embeddings = 32;
-  c.vocab_size = 40;
-  c.tie_word_embeddings = true;
-  std::mt19937 rng(kSeed);
-  std::normal_distribution<float> nd(0.0f, 1.0f);
-  auto add = [&](const std::string& name, std::vector<int64_t> sh, float scale, float offset = 0.0f) {
-    int64_t n = 1;
-    for (int64_t s : sh) n *= s;
-    std::vector<float> v(static_cast<size_t>(n));
-    for (auto& x : v) x = offset + scale * nd(rng);
-    t.w[name] = v;
-    t.shape[name] = sh;
-  };
-  add("model.embed_tokens.weight", {40, 64}, 1.0f);
-  add("model.norm.weight", {64}, 0.1f, 1.0f);
-  for (int i = 0; i < 2; ++i) {
-    const std::string p = "model.layers." + std::to_string(i) + ".";
-    add(p + "input_layernorm.weight", {64}, 0.1f, 1.0f);
-    add(p + "post_attention_layernorm.weight", {64}, 0.1f, 1.0f);
-    add(p + "self_attn.q_proj.weight", {64, 64}, 0.25f);
-    add(p + "self_attn.k_proj.weight", {32, 64}, 0.25f);
-    add(p + "self_attn.v_proj.weight", {32, 64}, 0.15f);
-    add(p + "self_attn.o_proj.weight", {64, 64}, 0.15f);
-    add(p + "mlp.gate_proj.weight", {96, 64}, 0.15f);
-    add(p + "mlp.up_proj.weight", {96, 64}, 0.15f);
-    add(p + "mlp.down_proj.weight", {64, 96}, 0.1f);
-  }
-  return t;
-}
-
-std::vector<float> permute_like_llama_cpp(const std::vector<float>& m, int64_t heads, int64_t cols) {
-  const int64_t rows = static_cast<int64_t>(m.size()) / cols, hd = rows / heads, half = hd / 2;
-  std::vector<float> out(m.size());
-  for (int64_t h = 0; h < heads; ++h)
-    for (int64_t i = 0; i < half; ++i)
-      for (int64_t j = 0; j < 2; ++j)
-        for (int64_t c = 0; c < cols; ++c)
-          out[static_cast<size_t>((h * hd + 2 * i + j) * cols + c)] =
-              m[static_cast<size_t>((h * hd + j * half + i) * cols + c)];
-  return out;
-}
-
-std::string gguf_name_of(const std::string& hf) {
-  if (hf == "model.embed_tokens.weight") return "token_embd.weight";
-  if (hf == "model.norm.weight") return "output_norm.weight";
-  static const std::pair<const char*, const char*> kBlock[] = {
-      {"self_attn.q_proj", "attn_q"}, {"self_attn.k_proj", "attn_k"}, {"self_attn.v_proj", "attn_v"},
-      {"self_attn.o_proj", "attn_output"}, {"mlp.gate_proj", "ffn_gate"}, {"mlp.up_proj", "ffn_up"},
-      {"mlp.down_proj", "ffn_down"}, {"input_layernorm", "attn_norm"}, {"post_attention_layernorm", "ffn_norm"}};
-  const size_t a = std::string("model.layers.").size();
-  const size_t dot = hf.find('.', a);
-  const std::string layer = hf.substr(a, dot - a), rest = hf.substr(dot + 1);
-  for (const auto& kv : kBlock) {
-    const std::string k = kv.first;
-    if (rest.rfind(k + ".", 0) == 0) return "blk." + layer + "." + kv.second + rest.substr(k.size());
-  }
-  return "";
+  cluscomp_test::TinyLlamaOptions o;
+  o.seed = kSeed;
+  o.vocab = 40;
+  o.context = 32;
+  return cluscomp_test::make_tiny_llama(o);
 }
 
 void write_gguf(const Tiny& t, const std::string& path) {
-  const LlamaConfig& c = t.cfg;
-  GgufWriter w;
-  w.add_string("general.architecture", "llama");
-  w.add_u32("llama.embedding_length", static_cast<uint32_t>(c.hidden_size));
-  w.add_u32("llama.feed_forward_length", static_cast<uint32_t>(c.intermediate_size));
-  w.add_u32("llama.block_count", static_cast<uint32_t>(c.num_hidden_layers));
-  w.add_u32("llama.attention.head_count", static_cast<uint32_t>(c.num_attention_heads));
-  w.add_u32("llama.attention.head_count_kv", static_cast<uint32_t>(c.num_key_value_heads));
-  w.add_f32("llama.attention.layer_norm_rms_epsilon", static_cast<float>(c.rms_norm_eps));
-  w.add_f32("llama.rope.freq_base", static_cast<float>(c.rope_theta));
-  w.add_u32("llama.context_length", static_cast<uint32_t>(c.max_position_embeddings));
-  w.add_u32("llama.vocab_size", static_cast<uint32_t>(c.vocab_size));
-  for (const auto& [hf, v] : t.w) {
-    const std::string g = gguf_name_of(hf);
-    REQUIRE(!g.empty());
-    const std::vector<int64_t>& sh = t.shape.at(hf);
-    std::vector<float> data = v;
-    if (hf.find("q_proj") != std::string::npos) data = permute_like_llama_cpp(data, c.num_attention_heads, sh[1]);
-    if (hf.find("k_proj") != std::string::npos) data = permute_like_llama_cpp(data, c.num_key_value_heads, sh[1]);
-    std::vector<int64_t> ne(sh.rbegin(), sh.rend());
-    w.add_tensor(g.c_str(), GgmlType::kF32, ne, data.data(), data.size() * 4);
-  }
-  const std::vector<unsigned char> bytes = w.to_bytes();
+  const std::vector<unsigned char> bytes = cluscomp_test::write_tiny_gguf(t);
   std::ofstream f(path, std::ios::binary);
   f.write(reinterpret_cast<const char*>(bytes.data()), static_cast<std::streamsize>(bytes.size()));
 }
