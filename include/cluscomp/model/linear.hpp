@@ -48,10 +48,7 @@ class Linear {
       throw Error(StatusCode::kInvalidArgument,
                   "linear '" + name + "': weight has " + std::to_string(weight ? weight->size() : 0) +
                       " values, expected (" + std::to_string(out) + ", " + std::to_string(in) + ")");
-    if (!bias.empty() && static_cast<int64_t>(bias.size()) != out)
-      throw Error(StatusCode::kInvalidArgument, "linear '" + name + "': bias has " +
-                                                    std::to_string(bias.size()) + " values, expected " +
-                                                    std::to_string(out));
+    check_bias(name, bias, out);
     Linear l;
     l.name_ = std::move(name);
     l.out_ = out;
@@ -75,10 +72,7 @@ class Linear {
     throw_if_error(t->shape().validate());
     throw_if_error(t->validate_codes());
     const int64_t out = t->shape().out, in = t->shape().in;
-    if (!bias.empty() && static_cast<int64_t>(bias.size()) != out)
-      throw Error(StatusCode::kInvalidArgument, "linear '" + name + "': bias has " +
-                                                    std::to_string(bias.size()) + " values, expected " +
-                                                    std::to_string(out));
+    check_bias(name, bias, out);
     Linear l;
     l.name_ = std::move(name);
     l.out_ = out;
@@ -156,6 +150,14 @@ class Linear {
   }
 
  private:
+  /// A bias must be empty or hold one value per output.
+  static void check_bias(const std::string& name, const std::vector<float>& bias, int64_t out) {
+    if (!bias.empty() && static_cast<int64_t>(bias.size()) != out)
+      throw Error(StatusCode::kInvalidArgument, "linear '" + name + "': bias has " +
+                                                    std::to_string(bias.size()) + " values, expected " +
+                                                    std::to_string(out));
+  }
+
   std::string name_;
   int64_t out_ = 0, in_ = 0;
   std::shared_ptr<const std::vector<float>> weight_;      // dense layers: (out, in)
