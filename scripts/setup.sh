@@ -7,7 +7,8 @@
 #      calibration (Old Testament) and evaluation (New Testament) parts.
 # Everything is cached in $CLUSCOMP_DATA (default ~/.cache/cluscomp) and checked against SHA-256.
 # With --test-env it also makes the test-only Python environment ($CLUSCOMP_DATA/venv-test: gguf,
-# numpy, tokenizers) used to check our readers against an implementation we did not write.
+# numpy, tokenizers) used to check our readers against an implementation we did not write, and
+# installs the distribution's python3-torch (the autograd check).
 set -euo pipefail
 
 DATA="${CLUSCOMP_DATA:-$HOME/.cache/cluscomp}"
@@ -41,13 +42,15 @@ TOKENIZERS_VERSION="0.23.3"
 PACKAGES=(build-essential cmake g++ git python3 python3-venv libeigen3-dev libfmt-dev catch2
           nlohmann-json3-dev libbenchmark-dev clang-14 libclang-rt-14-dev bible-kjv bible-kjv-text
           libsentencepiece-dev)
-missing=()
-for p in "${PACKAGES[@]}"; do
-  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
-done
-if ((${#missing[@]})); then
+# apt_install PKG...: installs those not yet installed; APT_INSTALLED = how many were missing.
+apt_install() {
+  local missing=() p
+  for p in "$@"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+  done
+  ((${#missing[@]})) || return 0
   say "installing system packages: ${missing[*]}"
-  SUDO=""
+  local SUDO=""
   if [[ $(id -u) -ne 0 ]]; then
     command -v sudo >/dev/null || die "need root or sudo to install: ${missing[*]}"
     SUDO="sudo"
@@ -56,9 +59,11 @@ if ((${#missing[@]})); then
   $SUDO apt-get update -qq || die "apt-get update failed (no access to the distribution's packages?)"
   $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null ||
     die "apt-get install failed for: ${missing[*]}"
-else
-  say "system packages: all ${#PACKAGES[@]} present"
-fi
+  APT_INSTALLED=${#missing[@]}
+}
+APT_INSTALLED=0
+apt_install "${PACKAGES[@]}"
+((APT_INSTALLED)) || say "system packages: all ${#PACKAGES[@]} present"
 
 sha_ok() { [[ -f "$1" ]] && [[ "$(sha256sum "$1" | cut -d' ' -f1)" == "$2" ]]; }
 
@@ -115,6 +120,10 @@ fi
 
 # ---- 4. the test-only Python environment (optional) -----------------------------------------------
 if ((WANT_TEST_ENV)); then
+  # The distribution's PyTorch (CPU) checks the autograd (tests/model/train_block_torch_ref.py,
+  # run with /usr/bin/python3); the PyPI wheels need multi-GB CUDA packages.
+  apt_install python3-torch
+  /usr/bin/python3 -c "import torch" 2>/dev/null || die "python3-torch is installed but /usr/bin/python3 cannot import torch"
   VENV="$DATA/venv-test"
   if [[ -x "$VENV/bin/python" ]] && "$VENV/bin/python" -c "import gguf, numpy, tokenizers; assert gguf.__version__ if hasattr(gguf,'__version__') else True" 2>/dev/null; then
     say "test env: $VENV (cached)"

@@ -20,14 +20,14 @@ scripts/build.sh
 
 # Reference data from implementations we did not write, made in the test-only venv; each script
 # writes OUTDIR/manifest.json last, and is re-run whenever the script is newer than its output.
-reference() {  # reference NAME SCRIPT ARGS... (the script gets ARGS... then its output dir)
+reference() {  # [PY=python] reference NAME SCRIPT ARGS... (the script gets ARGS... then its output dir)
   local out="$DATA/reference/$1" script="$ROOT/$2"
   shift 2
   if [[ -f "$out/manifest.json" && "$out/manifest.json" -nt "$script" ]]; then
     echo "cached: $out"
   else
     rm -rf "$out"
-    "$DATA/venv-test/bin/python" "$script" "$@" "$out"
+    "${PY:-$DATA/venv-test/bin/python}" "$script" "$@" "$out"
   fi
 }
 MODEL="$DATA/models/SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -41,6 +41,9 @@ reference tokenizer tests/model/tokenizer_dump.py "$MODEL" "$EVAL_TEXT"
 
 step "reference: NumPy float64 LLaMA forward of the real model (logits, greedy, NLL, perplexity; a few minutes)"
 reference llama_numpy tests/model/llama_numpy_ref.py "$MODEL" "$EVAL_TEXT"
+
+step "reference: a clustered LLaMA block's output and codebook gradients by PyTorch autograd (python3-torch)"
+PY=/usr/bin/python3 reference train_block_torch tests/model/train_block_torch_ref.py
 
 step "install, then build examples/consumer against the installed package"
 rm -rf "$BUILD/install" "$BUILD/consumer"
