@@ -3,9 +3,16 @@
 // Shapes (out x in): 4096x4096, 11008x4096 (the "large shapes") and the real model's 576x576,
 // 192x576, 1536x576, 576x1536. Rows m = 1 (decode GEMV), 16 and 256 (prefill GEMM). Settings,
 // fp16 centroids, S = 1: "4bpw" d=4 K=65536 (16-bit codes), "3bpw" d=4 K=4096 (12-bit codes),
-// "2bpw" d=8 K=65536 (16-bit codes); the true packed bpw (codes + codebook) is printed per shape.
+// "2bpw" d=8 K=65536 (16-bit codes) -- what the pipeline's bpw search picks on large matrices --
+// and two alternatives at the same code bpw whose codebooks stay in L1: "2bpw-k256" d=4 K=256
+// (8-bit codes; also in the search's candidate set) and "4bpw-d2" d=2 K=256 (8-bit codes; d=2 is
+// off in the search by default for quality, docs/results.md). The true packed bpw (codes +
+// codebook) is printed per shape.
 //
-// Weight buffers (codes, fp16 centroids and an fp32 copy; dense W for the baselines) are
+// As in the runtime (model/linear.hpp), each layer's codes are also rearranged once into column
+// panels (lookup_pack_code_panels), which the m < 4 kernels stream.
+//
+// Weight buffers (codes, their panels, fp16 centroids and an fp32 copy; dense W for the baselines) are
 // replicated and rotated so that consecutive calls touch at least 2x the LLC (32 MiB assumed
 // when sysfs does not say). Each timing is the median of per-call times over >= 5 calls and
 // >= 0.3 s. The machine's read bandwidth is measured in the same run (2 threads summing 512 MiB).
@@ -14,8 +21,9 @@
 //   bench_lookup_gemm [--quick]     (--quick: large shapes only at m = 1, for smoke runs)
 //
 // Last line: RESULT lookup-gemm gemv_speedup_4bpw=... gemv_speedup_2bpw=... gemm256_ratio=...
-// bw_fraction_2bpw=... (geometric means over the two large shapes; gemm256_ratio = lookup time /
-// dense time at m = 256 and 4 bpw, lower is better).
+// bw_fraction_2bpw=... (geometric means over the two large shapes, at the "4bpw" and "2bpw"
+// settings; gemm256_ratio = lookup time / dense time at m = 256 and 4 bpw, lower is better). The
+// line before it gives the same GEMV speedups for the alternative settings.
 #include <Eigen/Core>
 
 #include <algorithm>
@@ -144,11 +152,14 @@ int main(int argc, char** argv) {
 
   const std::vector<Shape> shapes = {{4096, 4096, true}, {11008, 4096, true}, {576, 576, false},
                                      {192, 576, false},  {1536, 576, false},  {576, 1536, false}};
-  const std::vector<Setting> settings = {{"4bpw", 4, 16}, {"3bpw", 4, 12}, {"2bpw", 8, 16}};
+  // The first three are what the pipeline picks on large matrices (RESULT); the last two are the
+  // alternatives at equal code bpw (reported on their own line).
+  const std::vector<Setting> settings = {
+      {"4bpw", 4, 16}, {"3bpw", 4, 12}, {"2bpw", 8, 16}, {"4bpw-d2", 2, 8}, {"2bpw-k256", 4, 8}};
   const std::vector<int64_t> ms = quick ? std::vector<int64_t>{1} : std::vector<int64_t>{1, 16, 256};
 
-  std::vector<double> sp4, sp2, g256, bwf2;
-  std::printf("%-11s %4s %-5s %6s %10s %10s %10s %8s %8s %8s %9s\n", "shape", "m", "set", "bpw", "lookup_ms",
+  std::vector<double> sp4, sp2, g256, bwf2, sp4_d2, sp2_k256;
+  std::printf("%-11s %4s %-9s %6s %10s %10s %10s %8s %8s %8s %9s\n", "shape", "m", "set", "bpw", "lookup_ms",
               "matmul_ms", "eigen_ms", "speedup", "GB/s", "%bw", "GFLOP/s");
   std::mt19937 rng(7);
   for (const Shape& sh : shapes) {
@@ -219,17 +230,21 @@ int main(int argc, char** argv) {
         // What one layer holds in the runtime (Linear): codes and fp16 centroids (read in place by
         // the AVX2 path; the fp32 copy passed too serves the portable path); all rotated.
         // Compressed bytes reported = codes + fp16 codebook (the storage).
-        const int64_t touched = nwords * 4 + ncb * 4 + ncb * 2;
+        const int64_t npanel = lookup_code_panels_bytes(v0);  // 0 without AVX2
+        const int64_t touched = nwords * 4 + npanel + ncb * 4 + ncb * 2;
         const int64_t compressed = t.storage_bytes();
         const int rot = rotations_for(touched, llc);
         std::vector<uint32_t> codes_rot(static_cast<size_t>(nwords * rot));
         std::vector<float> cb_rot(static_cast<size_t>(ncb * rot));
         std::vector<unsigned char> cb16_rot(static_cast<size_t>(ncb * 2 * rot));
+        std::vector<unsigned char> panels_rot(static_cast<size_t>(npanel * rot));
+        if (npanel > 0 && !lookup_pack_code_panels(v0, panels_rot.data(), npanel).ok()) return 1;
         if (!lookup_centroids_f32(v0, cb_rot.data()).ok()) return 1;
         for (int r = 0; r < rot; ++r) {
           std::memcpy(codes_rot.data() + r * nwords, t.code_words().data(), static_cast<size_t>(nwords) * 4);
           std::memcpy(cb16_rot.data() + r * ncb * 2, t.centroid_bytes().data(), static_cast<size_t>(ncb) * 2);
           if (r) std::memcpy(cb_rot.data() + r * ncb, cb_rot.data(), static_cast<size_t>(ncb) * 4);
+          if (r && npanel) std::memcpy(panels_rot.data() + r * npanel, panels_rot.data(), static_cast<size_t>(npanel));
         }
         const double t_lk = time_calls(
             [&](int r) {
@@ -238,6 +253,7 @@ int main(int argc, char** argv) {
               a.w.codes = codes_rot.data() + r * nwords;
               a.w.centroids = cb16_rot.data() + r * ncb * 2;
               a.centroids_f32 = cb_rot.data() + r * ncb;
+              a.code_panels = npanel ? panels_rot.data() + r * npanel : nullptr;
               a.x = x.data();
               a.ldx = in;
               a.y = y.data();
@@ -252,7 +268,7 @@ int main(int argc, char** argv) {
         char shape_name[32];
         std::snprintf(shape_name, sizeof shape_name, "%lldx%lld", static_cast<long long>(out),
                       static_cast<long long>(in));
-        std::printf("%-11s %4lld %-5s %6.3f %10.3f %10.3f %10.3f %8.2f %8.2f %8.1f %9.1f\n", shape_name,
+        std::printf("%-11s %4lld %-9s %6.3f %10.3f %10.3f %10.3f %8.2f %8.2f %8.1f %9.1f\n", shape_name,
                     static_cast<long long>(m), st.name, cs.bpw_packed(), t_lk * 1e3, t_mm * 1e3, t_eigen * 1e3,
                     speedup, gbs, 100.0 * gbs / bw, gflops);
         std::fflush(stdout);
@@ -264,6 +280,8 @@ int main(int argc, char** argv) {
             bwf2.push_back(gbs / bw);
           }
           if (m == 256 && n == "4bpw") g256.push_back(t_lk / t_dense);
+          if (m == 1 && n == "4bpw-d2") sp4_d2.push_back(speedup);
+          if (m == 1 && n == "2bpw-k256") sp2_k256.push_back(speedup);
         }
       }
     }
@@ -271,6 +289,8 @@ int main(int argc, char** argv) {
   std::printf("\nspeedup = min(matmul_ms, eigen_ms) / lookup_ms; GB/s and %%bw count the compressed bytes "
               "(packed codes + fp16 codebook); targets: GEMV >= 2.5x (4bpw) and >= 4x (2bpw) on the large "
               "shapes, m=256 lookup/dense <= 1.5\n");
+  std::printf("alternative settings (not in RESULT): gemv_speedup_4bpw-d2=%.9g gemv_speedup_2bpw-k256=%.9g\n",
+              geomean(sp4_d2), geomean(sp2_k256));
   std::printf("RESULT lookup-gemm gemv_speedup_4bpw=%.9g gemv_speedup_2bpw=%.9g gemm256_ratio=%.9g "
               "bw_fraction_2bpw=%.9g\n",
               geomean(sp4), geomean(sp2), geomean(g256), geomean(bwf2));

@@ -69,11 +69,13 @@ std::vector<float> make_x(int64_t n, bool integers, std::mt19937& rng) {
 }
 
 std::vector<float> run(const CodebookTensor& t, const std::vector<float>& x, int64_t m, const float* bias,
-                       LookupGemmPath path, ThreadPool* pool = nullptr, const float* cb32 = nullptr) {
+                       LookupGemmPath path, ThreadPool* pool = nullptr, const float* cb32 = nullptr,
+                       const void* panels = nullptr) {
   std::vector<float> y(static_cast<size_t>(m * t.shape().out), -7.0f);
   LookupGemmArgs a;
   a.w = t.any_view();
   a.centroids_f32 = cb32;
+  a.code_panels = panels;
   a.x = x.data();
   a.ldx = t.shape().in;
   a.bias = bias;
@@ -115,6 +117,18 @@ std::vector<LookupGemmPath> paths() {
 }
 
 const DType kDtypes[] = {DType::kF32, DType::kF16, DType::kBF16};
+
+/// lookup_pack_code_panels of t, or empty when this CPU reads no panels for it.
+std::vector<unsigned char> make_panels(const AnyCodebookView& w) {
+  const int64_t n = lookup_code_panels_bytes(w);
+  std::vector<unsigned char> p(static_cast<size_t>(n));
+  if (n > 0) {
+    const Status s = lookup_pack_code_panels(w, p.data(), n);
+    INFO(s.message());
+    REQUIRE(s.ok());
+  }
+  return p;
+}
 
 }  // namespace
 
@@ -268,4 +282,148 @@ TEST_CASE("lookup_gemm: bad arguments give a status naming the problem", "[ops][
     CHECK(s.message().find("AVX2") != std::string::npos);
   }
   CHECK(lookup_centroids_f32(t.any_view(), nullptr).code() == StatusCode::kInvalidArgument);
+}
+
+// --- Code panels (lookup_pack_code_panels): the decode structure's layout -----------------------
+
+TEST_CASE("lookup_gemm: code panels give the twin's bits for small integers", "[ops][lookup][panels]") {
+  if (!lookup_gemm_uses_avx2()) {
+    WARN("no AVX2/FMA on this CPU: lookup_gemm reads no code panels, nothing to test");
+    return;
+  }
+  std::mt19937 rng(kSeed + 4);
+  std::vector<Case> cases;
+  // Every panel d with 8-bit-or-narrower (1-byte) and wider (2-byte) codes, every dtype, S > 1
+  // with codebook boundaries inside a panel walk, out not a multiple of d, and the number of
+  // vectors not a multiple of the panel width (64 / d).
+  const int ds[] = {2, 4, 8, 16};
+  for (int di = 0; di < 4; ++di)
+    for (int bits : {1, 3, 8, 9, 12, 16}) {
+      const int d = ds[di];
+      const int64_t k = bits <= 10 ? (int64_t{1} << bits) : (int64_t{1} << 10) + 5;
+      const int s = 1 + (bits + di) % 3;
+      cases.push_back({61 + 7 * bits + 3 * d, 23 + 3 * bits, d, k, s, bits, kDtypes[(bits + di) % 3]});
+    }
+  cases.push_back({200, 40, 4, 256, 1, 8, DType::kF16});   // 50 vectors: one partial panel of 16
+  cases.push_back({130, 37, 2, 100, 37, 7, DType::kF32});  // S = in: a codebook per input row
+  for (const Case& c : cases) {
+    const CodebookTensor t = make_tensor(c, true, rng);
+    const std::vector<unsigned char> panels = make_panels(t.any_view());
+    REQUIRE(!panels.empty());
+    for (int64_t m : {1, 2, 3, 5}) {
+      const std::vector<float> x = make_x(m * c.in, true, rng);
+      const std::vector<float> bias = make_x(c.out, true, rng);
+      const std::vector<double> ref = reference::lookup_gemm_ref(t, x.data(), m, bias.data());
+      const std::vector<double> ref_nb = reference::lookup_gemm_ref(t, x.data(), m, nullptr);
+      INFO(describe(c, m));
+      CHECK(equals_exactly(run(t, x, m, bias.data(), LookupGemmPath::kAvx2, nullptr, nullptr, panels.data()), ref));
+      CHECK(equals_exactly(run(t, x, m, nullptr, LookupGemmPath::kAvx2, nullptr, nullptr, panels.data()), ref_nb));
+      // The portable path ignores the panels and still gives the same bits.
+      CHECK(equals_exactly(run(t, x, m, bias.data(), LookupGemmPath::kPortable, nullptr, nullptr, panels.data()), ref));
+    }
+  }
+}
+
+TEST_CASE("lookup_gemm: code panels change no bit (realistic data, threads, fp32 copy)", "[ops][lookup][panels]") {
+  if (!lookup_gemm_uses_avx2()) {
+    WARN("no AVX2/FMA on this CPU: lookup_gemm reads no code panels, nothing to test");
+    return;
+  }
+  std::mt19937 rng(kSeed + 5);
+  const std::vector<Case> cases = {
+      {1000, 300, 4, 65536, 1, 16, DType::kF16}, {576, 576, 4, 4096, 1, 0, DType::kF16},
+      {515, 300, 2, 256, 3, 0, DType::kBF16},    {300, 200, 8, 65536, 2, 16, DType::kF32},
+      {1536, 100, 16, 512, 1, 0, DType::kF16},   {777, 129, 4, 256, 5, 8, DType::kF32},
+  };
+  for (const Case& c : cases) {
+    const CodebookTensor t = make_tensor(c, false, rng);
+    const std::vector<unsigned char> panels = make_panels(t.any_view());
+    REQUIRE(!panels.empty());
+    std::vector<float> cb32(static_cast<size_t>(c.s * c.k * c.d));
+    REQUIRE(lookup_centroids_f32(t.any_view(), cb32.data()).ok());
+    const int64_t m = 3;
+    const std::vector<float> x = make_x(m * c.in, false, rng);
+    const std::vector<float> bias = make_x(c.out, false, rng);
+    const std::vector<double> ref = reference::lookup_gemm_ref(t, x.data(), m, bias.data());
+    INFO(describe(c, m));
+    const std::vector<float> base = run(t, x, m, bias.data(), LookupGemmPath::kPortable);
+    CHECK(rel_err(base, ref) < kLookupGemmRelTol);
+    CHECK(same_bits(run(t, x, m, bias.data(), LookupGemmPath::kAvx2, nullptr, nullptr, panels.data()), base));
+    CHECK(same_bits(run(t, x, m, bias.data(), LookupGemmPath::kAvx2, nullptr, cb32.data(), panels.data()), base));
+    for (int threads : {2, 3, 5}) {
+      ThreadPool pool(threads);
+      INFO("threads " << threads);
+      CHECK(same_bits(run(t, x, m, bias.data(), LookupGemmPath::kAuto, &pool, nullptr, panels.data()), base));
+      // One row with panels equals the first row of the 3-row product, and the 16-row tile
+      // structure (which ignores the panels) agrees too.
+      const std::vector<float> y1 = run(t, x, 1, bias.data(), LookupGemmPath::kAuto, &pool, nullptr, panels.data());
+      CHECK(std::memcmp(y1.data(), base.data(), y1.size() * sizeof(float)) == 0);
+    }
+    const std::vector<float> x16 = make_x(16 * c.in, false, rng);
+    CHECK(same_bits(run(t, x16, 16, nullptr, LookupGemmPath::kAvx2, nullptr, nullptr, panels.data()),
+                    run(t, x16, 16, nullptr, LookupGemmPath::kPortable)));
+  }
+}
+
+TEST_CASE("lookup_gemm: code panels of a view with codes >= K read them as K-1", "[ops][lookup][panels]") {
+  if (!lookup_gemm_uses_avx2()) return;
+  std::mt19937 rng(kSeed + 6);
+  const Case c{64, 20, 4, 200, 1, 8, DType::kF32};  // 8-bit codes can hold 200..255 (invalid)
+  CodebookTensor t = make_tensor(c, true, rng);
+  CodebookTensor clamped = t;
+  std::vector<uint32_t> codes(static_cast<size_t>(t.shape().num_vectors()));
+  for (auto& v : codes) v = static_cast<uint32_t>(rng() % 256);
+  std::vector<uint32_t> codes_c = codes;
+  for (auto& v : codes_c) v = std::min<uint32_t>(v, 199);
+  REQUIRE(clamped.set_codes(codes_c.data(), static_cast<int64_t>(codes_c.size())).ok());
+  // Write the out-of-range codes straight into the packed words (set_codes would refuse them).
+  std::vector<uint32_t>& words = t.code_words();
+  std::fill(words.begin(), words.end(), 0u);
+  for (size_t v = 0; v < codes.size(); ++v) words[v / 4] |= codes[v] << (8 * (v % 4));
+  const std::vector<unsigned char> panels = make_panels(t.any_view());
+  const std::vector<float> x = make_x(c.in, true, rng);
+  const std::vector<double> ref = reference::lookup_gemm_ref(clamped, x.data(), 1, nullptr);
+  CHECK(equals_exactly(run(t, x, 1, nullptr, LookupGemmPath::kAvx2, nullptr, nullptr, panels.data()), ref));
+  CHECK(equals_exactly(run(t, x, 1, nullptr, LookupGemmPath::kAvx2), ref));
+}
+
+TEST_CASE("lookup_gemm: code panel errors name the problem", "[ops][lookup][panels][errors]") {
+  std::mt19937 rng(kSeed + 7);
+  const CodebookTensor t = make_tensor({64, 12, 4, 16, 1, 0, DType::kF32}, true, rng);
+  const CodebookTensor t3 = make_tensor({63, 12, 3, 16, 1, 0, DType::kF32}, true, rng);
+  CHECK(lookup_code_panels_bytes(t3.any_view()) == 0);  // d = 3: no panel kernel
+  if (!lookup_gemm_uses_avx2()) {
+    CHECK(lookup_code_panels_bytes(t.any_view()) == 0);
+    return;
+  }
+  const int64_t n = lookup_code_panels_bytes(t.any_view());
+  REQUIRE(n > 0);
+  std::vector<unsigned char> buf(static_cast<size_t>(n));
+  auto expect = [](const Status& s, StatusCode code, const std::string& words) {
+    INFO(s.message());
+    CHECK(s.code() == code);
+    CHECK(s.message().find(words) != std::string::npos);
+  };
+  expect(lookup_pack_code_panels(t3.any_view(), buf.data(), n), StatusCode::kInvalidArgument, "no panels for d = 3");
+  expect(lookup_pack_code_panels(t.any_view(), nullptr, n), StatusCode::kInvalidArgument, "null output");
+  expect(lookup_pack_code_panels(t.any_view(), buf.data(), n - 1), StatusCode::kInvalidArgument,
+         "holds " + std::to_string(n - 1) + " bytes, the panels need " + std::to_string(n));
+  AnyCodebookView bad = t.any_view();
+  bad.d = 17;
+  expect(lookup_pack_code_panels(bad, buf.data(), n), StatusCode::kInvalidArgument, "d must be in 1..16, got 17");
+  REQUIRE(lookup_pack_code_panels(t.any_view(), buf.data(), n).ok());
+  // Panels of another tensor geometry are refused, not misread.
+  const CodebookTensor other = make_tensor({64, 12, 4, 32, 1, 0, DType::kF32}, true, rng);
+  std::vector<float> x(12), y(64);
+  LookupGemmArgs a;
+  a.w = other.any_view();
+  a.code_panels = buf.data();
+  a.x = x.data();
+  a.ldx = 12;
+  a.y = y.data();
+  a.ldy = 64;
+  a.m = 1;
+  expect(lookup_gemm(a), StatusCode::kInvalidArgument, "code_panels were not built by lookup_pack_code_panels");
+  a.w = t.any_view();
+  CHECK(lookup_gemm(a).ok());
 }

@@ -3,8 +3,10 @@
 /// dense fp32 matrix or as a clustered CodebookTensor.
 ///
 /// Clustered weights stay clustered: Linear::from_codebook keeps the codes and centroids (plus an
-/// fp32 copy of the centroids where the kernel cannot read them in place, S*K*d values) and
-/// forward runs the lookup GEMV/GEMM (ops/lookup_gemm.hpp); the dense W is never built.
+/// fp32 copy of the centroids where the kernel cannot read them in place, S*K*d values, and, where
+/// the CPU's decode kernels read them, the codes rearranged once into column panels,
+/// lookup_pack_code_panels: about one more copy of the codes) and forward runs the lookup
+/// GEMV/GEMM (ops/lookup_gemm.hpp); the dense W is never built.
 ///
 /// Numerics: dense layers run ops::matmul_nt, codebook layers ops::lookup_gemm; both accumulate
 /// in fp32 with a per-element order independent of the batch size and thread count, so results
@@ -86,6 +88,11 @@ class Linear {
       l.centroids_f32_.resize(static_cast<size_t>(t->shape().num_centroid_values()));
       throw_if_error(lookup_centroids_f32(t->any_view(), l.centroids_f32_.data()));
     }
+    // Decode (few-row) products stream the codes panel by panel: rearranged once here.
+    if (const int64_t pb = lookup_code_panels_bytes(t->any_view()); pb > 0) {
+      l.code_panels_.resize(static_cast<size_t>((pb + 7) / 8));
+      throw_if_error(lookup_pack_code_panels(t->any_view(), l.code_panels_.data(), pb));
+    }
     l.codebook_ = std::move(t);
     return l;
   }
@@ -108,11 +115,11 @@ class Linear {
   const std::vector<float>& bias() const { return bias_; }
   /// True when this layer shares its weight buffer with `o` (tied embeddings).
   bool shares_weight_with(const std::vector<float>* w) const { return weight_.get() == w; }
-  /// Bytes the layer holds in memory (dense weight or codes + centroids + their fp32 copy, and
-  /// the bias); a shared weight is counted by every holder.
+  /// Bytes the layer holds in memory (dense weight or codes + centroids + their fp32 copy + the
+  /// code panels, and the bias); a shared weight is counted by every holder.
   int64_t memory_bytes() const {
     return static_cast<int64_t>((weight_ ? weight_->size() : 0) + centroids_f32_.size() + bias_.size()) * 4 +
-           (codebook_ ? codebook_->storage_bytes() : 0);
+           static_cast<int64_t>(code_panels_.size()) * 8 + (codebook_ ? codebook_->storage_bytes() : 0);
   }
   /// Bytes of the codebook form this layer was built from (0 for dense layers).
   int64_t codebook_bytes() const { return codebook_bytes_; }
@@ -126,6 +133,7 @@ class Linear {
       LookupGemmArgs a;
       a.w = codebook_->any_view();
       a.centroids_f32 = centroids_f32_.empty() ? nullptr : centroids_f32_.data();
+      a.code_panels = code_panels_.empty() ? nullptr : code_panels_.data();
       a.x = x;
       a.ldx = ldx;
       a.bias = bias_.empty() ? nullptr : bias_.data();
@@ -163,6 +171,7 @@ class Linear {
   std::shared_ptr<const std::vector<float>> weight_;      // dense layers: (out, in)
   std::shared_ptr<const CodebookTensor> codebook_;         // codebook layers
   std::vector<float> centroids_f32_;                        // (S, K, d) fp32 copy for fp16/bf16 centroids
+  std::vector<uint64_t> code_panels_;                       // lookup_pack_code_panels bytes, or empty
   std::vector<float> bias_;
   LinearKind kind_ = LinearKind::kDense;
   int64_t codebook_bytes_ = 0;

@@ -6,10 +6,18 @@
 /// Structure. Row i of Wt (one input channel) is the concatenation of the centroids its codes
 /// select, so y[r, :] = sum_i x[r, i] * Wt[i, :]. Work is split over blocks of output columns
 /// (whole d-vectors); a task owns its columns of y for every row of x.
-///  - Few rows (m < kLookupTileRows, decode): input rows are walked eight at a time; each code is
-///    read straight from the packed stream and the d-wide centroid it selects is multiply-added
-///    into the task's column accumulators (L1-resident, wide column slices so code reads stay
-///    sequential).
+///  - Few rows (m < kLookupTileRows, decode), with code panels (LookupGemmArgs::code_panels, built
+///    once per layer by lookup_pack_code_panels; AVX2 path, d in {2, 4, 8, 16}): the output
+///    columns are cut into panels of 64 whose codes lie row after row in one sequential stream of
+///    1- or 2-byte codes. A panel's 64 accumulators stay in 8 registers while every input row is
+///    walked: per row, broadcast x[i], look up 64/d centroids with scalar loads (no gathers; fp16
+///    widened with F16C) and issue 8 fmas; codes are prefetched non-temporally so they do not
+///    evict codebook lines from L2. The speed is set by where the codebook lives: about one
+///    lookup per cycle per core from L1 (K*d*2 bytes <= ~32 KiB), one per two to three cycles
+///    from L2 (K = 65536: 512 KiB at d = 4, 1 MiB at d = 8), see docs/benchmarks.md.
+///  - Few rows without panels: input rows are walked eight at a time; each code is read straight
+///    from the packed stream and the d-wide centroid it selects is multiply-added into the task's
+///    column accumulators (L1-resident, wide column slices so code reads stay sequential).
 ///  - Many rows (prefill): a tile of Wt (kLookupTileDepth input rows x the task's columns) is
 ///    decoded into an fp32 buffer, then a register-blocked micro-kernel (6 rows x 16 columns)
 ///    multiplies it by the matching panel of x; decoding is paid once per tile for all rows.
@@ -23,7 +31,8 @@
 /// with a correctly rounded fused multiply-add. Both structures, the AVX2/FMA path (x86-64 with
 /// AVX2+FMA, checked at run time; F16C converts fp16 codebooks) and the portable path (std::fma)
 /// perform exactly this sequence, so all of them give bit-identical results to each other, for
-/// every m (a prefill row equals the one-row decode of the same x), thread count and blocking.
+/// every m (a prefill row equals the one-row decode of the same x), thread count and blocking,
+/// with or without code panels.
 /// Tolerance class against exact arithmetic: an fp32 sum of `in` products (relative error about
 /// sqrt(in) * 2^-24 typical, in * 2^-24 worst). With small-integer centroids and activations whose
 /// partial sums stay below 2^24 every step is exact.
@@ -65,6 +74,10 @@ struct LookupGemmArgs {
   /// Optional (S, K, d) fp32 copy of w's centroids (lookup_centroids_f32). Null: fp32 centroids
   /// are read in place, fp16/bf16 ones are converted once per call.
   const float* centroids_f32 = nullptr;
+  /// Optional: w's codes rearranged into column panels by lookup_pack_code_panels (built once per
+  /// layer). The few-row structure (m < 4) then reads them instead of the packed stream, which is
+  /// much faster; results are the same bits either way. Null: the packed stream is read.
+  const void* code_panels = nullptr;
   const float* x = nullptr;  // (m, in), leading dimension ldx
   int64_t ldx = 0;
   const float* bias = nullptr;  // (out) or null
@@ -444,6 +457,164 @@ inline bool cpu_has_avx2_fma() { return false; }
 inline bool cpu_has_f16c() { return false; }
 #endif
 
+/// --- Code panels (the few-row structure's layout; see lookup_pack_code_panels) ---
+/// Output columns per panel: one panel is 8 fp32 accumulator registers wide.
+inline constexpr int64_t kPanelColumns = 64;
+/// Bytes of the panel buffer's header (identifies the tensor it was built for); the codes follow.
+inline constexpr int64_t kPanelHeaderBytes = 64;
+inline constexpr uint64_t kPanelMagic = 0x31534c454e4150ccull;  // "\xccPANELS1"
+/// Codes are prefetched this far ahead of the row being multiplied (non-temporal: a code is used
+/// once, so it should not push codebook lines out of L2).
+inline constexpr int64_t kPanelPrefetchBytes = 1024;
+
+/// Vector dimensions the panel kernels handle (a panel is 64 / d whole vectors).
+inline bool panel_supported_d(int d) { return d == 2 || d == 4 || d == 8 || d == 16; }
+
+struct PanelGeometry {
+  int64_t vectors = 0;     // T: vectors per panel (64 / d)
+  int64_t panels = 0;      // ceil(vpr / T)
+  int64_t code_bytes = 0;  // 1 (code_bits <= 8) or 2
+  int64_t total_bytes = 0; // header + panels * in * T * code_bytes
+};
+
+inline PanelGeometry panel_geometry(const AnyCodebookView& w) {
+  PanelGeometry g;
+  g.vectors = kPanelColumns / w.d;
+  const int64_t vpr = w.out_pad / w.d;
+  g.panels = (vpr + g.vectors - 1) / g.vectors;
+  g.code_bytes = w.code_bits <= 8 ? 1 : 2;
+  g.total_bytes = kPanelHeaderBytes + g.panels * w.in * g.vectors * g.code_bytes;
+  return g;
+}
+
+/// The header: what the panels were built from, so a mismatched buffer is refused, not misread.
+inline void panel_header(const AnyCodebookView& w, uint64_t h[8]) {
+  h[0] = kPanelMagic;
+  h[1] = static_cast<uint64_t>(w.out);
+  h[2] = static_cast<uint64_t>(w.in);
+  h[3] = static_cast<uint64_t>(w.out_pad);
+  h[4] = static_cast<uint64_t>(w.k);
+  h[5] = static_cast<uint64_t>(w.d);
+  h[6] = static_cast<uint64_t>(w.num_codebooks);
+  h[7] = static_cast<uint64_t>(w.code_bits);
+}
+
+/// Last input row (exclusive) that uses codebook s (rows of one codebook are contiguous:
+/// codebook_of_row is non-decreasing in i).
+inline int64_t codebook_rows_end(int64_t s, int64_t num_codebooks, int64_t in) {
+  // smallest i with ((i + 1) * S - 1) / in >= s + 1, i.e. (i + 1) * S >= (s + 1) * in + 1
+  const int64_t e = ((s + 1) * in + 1 + num_codebooks - 1) / num_codebooks - 1;
+  return std::min(e, in);
+}
+
+#if CLUSCOMP_LOOKUP_X86
+/// Accumulator register q (8 lanes = output columns 8q .. 8q+7 of the panel) of a D-dim codebook:
+/// the centroid components those lanes select at one input row (codes c of the row, T of them).
+/// Exact copies of centroid values (fp16 widened by F16C). Scalar loads, no hardware gather:
+/// gathers are slower here, and the table is small enough to stay in L1/L2.
+template <int D, class Code>
+__attribute__((target("avx2,fma,f16c"))) inline __m256 panel_lanes(const float* t, const Code* c, int q) {
+  // size_t indices: a 64-bit multiply folds into the addressing mode (a 32-bit one cannot).
+  if constexpr (D == 2) {  // four 8-byte entries, broadcast and blended (no shuffle port)
+    double e[4];
+    for (int u = 0; u < 4; ++u) std::memcpy(&e[u], t + size_t{2} * c[4 * q + u], 8);
+    const __m256d a = _mm256_blend_pd(_mm256_set1_pd(e[0]), _mm256_set1_pd(e[1]), 2);
+    const __m256d b = _mm256_blend_pd(_mm256_set1_pd(e[2]), _mm256_set1_pd(e[3]), 8);
+    return _mm256_castpd_ps(_mm256_blend_pd(a, b, 12));
+  } else if constexpr (D == 4) {
+    return _mm256_insertf128_ps(_mm256_castps128_ps256(_mm_loadu_ps(t + size_t{4} * c[2 * q])),
+                                _mm_loadu_ps(t + size_t{4} * c[2 * q + 1]), 1);
+  } else if constexpr (D == 8) {
+    return _mm256_loadu_ps(t + size_t{8} * c[q]);
+  } else {
+    return _mm256_loadu_ps(t + size_t{16} * c[q / 2] + 8 * (q % 2));
+  }
+}
+template <int D, class Code>
+__attribute__((target("avx2,fma,f16c"))) inline __m256 panel_lanes(const uint16_t* t, const Code* c, int q) {
+  if constexpr (D == 2) {  // four 4-byte entries
+    const float* t32 = reinterpret_cast<const float*>(t);  // read only: 4 bytes at a time, bits kept
+    const __m128 a = _mm_blend_ps(_mm_broadcast_ss(t32 + size_t{1} * c[4 * q]), _mm_broadcast_ss(t32 + size_t{1} * c[4 * q + 1]), 2);
+    const __m128 b = _mm_blend_ps(_mm_broadcast_ss(t32 + size_t{1} * c[4 * q + 2]), _mm_broadcast_ss(t32 + size_t{1} * c[4 * q + 3]), 8);
+    return _mm256_cvtph_ps(_mm_castps_si128(_mm_blend_ps(a, b, 12)));
+  } else if constexpr (D == 4) {  // two 8-byte entries
+    double e0, e1;
+    std::memcpy(&e0, t + size_t{4} * c[2 * q], 8);
+    std::memcpy(&e1, t + size_t{4} * c[2 * q + 1], 8);
+    return _mm256_cvtph_ps(_mm_castpd_si128(_mm_blend_pd(_mm_set1_pd(e0), _mm_set1_pd(e1), 2)));
+  } else if constexpr (D == 8) {
+    return _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(t + size_t{8} * c[q])));
+  } else {
+    return _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(t + size_t{16} * c[q / 2] + 8 * (q % 2))));
+  }
+}
+
+/// acc (64 columns of one panel, in memory) += x[i] * Wt[i, panel columns] for i in [i0, i1), one
+/// fma per element per input row in ascending order; the accumulators stay in registers.
+/// c: the panel's codes from row i0 on (T = 64 / D per row); t: the codebook of these rows.
+template <int D, class Code, class Table>
+__attribute__((target("avx2,fma,f16c"))) inline void panel_rows_avx2(const Code* c, const Table* t, const float* x,
+                                                                     int64_t i0, int64_t i1, float* acc) {
+  constexpr int64_t kT = kPanelColumns / D;
+  __m256 a[8];
+  for (int q = 0; q < 8; ++q) a[q] = _mm256_loadu_ps(acc + 8 * q);
+  for (int64_t i = i0; i < i1; ++i, c += kT) {
+    _mm_prefetch(reinterpret_cast<const char*>(c) + kPanelPrefetchBytes, _MM_HINT_NTA);
+    const __m256 xb = _mm256_broadcast_ss(x + i);
+#pragma GCC unroll 8
+    for (int q = 0; q < 8; ++q) a[q] = _mm256_fmadd_ps(xb, panel_lanes<D>(t, c, q), a[q]);
+  }
+  for (int q = 0; q < 8; ++q) _mm256_storeu_ps(acc + 8 * q, a[q]);
+}
+
+/// Panels [pan0, pan1) for every row of x: y columns of those panels. panels: the codes after the
+/// header, (panels, in, T) in Code.
+template <int D, class Code, class Table>
+__attribute__((target("avx2,fma,f16c"))) inline void panel_task_avx2(const Plan& p, const Code* panels,
+                                                                     const Table* table, int64_t pan0,
+                                                                     int64_t pan1) {
+  constexpr int64_t kT = kPanelColumns / D;
+  alignas(32) float acc[kPanelColumns];
+  for (int64_t pan = pan0; pan < pan1; ++pan) {
+    const Code* pc = panels + pan * p.in * kT;
+    const int64_t j0 = pan * kT;
+    const int64_t nv = std::min(kT, p.vpr - j0);
+    for (int64_t r = 0; r < p.m; ++r) {
+      std::fill(acc, acc + kPanelColumns, 0.0f);
+      const float* xr = p.x + r * p.ldx;
+      for (int64_t i0 = 0, s = 0; i0 < p.in; ++s) {
+        const int64_t i1 = p.s == 1 ? p.in : codebook_rows_end(s, p.s, p.in);
+        if (i1 > i0) panel_rows_avx2<D>(pc + i0 * kT, table + s * p.k * D, xr, i0, i1, acc);
+        i0 = std::max(i0, i1);
+      }
+      store_columns(p, acc, kPanelColumns, r, 1, j0, nv);
+    }
+  }
+}
+
+template <class Code, class Table>
+inline void panel_task_avx2_d(const Plan& p, const void* panels, const Table* table, int64_t pan0, int64_t pan1) {
+  const Code* c = reinterpret_cast<const Code*>(static_cast<const unsigned char*>(panels) + kPanelHeaderBytes);
+  switch (p.d) {
+    case 2: panel_task_avx2<2>(p, c, table, pan0, pan1); break;
+    case 4: panel_task_avx2<4>(p, c, table, pan0, pan1); break;
+    case 8: panel_task_avx2<8>(p, c, table, pan0, pan1); break;
+    default: panel_task_avx2<16>(p, c, table, pan0, pan1); break;
+  }
+}
+
+/// Panels [pan0, pan1): dispatch on code width and table type.
+inline void run_panel_task(const Plan& p, const void* panels, int64_t pan0, int64_t pan1) {
+  if (p.bits <= 8) {
+    if (p.cb_f16) panel_task_avx2_d<uint8_t>(p, panels, p.cb_f16, pan0, pan1);
+    else panel_task_avx2_d<uint8_t>(p, panels, p.cb, pan0, pan1);
+  } else {
+    if (p.cb_f16) panel_task_avx2_d<uint16_t>(p, panels, p.cb_f16, pan0, pan1);
+    else panel_task_avx2_d<uint16_t>(p, panels, p.cb, pan0, pan1);
+  }
+}
+#endif
+
 /// One task: the vectors [j0, j0+nv) of every row.
 inline void run_task(const Plan& p, int64_t j0, int64_t nv, bool avx2) {
 #if CLUSCOMP_LOOKUP_X86
@@ -517,6 +688,66 @@ inline Status lookup_centroids_f32(const AnyCodebookView& w, float* dst) {
   });
 }
 
+/// Bytes of w's code panels (lookup_pack_code_panels), or 0 when lookup_gemm would not read them
+/// on this CPU (no AVX2/FMA, or d outside {2, 4, 8, 16}): then there is nothing to build. About
+/// the size of the packed codes for 8- and 16-bit codes (codes are stored in 1 or 2 bytes: more for
+/// other widths), plus a 64-byte header and at most one panel's padding per input row.
+inline int64_t lookup_code_panels_bytes(const AnyCodebookView& w) {
+  if (!lookup_detail::check_view(w, "lookup_code_panels_bytes").ok()) return 0;
+  if (!lookup_detail::cpu_has_avx2_fma() || !lookup_detail::panel_supported_d(w.d)) return 0;
+  return lookup_detail::panel_geometry(w).total_bytes;
+}
+
+/// Rearranges w's codes into the layout the few-row (decode) kernels stream: the output columns
+/// are cut into panels of 64 (64 / d vectors); panel p holds, for every input row i in ascending
+/// order, the codes of its vectors at row i, each in 1 byte (code_bits <= 8) or 2, clamped to
+/// K-1; vectors past the last one read code 0. A 64-byte header records the tensor's geometry, and
+/// lookup_gemm refuses panels built for another geometry. dst: lookup_code_panels_bytes(w) bytes
+/// (dst_bytes says how many it holds). Pure data movement: a lookup_gemm with the panels gives
+/// the same bits as without. kInvalidArgument for a bad view, null dst, a wrong size, or a w
+/// whose panels are not used here (lookup_code_panels_bytes(w) == 0).
+inline Status lookup_pack_code_panels(const AnyCodebookView& w, void* dst, int64_t dst_bytes) {
+  if (Status s = lookup_detail::check_view(w, "lookup_pack_code_panels"); !s.ok()) return s;
+  const int64_t need = lookup_code_panels_bytes(w);
+  if (need == 0)
+    return Status(StatusCode::kInvalidArgument,
+                  "lookup_pack_code_panels: lookup_gemm reads no panels for d = " + std::to_string(w.d) +
+                      " on this CPU (panels need AVX2/FMA and d in {2, 4, 8, 16})");
+  if (!dst) return Status(StatusCode::kInvalidArgument, "lookup_pack_code_panels: null output");
+  if (dst_bytes != need)
+    return Status(StatusCode::kInvalidArgument, "lookup_pack_code_panels: output holds " + std::to_string(dst_bytes) +
+                                                    " bytes, the panels need " + std::to_string(need));
+  const lookup_detail::PanelGeometry g = lookup_detail::panel_geometry(w);
+  uint64_t h[8];
+  lookup_detail::panel_header(w, h);
+  unsigned char* out = static_cast<unsigned char*>(dst);
+  std::memcpy(out, h, sizeof h);
+  std::memset(out + sizeof h, 0, static_cast<size_t>(lookup_detail::kPanelHeaderBytes) - sizeof h);
+  unsigned char* body = out + lookup_detail::kPanelHeaderBytes;
+  const int64_t vpr = w.out_pad / w.d, t = g.vectors;
+  try {
+    std::vector<uint32_t> row(static_cast<size_t>(g.panels * t), 0u);  // padded vectors read code 0
+    for (int64_t i = 0; i < w.in; ++i) {
+      lookup_detail::load_codes(w.codes, i * vpr, vpr, w.code_bits, static_cast<uint32_t>(w.k - 1), row.data());
+      for (int64_t pan = 0; pan < g.panels; ++pan) {
+        const uint32_t* src = row.data() + pan * t;
+        const int64_t at = (pan * w.in + i) * t;
+        if (g.code_bytes == 1) {
+          for (int64_t v = 0; v < t; ++v) body[at + v] = static_cast<unsigned char>(src[v]);
+        } else {
+          for (int64_t v = 0; v < t; ++v) {
+            const uint16_t c = static_cast<uint16_t>(src[v]);
+            std::memcpy(body + 2 * (at + v), &c, 2);
+          }
+        }
+      }
+    }
+  } catch (const std::bad_alloc&) {
+    return Status(StatusCode::kOutOfMemory, "lookup_pack_code_panels: out of memory for one row of codes");
+  }
+  return Status();
+}
+
 /// Checks the arguments of lookup_gemm; the message names the bad value.
 inline Status check_lookup_gemm_args(const LookupGemmArgs& a) {
   if (Status s = lookup_detail::check_view(a.w, "lookup_gemm"); !s.ok()) return s;
@@ -533,6 +764,16 @@ inline Status check_lookup_gemm_args(const LookupGemmArgs& a) {
     return bad("ldx " + std::to_string(a.ldx) + " is below in = " + std::to_string(a.w.in));
   if (a.ldy < a.w.out)
     return bad("ldy " + std::to_string(a.ldy) + " is below out = " + std::to_string(a.w.out));
+  if (a.code_panels) {
+    uint64_t want[8], got[8];
+    lookup_detail::panel_header(a.w, want);
+    std::memcpy(got, a.code_panels, sizeof got);
+    if (std::memcmp(want, got, sizeof want) != 0)
+      return bad("code_panels were not built by lookup_pack_code_panels for this tensor's geometry (out " +
+                 std::to_string(a.w.out) + ", in " + std::to_string(a.w.in) + ", d " + std::to_string(a.w.d) +
+                 ", K " + std::to_string(a.w.k) + ", S " + std::to_string(a.w.num_codebooks) + ", " +
+                 std::to_string(a.w.code_bits) + "-bit codes)");
+  }
   return Status();
 }
 
@@ -588,6 +829,18 @@ inline Status lookup_gemm(const LookupGemmArgs& a, ThreadPool* pool = nullptr,
     p.m = a.m;
     // Small products (tiny models, tests) are not worth waking the pool for.
     ThreadPool* tp = (a.m * p.out * p.in < (int64_t{1} << 16)) ? nullptr : pool;
+#if CLUSCOMP_LOOKUP_X86
+    if (avx2 && a.code_panels && a.m < lookup_detail::kLookupTileRows && lookup_detail::panel_supported_d(p.d)) {
+      // Few rows from code panels: tasks of whole panels, a few per thread for balance.
+      const int64_t panels = lookup_detail::panel_geometry(a.w).panels;
+      const int64_t threads = tp ? tp->size() : 1;
+      const int64_t tasks = std::min(panels, threads == 1 ? 1 : threads * 4);
+      parallel_for(tp, tasks, [&](int64_t t) {
+        lookup_detail::run_panel_task(p, a.code_panels, panels * t / tasks, panels * (t + 1) / tasks);
+      });
+      return Status();
+    }
+#endif
     // Wide column slices, but at least one per thread. Only the split changes, never a result.
     const int64_t threads = tp ? tp->size() : 1;
     const int64_t widest = a.m < lookup_detail::kLookupTileRows ? lookup_detail::kGemvColumnsPerTask
