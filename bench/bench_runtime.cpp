@@ -2,7 +2,8 @@
 // prompt + the last token's logits, as generation does) and decode (128 tokens one at a time from
 // a 1-token prompt, logits each step, like llama.cpp's tg128). 3 repetitions after a warm-up,
 // medians reported. Also the dense fp32 kernel alone against Eigen (1 thread, the prefill shape of
-// the MLP up-projection), the in-run dense baseline.
+// the MLP up-projection), the in-run dense baseline, and attention's value sum alone on its
+// portable and AVX2+FMA paths (1 thread, the prefill shape).
 //
 //   bench_runtime [MODEL]     (default: the real model from tests/support/test_data.hpp)
 //
@@ -13,8 +14,19 @@
 // Its logits of a 16-token prompt must match ours (relative L2 < 1e-4) before any timing counts.
 // CLUSCOMP_RUNTIME_NO_TORCH=1 skips it (ratios nan).
 //
+// llama.cpp peer, same run: bench/bench_llamacpp.cpp (ours, against libllama built by
+// bench/llamacpp_build.sh from the llama.cpp that the llama-cpp-python sdist on PyPI vendors), run
+// when scripts/bench.sh names it in CLUSCOMP_LLAMACPP_BENCH (else CLUSCOMP_LLAMACPP_MISSING says
+// why it is absent, and the row is left out). Same GGUF, prompt ids, protocol and threads, but
+// llama.cpp computes with the Q4_1/Q8_0 weights as stored (and an fp16 KV cache) where we run
+// dequantised fp32 dense weights: its logits must only be close to ours (relative L2 < 0.1).
+// CLUSCOMP_RUNTIME_NO_LLAMACPP=1 skips it.
+//
 // Last line: RESULT runtime prefill_tok_s=... decode_tok_s=... prefill_ratio_vs_torch=...
-// decode_ratio_vs_torch=... (ratios = our tokens/s over torch's, medians; nan without torch).
+// decode_ratio_vs_torch=... llamacpp_prefill_tok_s=... llamacpp_decode_tok_s=...
+// prefill_ratio_vs_llamacpp=... decode_ratio_vs_llamacpp=... (ratios = our tokens/s over the
+// peer's, medians; nan where that peer did not run). The line before the table's end,
+// `llamacpp available=0|1 ...`, repeats the llama.cpp keys.
 #include <Eigen/Core>
 
 #include <algorithm>
@@ -31,7 +43,9 @@
 
 #include "cluscomp/model/llama.hpp"
 #include "cluscomp/model/sampling.hpp"
+#include "cluscomp/ops/attention.hpp"
 #include "cluscomp/ops/matmul.hpp"
+#include "cluscomp/ops/softmax.hpp"
 #include "support/test_data.hpp"
 
 using namespace cluscomp;
@@ -67,6 +81,10 @@ std::string ensure_torch_venv(const std::string& data) {
   if (std::system(cmd.c_str()) != 0) return "";
   return python;
 }
+
+/// Loosest agreement accepted from llama.cpp's logits (it computes with Q4_1/Q8_0 weights, Q8
+/// activations and an fp16 KV cache; we with fp32): relative L2 over 16 positions x vocabulary.
+constexpr double kLlamaCppCheckRel = 0.1;
 
 struct TorchRun {
   bool ok = false;
@@ -124,6 +142,81 @@ TorchRun run_torch(LlamaModel& m, const std::string& model_path, const std::vect
   return r;
 }
 
+struct LlamaCppRun {
+  bool ok = false;
+  std::string why;          // why there is no llama.cpp row (when !ok)
+  std::string system_info;  // llama_print_system_info(): the CPU features its build uses
+  double prefill_s = 0, decode_s = 0;  // medians
+  double check_rel = 0;                // relative L2 of its logits vs ours (quantised vs fp32)
+  double check_top1 = 0;               // fraction of the check positions whose argmax agrees
+};
+
+/// Runs the llama.cpp driver that scripts/bench.sh built (bench/llamacpp_build.sh) and named in
+/// CLUSCOMP_LLAMACPP_BENCH; CLUSCOMP_LLAMACPP_MISSING carries the build's reason when it failed.
+LlamaCppRun run_llamacpp(LlamaModel& m, const std::string& model_path, const std::vector<int32_t>& ids,
+                         int threads, int prefill, int decode, int reps) {
+  LlamaCppRun r;
+  if (env_or("CLUSCOMP_RUNTIME_NO_LLAMACPP", "0") == "1") {
+    r.why = "skipped (CLUSCOMP_RUNTIME_NO_LLAMACPP=1)";
+    return r;
+  }
+  const std::string bin = env_or("CLUSCOMP_LLAMACPP_BENCH", "");
+  if (bin.empty()) {
+    r.why = env_or("CLUSCOMP_LLAMACPP_MISSING",
+                   "not built (run through scripts/bench.sh runtime, which builds it with bench/llamacpp_build.sh)");
+    return r;
+  }
+  const std::string data = env_or("CLUSCOMP_DATA", env_or("HOME", ".") + "/.cache/cluscomp");
+  const std::string out = data + "/bench-runtime/llamacpp";
+  if (std::system(("mkdir -p '" + out + "'").c_str()) != 0) {
+    r.why = "cannot create " + out;
+    return r;
+  }
+  std::remove((out + "/result.json").c_str());
+  const std::string cmd = "'" + bin + "' '" + model_path + "' '" + out + "' " + std::to_string(threads) + " " +
+                          std::to_string(prefill) + " " + std::to_string(decode) + " " + std::to_string(reps) +
+                          " >&2";
+  if (std::system(cmd.c_str()) != 0) {
+    r.why = "the llama.cpp driver " + bin + " failed (its message is above)";
+    return r;
+  }
+  std::ifstream f(out + "/result.json");
+  std::stringstream ss;
+  ss << f.rdbuf();
+  const nlohmann::json j = nlohmann::json::parse(ss.str(), nullptr, /*allow_exceptions=*/false);
+  if (j.is_discarded()) throw Error(StatusCode::kFormatError, out + "/result.json: not JSON");
+  const int64_t n = j["check_tokens"].get<int64_t>(), V = m.vocab_size();
+  if (j["vocab"].get<int64_t>() != V) throw Error(StatusCode::kFormatError, "llama.cpp driver: vocabulary differs");
+  std::vector<float> ref(static_cast<size_t>(n * V));
+  std::ifstream lf(out + "/check.logits.f32", std::ios::binary);
+  lf.read(reinterpret_cast<char*>(ref.data()), static_cast<std::streamsize>(ref.size() * sizeof(float)));
+  if (lf.gcount() != static_cast<std::streamsize>(ref.size() * sizeof(float)))
+    throw Error(StatusCode::kIoError, out + "/check.logits.f32: short file");
+  KvCache cache = m.make_cache(n);
+  const std::vector<int32_t> head(ids.begin(), ids.begin() + n);
+  const std::vector<float> got = m.forward(head, cache, /*all=*/true);
+  double num = 0, den = 0;
+  for (size_t i = 0; i < ref.size(); ++i) {
+    num += (static_cast<double>(got[i]) - ref[i]) * (static_cast<double>(got[i]) - ref[i]);
+    den += static_cast<double>(ref[i]) * ref[i];
+  }
+  int agree = 0;
+  for (int64_t t = 0; t < n; ++t)
+    agree += Sampler::argmax(got.data() + t * V, V) == Sampler::argmax(ref.data() + t * V, V);
+  r.check_rel = std::sqrt(num / den);
+  r.check_top1 = static_cast<double>(agree) / static_cast<double>(n);
+  r.system_info = j["system_info"].get<std::string>();
+  r.prefill_s = median(j["prefill_s"].get<std::vector<double>>());
+  r.decode_s = median(j["decode_s"].get<std::vector<double>>());
+  // It runs the quantised weights (and an fp16 KV cache), so its logits are close to ours, not
+  // equal: a gross mismatch means a different model or prompt, and then its timing is discarded.
+  r.ok = r.check_rel < kLlamaCppCheckRel;
+  if (!r.ok)
+    r.why = "its logits differ from ours by relative L2 " + std::to_string(r.check_rel) + " (limit " +
+            std::to_string(kLlamaCppCheckRel) + "): timing discarded";
+  return r;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -139,6 +232,7 @@ int main(int argc, char** argv) {
     std::vector<int32_t> ids(kPrefill);
     for (int i = 0; i < kPrefill; ++i) ids[static_cast<size_t>(i)] = static_cast<int32_t>((i * 7919 + 13) % m.vocab_size());
     const TorchRun torch = run_torch(m, path, ids, kThreads, kPrefill, kDecode, kReps);
+    const LlamaCppRun lcp = run_llamacpp(m, path, ids, kThreads, kPrefill, kDecode, kReps);
     KvCache cache = m.make_cache(kPrefill + kDecode);
 
     std::vector<double> prefill, decode;
@@ -196,21 +290,73 @@ int main(int argc, char** argv) {
     std::printf("dense fp32 %lldx%lldx%lld, 1 thread: matmul_nt %.1f GFLOP/s, Eigen %.1f GFLOP/s (ratio %.2f)\n",
                 static_cast<long long>(M), static_cast<long long>(N), static_cast<long long>(K),
                 flop / median(ours) / 1e9, flop / median(eigen) / 1e9, median(eigen) / median(ours));
-    double pr = std::nan(""), dr = std::nan("");
+    // Attention's value sum alone, both paths in this process (the portable one is the scalar
+    // loop the runtime used before the AVX2 path existed), 1 thread: the real model's prefill
+    // shape (9 query heads x 512 causal queries, head_dim 64), probabilities from a softmax.
+    {
+      const int64_t heads = 9, nq = 512, hd = 64, ldv = 3 * hd;  // 3 kv heads per cached row
+      std::vector<float> pv(static_cast<size_t>(nq)), vv(static_cast<size_t>(nq * ldv)), ov(static_cast<size_t>(hd));
+      for (auto& v : vv) v = nd(rng);
+      for (auto& v : pv) v = nd(rng);
+      softmax_inplace(pv.data(), nq);
+      const bool have_avx2 = matmul_uses_avx2();
+      std::vector<double> t_port, t_avx2;
+      for (int rep = 0; rep <= 5; ++rep) {
+        for (int vpath = 0; vpath < (have_avx2 ? 2 : 1); ++vpath) {
+          t0 = now_s();
+          for (int64_t h = 0; h < heads; ++h)
+            for (int64_t r = 0; r < nq; ++r)
+              ops_detail::attention_value_sum(pv.data(), r + 1, vv.data() + (h / 3) * hd, ldv, hd, ov.data(),
+                                              vpath == 1);
+          const double t = now_s() - t0;
+          if (rep > 0) (vpath ? t_avx2 : t_port).push_back(t);
+        }
+      }
+      const double vflop = 2.0 * heads * hd * (nq * (nq + 1) / 2);
+      if (have_avx2)
+        std::printf("attention value sum, prefill shape (9 heads x 512 causal queries x 64), 1 thread: portable "
+                    "%.2f GFLOP/s, AVX2+FMA %.2f GFLOP/s (%.2fx)\n",
+                    vflop / median(t_port) / 1e9, vflop / median(t_avx2) / 1e9, median(t_port) / median(t_avx2));
+      else
+        std::printf("attention value sum, prefill shape, 1 thread: portable %.2f GFLOP/s (no AVX2+FMA)\n",
+                    vflop / median(t_port) / 1e9);
+    }
+    double pr = std::nan(""), dr = std::nan(""), lpr = std::nan(""), ldr = std::nan("");
+    const double lcp_prefill = lcp.ok ? kPrefill / lcp.prefill_s : std::nan("");
+    const double lcp_decode = lcp.ok ? kDecode / lcp.decode_s : std::nan("");
     if (torch.ok) {
       pr = prefill_tok_s / (kPrefill / torch.prefill_s);
       dr = decode_tok_s / (kDecode / torch.decode_s);
       std::printf("PyTorch %s (CPU, fp32, %d threads, same weights and protocol; logits vs ours: relative L2 %.2g)\n",
                   torch.version.c_str(), kThreads, torch.check_rel);
-      std::printf("%-10s %14s %14s\n", "", "prefill tok/s", "decode tok/s");
-      std::printf("%-10s %14.1f %14.1f\n", "cluscomp", prefill_tok_s, decode_tok_s);
-      std::printf("%-10s %14.1f %14.1f\n", "torch", kPrefill / torch.prefill_s, kDecode / torch.decode_s);
-      std::printf("%-10s %14.2f %14.2f\n", "ratio", pr, dr);
     } else {
       std::printf("PyTorch comparison: not run (see stderr)\n");
     }
-    std::printf("RESULT runtime prefill_tok_s=%.9g decode_tok_s=%.9g prefill_ratio_vs_torch=%.9g decode_ratio_vs_torch=%.9g\n",
-                prefill_tok_s, decode_tok_s, pr, dr);
+    if (lcp.ok) {
+      lpr = prefill_tok_s / lcp_prefill;
+      ldr = decode_tok_s / lcp_decode;
+      std::printf("llama.cpp (vendored in the %s; CPU, %d threads, same GGUF, ids and protocol; "
+                  "weights stay Q4_1/Q8_0 quantised, fp16 KV cache, where we run dequantised fp32 dense weights; "
+                  "logits vs ours: relative L2 %.2g, argmax agrees at %.0f%% of 16 positions)\n",
+                  env_or("CLUSCOMP_LLAMACPP_VERSION", "?").c_str(), kThreads, lcp.check_rel, 100.0 * lcp.check_top1);
+      std::printf("llama.cpp build: %s\n", lcp.system_info.c_str());
+    } else {
+      std::printf("llama.cpp comparison: not run: %s\n", lcp.why.c_str());
+    }
+    std::printf("%-22s %14s %14s\n", "", "prefill tok/s", "decode tok/s");
+    std::printf("%-22s %14.1f %14.1f\n", "cluscomp (fp32)", prefill_tok_s, decode_tok_s);
+    if (torch.ok)
+      std::printf("%-22s %14.1f %14.1f\n", "torch (fp32)", kPrefill / torch.prefill_s, kDecode / torch.decode_s);
+    if (lcp.ok) std::printf("%-22s %14.1f %14.1f\n", "llama.cpp (Q4_1)", lcp_prefill, lcp_decode);
+    if (torch.ok) std::printf("%-22s %14.2f %14.2f\n", "ratio vs torch", pr, dr);
+    if (lcp.ok) std::printf("%-22s %14.2f %14.2f\n", "ratio vs llama.cpp", lpr, ldr);
+    std::printf("llamacpp available=%d prefill_tok_s=%.9g decode_tok_s=%.9g prefill_ratio_vs_llamacpp=%.9g "
+                "decode_ratio_vs_llamacpp=%.9g\n",
+                lcp.ok ? 1 : 0, lcp_prefill, lcp_decode, lpr, ldr);
+    std::printf("RESULT runtime prefill_tok_s=%.9g decode_tok_s=%.9g prefill_ratio_vs_torch=%.9g decode_ratio_vs_torch=%.9g "
+                "llamacpp_prefill_tok_s=%.9g llamacpp_decode_tok_s=%.9g prefill_ratio_vs_llamacpp=%.9g "
+                "decode_ratio_vs_llamacpp=%.9g\n",
+                prefill_tok_s, decode_tok_s, pr, dr, lcp_prefill, lcp_decode, lpr, ldr);
   } catch (const Error& e) {
     std::fprintf(stderr, "bench_runtime: %s\n", e.what());
     return 1;

@@ -12,8 +12,9 @@ export CLUSCOMP_DATA="${CLUSCOMP_DATA:-$HOME/.cache/cluscomp}"
 BENCHES=(
   "io|bench_io|GGUF load + dequantisation throughput of the real model (MB/s of quantised bytes)"
   "kmeans-vs-faiss|bench_kmeans|exact CPU k-means vs faiss-cpu and scikit-learn (PyPI venv), same start; scaling; 58M-point iteration"
-  "runtime|bench_runtime|real-model CPU runtime, 2 threads: prefill 512 tokens and decode tokens/s vs PyTorch (bench/runtime_torch.py; needs apt python3-torch + libopenblas0-pthread); dense kernel vs Eigen"
+  "runtime|bench_runtime|real-model CPU runtime, 2 threads: prefill 512 tokens and decode tokens/s vs PyTorch (bench/runtime_torch.py; needs apt python3-torch + libopenblas0-pthread) and llama.cpp (built from the llama-cpp-python sdist by bench/llamacpp_build.sh; CLUSCOMP_RUNTIME_NO_LLAMACPP=1 skips it); dense kernel vs Eigen"
   "quality|cluscomp_cli|real model: perplexity vs true bpw for base, RTN 4/3/2-bit and ClusComp --bpw 4/3/2 (clustering only), compression time, decode tok/s (QUALITY_WINDOWS windows, QUALITY_ITERATIONS k-means iterations)"
+  "calibrate|cluscomp_cli|real model: ClusComp --bpw 4/3/2 clustering-only vs block-wise calibrated (CAL_SAMPLES x CAL_WINDOW tokens, CAL_EPOCHS epochs), perplexity, time per block, peak memory; one block's forward+backward vs PyTorch"
   "lookup-gemm|bench_lookup_gemm|lookup GEMV/GEMM from codes vs dense fp32 (matmul_nt, Eigen), 2 threads: 4/3/2-bpw settings, large + real-model shapes, rotated weights, in-run bandwidth"
 )
 
@@ -40,7 +41,7 @@ bench_packages=()
 case "$name" in
   # Debian's torch is the CPU PyTorch reachable here (the PyPI wheel needs multi-GB CUDA
   # packages); without OpenBLAS it would multiply through the reference BLAS, an unfair peer.
-  runtime) bench_packages=(python3-torch libopenblas0-pthread) ;;
+  runtime|calibrate) bench_packages=(python3-torch libopenblas0-pthread) ;;
 esac
 missing=()
 for p in "${bench_packages[@]}"; do
@@ -80,5 +81,50 @@ if [[ "$name" == quality ]]; then
   echo "windows=$W (2048 tokens each) k-means iterations=$IT; base = the Q4_1 GGUF (bpw column 16 = not compressed)" >&2
   echo "RESULT quality ppl_base=${ppl[base]} ppl_rtn4=${ppl[rtn4]} ppl_rtn3=${ppl[rtn3]} ppl_rtn2=${ppl[rtn2]} bpw_rtn2=${bpw[rtn2]} ppl_cc2=${ppl[cc2]} bpw_cc2=${bpw[cc2]} ppl_cc3=${ppl[cc3]} bpw_cc3=${bpw[cc3]} ppl_cc4=${ppl[cc4]} bpw_cc4=${bpw[cc4]}"
   exit 0
+fi
+if [[ "$name" == calibrate ]]; then
+  CLI="$BUILD/examples/cli/cluscomp"
+  MODEL="$CLUSCOMP_DATA/models/SmolLM2-135M-Instruct.Q4_1.gguf"
+  TEXT="$CLUSCOMP_DATA/text/kjv.evaluation.txt"; CAL="$CLUSCOMP_DATA/text/kjv.calibration.txt"
+  Q="${CAL_OUT:-$CLUSCOMP_DATA/calibrate}"; W="${QUALITY_WINDOWS:-2}"; IT="${QUALITY_ITERATIONS:-10}"
+  S="${CAL_SAMPLES:-16}"; L="${CAL_WINDOW:-256}"; E="${CAL_EPOCHS:-2}"
+  rm -rf "$Q"; mkdir -p "$Q"
+  ppl() { "$CLI" eval "$1" "$TEXT" --max-windows "$W" --threads 2 2>/dev/null | awk '/^perplexity:/ {print $2}'; }
+  declare -A p
+  p[base]=$(ppl "$MODEL")
+  block_s=(); peak=0
+  for b in 4 3 2; do
+    "$CLI" compress "$MODEL" --out "$Q/cc$b.safetensors" --bpw "$b" --iterations "$IT" --threads 2 > "$Q/cc$b.compress.txt" 2>/dev/null
+    "$CLI" calibrate "$MODEL" "$Q/cc$b.safetensors" "$CAL" --out "$Q/cal$b.safetensors" --samples "$S" --window "$L" \
+      --epochs "$E" --threads 2 > "$Q/cal$b.txt" 2> "$Q/cal$b.err"
+    p[cc$b]=$(ppl "$Q/cc$b.safetensors"); p[cal$b]=$(ppl "$Q/cal$b.safetensors")
+    bs=$(sed -n 's/^time: .*(\([0-9.]*\) s per trained block.*/\1/p' "$Q/cal$b.txt"); block_s+=("$bs")
+    pk=$(sed -n 's/.*peak RSS \([0-9.]*\) MiB.*/\1/p' "$Q/cal$b.txt")
+    printf '~%s bpw: %-8s clustering-only ppl %-10s calibrated ppl %-10s %s s/block, peak RSS %s MiB\n' "$b" \
+      "$(awk '/^overall bpw:/ {print $3}' "$Q/cc$b.compress.txt")" "${p[cc$b]}" "${p[cal$b]}" "$bs" "$pk" >&2
+    grep '^block loss:' "$Q/cal$b.txt" >&2
+  done
+  "$ROOT/scripts/build.sh" --target bench_train_block >&2
+  "$BUILD/bench/bench_train_block" > "$Q/block.txt"
+  ratio=$(sed -n 's/^RESULT train-block .*ratio_vs_torch=\([0-9.a-z]*\).*/\1/p' "$Q/block.txt")
+  cat "$Q/block.txt" >&2
+  echo "windows=$W (2048 tokens) k-means iterations=$IT calibration: $S samples x $L tokens, $E epochs" >&2
+  echo "RESULT calibrate ppl_cc2=${p[cc2]} ppl_cal2=${p[cal2]} ppl_cal3=${p[cal3]} ppl_cal4=${p[cal4]} ppl_base=${p[base]} block_s=${block_s[2]} ratio_vs_torch=${ratio}"
+  exit 0
+fi
+if [[ "$name" == runtime && "${CLUSCOMP_RUNTIME_NO_LLAMACPP:-0}" != 1 ]]; then
+  # llama.cpp peer: built (once, cached in $CLUSCOMP_DATA) from the llama.cpp that the PyPI sdist
+  # of llama-cpp-python vendors. A failed build leaves the peer out and the benchmark goes on; the
+  # reason reaches the report through CLUSCOMP_LLAMACPP_MISSING.
+  unset CLUSCOMP_LLAMACPP_BENCH CLUSCOMP_LLAMACPP_MISSING
+  if lcp_out="$("$ROOT/bench/llamacpp_build.sh")" && [[ -x "$lcp_out" ]]; then
+    export CLUSCOMP_LLAMACPP_BENCH="$lcp_out"
+    lcp_pc="$(dirname "$lcp_out")/install/lib/pkgconfig/llama.pc"
+    export CLUSCOMP_LLAMACPP_VERSION="$(sed -n 's/^LCP_VERSION="\(.*\)"/llama-cpp-python \1 sdist/p' "$ROOT/bench/llamacpp_build.sh"), libllama $(sed -n 's/^Version: //p' "$lcp_pc" 2>/dev/null)"
+  else
+    export CLUSCOMP_LLAMACPP_MISSING="${lcp_out#llama.cpp unavailable: }"
+    [[ -n "$CLUSCOMP_LLAMACPP_MISSING" ]] || CLUSCOMP_LLAMACPP_MISSING="bench/llamacpp_build.sh failed (see above)"
+    echo "[bench] llama.cpp peer missing: $CLUSCOMP_LLAMACPP_MISSING" >&2
+  fi
 fi
 "$BUILD/bench/$target" "$@"

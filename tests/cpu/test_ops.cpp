@@ -214,11 +214,15 @@ TEST_CASE("softmax, log_sum_exp and swiglu match their twins", "[ops][softmax][s
 
 TEST_CASE("causal_attention matches causal_attention_ref; batch == token by token; threads", "[ops][attention]") {
   std::mt19937 rng(kSeed + 5);
-  const int64_t heads = 4, kvh = 2, hd = 16, qw = heads * hd, kw = kvh * hd;
+  const int64_t heads = 4, kvh = 2;
+  // head_dim 16 / 64 / 100 / 3 exercise every chunk of the vectorised value sum (64, 32, 16, 8
+  // lanes and the scalar tail).
+  for (int64_t hd : {int64_t{16}, int64_t{64}, int64_t{100}, int64_t{3}})
   for (int64_t window : {int64_t{0}, int64_t{7}})
     for (int64_t pos0 : {int64_t{0}, int64_t{5}}) {
+      const int64_t qw = heads * hd, kw = kvh * hd;
       const int64_t n = 37, total = pos0 + n;
-      INFO("window " << window << " pos0 " << pos0);
+      INFO("head_dim " << hd << " window " << window << " pos0 " << pos0);
       auto q = random_vec(rng, static_cast<size_t>(n * qw));
       auto k = random_vec(rng, static_cast<size_t>(total * kw));
       auto v = random_vec(rng, static_cast<size_t>(total * kw));
@@ -267,6 +271,36 @@ TEST_CASE("causal_attention matches causal_attention_ref; batch == token by toke
   bad.ldq = bad.ldo = 12;
   bad.ldkv = 8;
   CHECK(causal_attention(bad).code() == StatusCode::kInvalidArgument);
+}
+
+TEST_CASE("attention value sum: portable and AVX2 paths against a double sum", "[ops][attention]") {
+  // Both paths are tested on every machine that has AVX2 (the portable one is otherwise only
+  // reached on other CPUs): each within fp32 accumulation error of the double sum in key order.
+  std::mt19937 rng(kSeed + 6);
+  for (int64_t hd : {int64_t{1}, int64_t{7}, int64_t{64}, int64_t{120}, int64_t{136}})
+    for (int64_t len : {int64_t{1}, int64_t{5}, int64_t{300}}) {
+      INFO("head_dim " << hd << " keys " << len);
+      const int64_t ldv = hd + 3;
+      auto p = random_vec(rng, static_cast<size_t>(len));
+      auto v = random_vec(rng, static_cast<size_t>(len * ldv));
+      std::vector<double> ref(static_cast<size_t>(hd), 0.0);
+      for (int64_t j = 0; j < len; ++j)
+        for (int64_t d = 0; d < hd; ++d) ref[static_cast<size_t>(d)] += static_cast<double>(p[j]) * v[j * ldv + d];
+      for (bool avx2 : {false, true}) {
+        if (avx2 && !matmul_uses_avx2()) continue;
+        INFO("avx2 " << avx2);
+        std::vector<float> o(static_cast<size_t>(hd), -1.0f), o2(o.size());
+        ops_detail::attention_value_sum(p.data(), len, v.data(), ldv, hd, o.data(), avx2);
+        ops_detail::attention_value_sum(p.data(), len, v.data(), ldv, hd, o2.data(), avx2);
+        CHECK(same_bits(o, o2));
+        double num = 0, den = 0;
+        for (size_t d = 0; d < o.size(); ++d) {
+          num += (o[d] - ref[d]) * (o[d] - ref[d]);
+          den += ref[d] * ref[d];
+        }
+        CHECK(std::sqrt(num / den) < 1e-5);
+      }
+    }
 }
 
 TEST_CASE("ThreadPool runs every task once, rethrows, and runs nested regions serially", "[ops][pool]") {

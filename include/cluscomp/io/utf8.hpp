@@ -1,6 +1,7 @@
 #pragma once
-/// UTF-8 decoding with strict validation, Unicode character classes for the tokenisers, and the
-/// GPT-2 byte <-> printable-character mapping used by byte-level BPE vocabularies.
+/// UTF-8 decoding with strict validation, an incremental decoder for streamed output
+/// (Utf8StreamDecoder), Unicode character classes for the tokenisers, and the GPT-2 byte <->
+/// printable-character mapping used by byte-level BPE vocabularies.
 
 #include <array>
 #include <cstddef>
@@ -102,6 +103,105 @@ inline void append_utf8(std::string& out, uint32_t cp) {
     out.push_back(static_cast<char>(0x80 | (cp & 0x3F)));
   }
 }
+
+/// Result of looking at the bytes of `s` from `pos` (s[pos] must be >= 0x80): `need` is the length
+/// of the sequence its lead byte announces (0: the byte cannot start one), `valid` how many bytes
+/// from `pos` form a prefix of a well-formed sequence (RFC 3629, as decode_utf8; at least the lead
+/// byte when need > 0), never more than need nor than the bytes available.
+struct Utf8Prefix {
+  size_t need = 0;
+  size_t valid = 0;
+};
+
+inline Utf8Prefix utf8_prefix(std::string_view s, size_t pos) {
+  const auto c0 = static_cast<uint8_t>(s[pos]);
+  Utf8Prefix r;
+  uint8_t lo = 0x80, hi = 0xBF;  // bounds of the second byte, tightened for E0/ED/F0/F4
+  if (c0 >= 0xC2 && c0 <= 0xDF) {
+    r.need = 2;
+  } else if (c0 >= 0xE0 && c0 <= 0xEF) {
+    r.need = 3;
+    if (c0 == 0xE0) lo = 0xA0;
+    if (c0 == 0xED) hi = 0x9F;
+  } else if (c0 >= 0xF0 && c0 <= 0xF4) {
+    r.need = 4;
+    if (c0 == 0xF0) lo = 0x90;
+    if (c0 == 0xF4) hi = 0x8F;
+  } else {
+    return r;
+  }
+  r.valid = 1;
+  while (r.valid < r.need && pos + r.valid < s.size()) {
+    const auto c = static_cast<uint8_t>(s[pos + r.valid]);
+    if (r.valid == 1 ? (c < lo || c > hi) : (c < 0x80 || c > 0xBF)) break;
+    ++r.valid;
+  }
+  return r;
+}
+
+/// Incremental UTF-8 decoder for streamed output (a byte-level BPE or byte-fallback token can end
+/// inside a multi-byte character): feed() takes the next bytes and returns the longest prefix of
+/// everything fed so far that is complete, holding back a tail (at most 3 bytes) that is a valid
+/// but unfinished sequence; flush() ends the stream and returns what was held back.
+///
+/// Invalid bytes are replaced by U+FFFD, one per maximal subpart (Unicode's recommended practice,
+/// also the WHATWG Encoding Standard's): a lead byte followed by as many bytes as can still start
+/// a well-formed sequence becomes one U+FFFD, and decoding resumes at the first byte that broke it;
+/// a byte that can start no sequence (0x80..0xC1, 0xF5..0xFF) is one U+FFFD. An unfinished
+/// sequence at flush() is one U+FFFD. So every returned string is valid UTF-8, and the
+/// concatenation of all results is the same however the input is split into feed() calls (equal
+/// to feed(all) + flush()); valid input comes back byte for byte. Deterministic, allocation only
+/// for the returned strings.
+class Utf8StreamDecoder {
+ public:
+  /// Appends `bytes` to the stream; returns the newly completed text (possibly empty).
+  std::string feed(std::string_view bytes) {
+    std::string in;
+    in.reserve(pending_len_ + bytes.size());
+    in.append(pending_, pending_len_);
+    in.append(bytes.data(), bytes.size());
+    pending_len_ = 0;
+    std::string out;
+    out.reserve(in.size() + 2);
+    size_t i = 0;
+    while (i < in.size()) {
+      if (static_cast<uint8_t>(in[i]) < 0x80) {
+        out.push_back(in[i++]);
+        continue;
+      }
+      const Utf8Prefix p = utf8_prefix(in, i);
+      if (p.need > 0 && p.valid == p.need) {  // a whole well-formed character
+        out.append(in, i, p.need);
+        i += p.need;
+      } else if (p.need > 0 && i + p.valid == in.size()) {  // valid so far, cut by the end of input
+        for (size_t k = 0; k < p.valid; ++k) pending_[k] = in[i + k];
+        pending_len_ = p.valid;
+        break;
+      } else {  // ill-formed: one U+FFFD for the maximal subpart
+        out.append(kReplacement);
+        i += p.valid > 0 ? p.valid : 1;
+      }
+    }
+    return out;
+  }
+
+  /// Ends the stream: U+FFFD when an unfinished sequence was held back, else "". The decoder is
+  /// then empty and can start a new stream.
+  std::string flush() {
+    const bool had = pending_len_ > 0;
+    pending_len_ = 0;
+    return had ? std::string(kReplacement) : std::string();
+  }
+
+  /// Bytes held back (0..3): the start of a character still waiting for its continuation bytes.
+  size_t pending() const { return pending_len_; }
+
+  static constexpr const char* kReplacement = "\xEF\xBF\xBD";  // U+FFFD
+
+ private:
+  char pending_[4] = {};
+  size_t pending_len_ = 0;
+};
 
 namespace detail {
 struct AsciiClassTable {
