@@ -4,7 +4,9 @@
 # writers, checking every value bit for bit -> perplexity on the evaluation text (a few windows)
 # -> a short generation -> compress the projection matrices to about 4, 3 and 2 bits per weight
 # (k-means iterations: CLUSCOMP_DEMO_ITERATIONS, default 10, a demo-scale setting; the reference
-# runs 20) -> perplexity of each -> a generation from the 4-bpw model.
+# runs 20) -> perplexity of each -> block-wise calibration of each against the original model on
+# the calibration text (cluscomp calibrate defaults: 16 windows of 256 tokens, 2 epochs, a few
+# minutes per model) -> perplexity of each -> a generation from the calibrated 4-bpw model.
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 BUILD="${CLUSCOMP_BUILD_DIR:-$ROOT/build}"
@@ -39,14 +41,21 @@ echo; echo "==== [demo] generation: plain continuation, temperature 0.8, top-p 0
   --seed 7 --threads 2
 
 ITERS="${CLUSCOMP_DEMO_ITERATIONS:-10}"
+WIN="${CLUSCOMP_DEMO_WINDOWS:-3}"
+EVAL="$DATA/text/kjv.evaluation.txt"
 for b in 4 3 2; do
   echo; echo "==== [demo] compress to about $b bpw (--bpw $b, $ITERS k-means iterations; resumable) ===="
   "$CLI" compress "$MODEL" --out "$OUT/smollm2-cc$b.safetensors" --bpw "$b" --iterations "$ITERS" --threads 2
-  echo; echo "==== [demo] perplexity of the ~$b-bpw model (first ${CLUSCOMP_DEMO_WINDOWS:-3} windows) ===="
-  "$CLI" eval "$OUT/smollm2-cc$b.safetensors" "$DATA/text/kjv.evaluation.txt" --max-windows "${CLUSCOMP_DEMO_WINDOWS:-3}" --threads 2
+  echo; echo "==== [demo] perplexity of the ~$b-bpw model, clustering only (first $WIN windows) ===="
+  "$CLI" eval "$OUT/smollm2-cc$b.safetensors" "$EVAL" --max-windows "$WIN" --threads 2
+  echo; echo "==== [demo] block-wise calibration of the ~$b-bpw model on the calibration text (CLUSCOMP.md §2; demo-scale defaults) ===="
+  "$CLI" calibrate "$MODEL" "$OUT/smollm2-cc$b.safetensors" "$DATA/text/kjv.calibration.txt" \
+    --out "$OUT/smollm2-cal$b.safetensors" --threads 2
+  echo; echo "==== [demo] perplexity of the calibrated ~$b-bpw model (first $WIN windows) ===="
+  "$CLI" eval "$OUT/smollm2-cal$b.safetensors" "$EVAL" --max-windows "$WIN" --threads 2
 done
 
-echo; echo "==== [demo] generation from the ~4-bpw model: chat template, greedy ===="
-"$CLI" generate "$OUT/smollm2-cc4.safetensors" "What is the capital of France?" --max-tokens 48 --threads 2
+echo; echo "==== [demo] generation from the calibrated ~4-bpw model: chat template, greedy ===="
+"$CLI" generate "$OUT/smollm2-cal4.safetensors" "What is the capital of France?" --max-tokens 48 --threads 2
 
 echo; echo "[demo] done. Outputs in $OUT"

@@ -145,6 +145,7 @@ TEST_CASE("calibrate: every block's loss drops, the model moves toward the teach
     // Training reduces the block's output error by a clear margin, not by rounding noise.
     CHECK(b.loss_after < 0.8 * b.loss_before);
     CHECK(b.epoch_loss.back() < b.epoch_loss.front());
+    CHECK_FALSE(b.reverted);
   }
   CHECK(rep.trainable == 14 * 64 * 4);
   CHECK(rep.resumed == 0);
@@ -266,6 +267,23 @@ TEST_CASE("calibrate: an interrupted run resumes to a byte-identical file", "[pi
       StatusCode::kCancelled, "cancelled");
   const CalibrateReport ro = calibrate_model(teacher, fx.gguf, fx.student, fx.tokens, b.string() + "2", other);
   CHECK(ro.resumed == 0);
+}
+
+TEST_CASE("calibrate: training that does not lower a block's loss is not kept", "[pipeline][calibrate]") {
+  Fixture fx;
+  LlamaModel teacher = load_llama_model(fx.gguf);
+  CalibrateOptions o = fx.options();
+  o.lr = 1.0f;  // steps far larger than the centroids: every block ends worse than it started
+  o.epochs = 1;
+  const std::string out = (fx.dir / "bad_lr.safetensors").string();
+  const CalibrateReport rep = calibrate_model(teacher, fx.gguf, fx.student, fx.tokens, out, o);
+  for (const CalibrateBlockReport& b : rep.blocks) {
+    INFO("block " << b.block << " first epoch " << b.epoch_loss.at(0) << " before " << b.loss_before);
+    CHECK(b.reverted);
+    CHECK(b.loss_after == b.loss_before);
+  }
+  const CluscompModel before = read_cluscomp_model(fx.student), after = read_cluscomp_model(out);
+  for (const auto& kv : before.clustered) CHECK(after.clustered.at(kv.first).centroid_bytes() == kv.second.centroid_bytes());
 }
 
 TEST_CASE("calibrate: bad input gives a clear error and no output", "[pipeline][calibrate][errors]") {

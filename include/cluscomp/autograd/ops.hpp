@@ -117,8 +117,10 @@ DenseLinearCtx<T> dense_linear_forward(const DenseLinearWeight<T>& w, const T* x
   return DenseLinearCtx<T>{w, x, n};
 }
 
-/// dx = dy W, dW += dy^T x, db += column sums of dy. fp32 (float) or double products through
-/// gemm_nt; bias sums in double. Deterministic.
+/// dx = dy W, dW += dy^T x, db += column sums of dy. float: fp32 products by detail::gemm_f32
+/// straight from the row-major operands (one multiply-add chain per element, in index order; dW's
+/// chain starts from its old value); double: double products through gemm_nt. Bias sums in double.
+/// Deterministic.
 template <class T>
 void dense_linear_backward(const DenseLinearCtx<T>& c, const T* dy, const DenseLinearGrads<T>& g,
                            ThreadPool* pool = nullptr) {
@@ -126,19 +128,25 @@ void dense_linear_backward(const DenseLinearCtx<T>& c, const T* dy, const DenseL
   detail::check_dense(w, c.x, c.n, "dense_linear_backward");
   if (c.n == 0) return;
   detail::require(dy != nullptr, "dense_linear_backward", "null dy");
-  if (g.dx) {
-    std::vector<T> wt_local;
-    const T* wt = w.wt;
-    if (!wt) {
-      wt_local = transposed(w.w, w.out, w.in, pool);
-      wt = wt_local.data();
+  if constexpr (std::is_same_v<T, float>) {
+    // dx (n, in) = dy (n, out) . W (out, in); dW (out, in) += dy^T . x (n, in).
+    if (g.dx) detail::gemm_f32<false, false>(c.n, w.in, w.out, dy, w.out, w.w, w.in, g.dx, w.in, g.accumulate_dx, pool);
+    if (g.dw) detail::gemm_f32<true, false>(w.out, w.in, c.n, dy, w.out, c.x, w.in, g.dw, w.in, true, pool);
+  } else {
+    if (g.dx) {
+      std::vector<T> wt_local;
+      const T* wt = w.wt;
+      if (!wt) {
+        wt_local = transposed(w.w, w.out, w.in, pool);
+        wt = wt_local.data();
+      }
+      gemm_nt(dy, w.out, wt, w.out, g.dx, w.in, c.n, w.in, w.out, g.accumulate_dx, pool);
     }
-    gemm_nt(dy, w.out, wt, w.out, g.dx, w.in, c.n, w.in, w.out, g.accumulate_dx, pool);
-  }
-  if (g.dw) {
-    const std::vector<T> dyt = transposed(dy, c.n, w.out, pool);  // (out, n)
-    const std::vector<T> xt = transposed(c.x, c.n, w.in, pool);   // (in, n)
-    gemm_nt(dyt.data(), c.n, xt.data(), c.n, g.dw, w.in, w.out, w.in, c.n, true, pool);
+    if (g.dw) {
+      const std::vector<T> dyt = transposed(dy, c.n, w.out, pool);  // (out, n)
+      const std::vector<T> xt = transposed(c.x, c.n, w.in, pool);   // (in, n)
+      gemm_nt(dyt.data(), c.n, xt.data(), c.n, g.dw, w.in, w.out, w.in, c.n, true, pool);
+    }
   }
   if (g.db) column_sums(dy, c.n, w.out, w.out, g.db, true, pool);
 }
@@ -198,7 +206,8 @@ struct LookupLinearGrads {
   bool accumulate_dx = false;
   T* dcentroids = nullptr;  // (S, K, d): added to
   T* db = nullptr;          // (out): added to
-  /// Optional x^T (in, n) of the context's x, when the caller already has it (q/k/v share one).
+  /// Optional x^T (in, n) of the context's x, when the caller already has it (q/k/v share one);
+  /// only T = double reads it (float reads x in place).
   const T* xt = nullptr;
 };
 
@@ -273,40 +282,57 @@ void lookup_decode_wt(const LookupLinearWeight<T>& w, T* wt, ThreadPool* pool = 
 /// dC[s, code(v), t] += dWt[i, j*d + t] for every vector v = i*(out_pad/d) + j of codebook s and
 /// every live component t (padding components have no gradient: they never reach the output).
 /// dwt is (in, out) row-major. CLUSCOMP.md §2's scatter-add over the codes.
-/// Numerics: each centroid component sums its vectors in vector order in double, then the sum is
-/// added to dcentroids once (rounded to T). Parallel over (codebook, centroid range) with every
-/// task scanning its codebook's rows in order, so the result is independent of the split and the
-/// thread count. Throws Error for a code >= K.
+/// Numerics: each codebook's rows are cut into 2 fixed chunks (the same whatever the pool); each
+/// chunk sums its vectors in vector order in double, the chunk sums are added in chunk order (in
+/// double) and the total is added to dcentroids once (rounded to T). Parallel over (codebook, chunk),
+/// one pass over the codes; the result is independent of the thread count. Throws Error for a code
+/// >= K.
 template <class T>
 void codebook_scatter_add(const LookupLinearWeight<T>& w, const T* dwt, T* dcentroids, ThreadPool* pool = nullptr) {
   detail::check_lookup(w, nullptr, 0, "codebook_scatter_add");
   detail::require(dwt != nullptr && dcentroids != nullptr, "codebook_scatter_add", "null gradient buffer");
   const int64_t vpr = w.vectors_per_row();
   const int64_t S = w.num_codebooks, K = w.k, d = w.d;
-  std::vector<double> acc(detail::count(S * K, d), 0.0);
-  // One centroid range per thread: each task scans all of its codebook's codes, so more parts
-  // cost more scanning; the partition never changes a result.
-  const int64_t parts = pool ? std::max<int64_t>(1, std::min<int64_t>(K, pool->size())) : 1;
-  parallel_for(w.in * w.out >= (int64_t{1} << 16) ? pool : nullptr, S * parts, [&](int64_t task) {
-    const int64_t s = task / parts, part = task % parts;
-    const uint32_t c0 = static_cast<uint32_t>(K * part / parts), c1 = static_cast<uint32_t>(K * (part + 1) / parts);
-    const int64_t i0 = codebook_row_begin(s, S, w.in), i1 = codebook_row_begin(s + 1, S, w.in);
+  constexpr int64_t kChunks = 2;  // fixed: the chunking, not the thread count, shapes the sums
+  const int64_t per_chunk = K * d;
+  std::vector<double> acc(detail::count(S * kChunks, per_chunk), 0.0);  // (S, chunk, K, d)
+  parallel_for(w.in * w.out >= (int64_t{1} << 16) ? pool : nullptr, S * kChunks, [&](int64_t task) {
+    const int64_t s = task / kChunks, part = task % kChunks;
+    const int64_t b0 = codebook_row_begin(s, S, w.in), b1 = codebook_row_begin(s + 1, S, w.in);
+    const int64_t i0 = b0 + (b1 - b0) * part / kChunks, i1 = b0 + (b1 - b0) * (part + 1) / kChunks;
     std::vector<uint32_t> codes(static_cast<size_t>(vpr));
-    double* a = acc.data() + s * K * d;
-    for (int64_t i = i0; i < i1; ++i) {
-      detail::row_codes(w.codes, i, vpr, w.code_bits, K, codes.data(), "codebook_scatter_add");
-      const T* g = dwt + i * w.out;
-      for (int64_t j = 0; j < vpr; ++j) {
-        const uint32_t c = codes[static_cast<size_t>(j)];
-        if (c < c0 || c >= c1) continue;
-        const int64_t live = std::min<int64_t>(d, w.out - j * d);
-        double* dst = a + static_cast<int64_t>(c) * d;
-        for (int64_t t = 0; t < live; ++t) dst[t] += static_cast<double>(g[j * d + t]);
+    double* a = acc.data() + task * per_chunk;
+    const int64_t full = w.out / d;  // vectors with d live components
+    // kD > 0: d known at compile time (the common d = 4 unrolls); 0: any d.
+    auto rows = [&](auto d_const) {
+      constexpr int64_t kD = decltype(d_const)::value;
+      const int64_t dd = kD > 0 ? kD : d;
+      for (int64_t i = i0; i < i1; ++i) {
+        detail::row_codes(w.codes, i, vpr, w.code_bits, K, codes.data(), "codebook_scatter_add");
+        const T* g = dwt + i * w.out;
+        for (int64_t j = 0; j < full; ++j) {
+          double* dst = a + static_cast<int64_t>(codes[static_cast<size_t>(j)]) * dd;
+          for (int64_t t = 0; t < dd; ++t) dst[t] += static_cast<double>(g[j * dd + t]);
+        }
+        for (int64_t j = full; j < vpr; ++j) {  // the padded last vector
+          double* dst = a + static_cast<int64_t>(codes[static_cast<size_t>(j)]) * dd;
+          for (int64_t t = 0; t < w.out - j * dd; ++t) dst[t] += static_cast<double>(g[j * dd + t]);
+        }
       }
-    }
+    };
+    if (d == 4)
+      rows(std::integral_constant<int64_t, 4>{});
+    else
+      rows(std::integral_constant<int64_t, 0>{});
   });
-  const int64_t total = S * K * d;
-  for (int64_t e = 0; e < total; ++e) dcentroids[e] = static_cast<T>(dcentroids[e] + acc[static_cast<size_t>(e)]);
+  for (int64_t s = 0; s < S; ++s)
+    for (int64_t e = 0; e < per_chunk; ++e) {
+      const double* a = acc.data() + s * kChunks * per_chunk + e;
+      double sum = a[0];
+      for (int64_t part = 1; part < kChunks; ++part) sum += a[part * per_chunk];
+      T& out = dcentroids[s * per_chunk + e];
+      out = static_cast<T>(out + sum);
+    }
 }
 
 /// y = x W^T (+ b) with W given by the codebook. float: ops::lookup_gemm over an fp32 view of the
@@ -351,10 +377,12 @@ LookupLinearCtx<T> lookup_linear_forward(const LookupLinearWeight<T>& w, const T
   return LookupLinearCtx<T>{w, x, n};
 }
 
-/// Gradients of a lookup linear layer: dWt = x^T dy (in, out) through gemm_nt, scattered onto
-/// the centroids (codebook_scatter_add); dx = dy W through the decoded Wt (decoded once per call:
-/// the centroids change every step); db = column sums of dy. Numerics: float products in fp32
-/// (matmul_nt), scatter and bias sums in double; deterministic.
+/// Gradients of a lookup linear layer: dWt = x^T dy (in, out), scattered onto the centroids
+/// (codebook_scatter_add); dx = dy W through the decoded Wt (decoded once per call: the centroids
+/// change every step); db = column sums of dy. Numerics: float products in fp32 by
+/// detail::gemm_f32 straight from the row-major x, dy and Wt (one multiply-add chain per element,
+/// in index order; g.xt is not needed), double products through gemm_nt; scatter and bias sums in
+/// double; deterministic.
 template <class T>
 void lookup_linear_backward(const LookupLinearCtx<T>& c, const T* dy, const LookupLinearGrads<T>& g,
                             ThreadPool* pool = nullptr) {
@@ -362,6 +390,21 @@ void lookup_linear_backward(const LookupLinearCtx<T>& c, const T* dy, const Look
   detail::check_lookup(w, c.x, c.n, "lookup_linear_backward");
   if (c.n == 0) return;
   detail::require(dy != nullptr, "lookup_linear_backward", "null dy");
+  if constexpr (std::is_same_v<T, float>) {
+    if (g.dcentroids) {
+      std::vector<T> dwt(detail::count(w.in, w.out));  // (in, out) = x^T (in, n) . dy (n, out)
+      detail::gemm_f32<true, false>(w.in, w.out, c.n, c.x, w.in, dy, w.out, dwt.data(), w.out, false, pool);
+      codebook_scatter_add(w, dwt.data(), g.dcentroids, pool);
+    }
+    if (g.dx) {
+      std::vector<T> wt(detail::count(w.in, w.out));
+      lookup_decode_wt(w, wt.data(), pool);
+      // dx (n, in) = dy (n, out) . Wt^T, Wt (in, out) read as the transposed operand.
+      detail::gemm_f32<false, true>(c.n, w.in, w.out, dy, w.out, wt.data(), w.out, g.dx, w.in, g.accumulate_dx, pool);
+    }
+    if (g.db) column_sums(dy, c.n, w.out, w.out, g.db, true, pool);
+    return;
+  }
   if (g.dcentroids) {
     std::vector<T> xt_local;
     const T* xt = g.xt;
@@ -565,6 +608,18 @@ inline int64_t first_key(const AttentionShape& s, int64_t pos) {
 
 inline constexpr int64_t kAttnBlock = 16;  // queries (pass A) or keys (pass B) per task
 
+/// y (m, n) = a (m, hd) . b (n, hd)^T (contiguous y) for the attention backward's score tiles.
+/// Element (i, j) is a[i] . b[j] with the same bits as b[j] . a[i] (float: one fused multiply-add
+/// chain over hd by gemm_f32, whose products commute; double: gemm_nt), so pass B rebuilds pass
+/// A's scores exactly.
+template <class T>
+void attention_scores(const T* a, int64_t lda, const T* b, int64_t ldb, T* y, int64_t m, int64_t n, int64_t hd) {
+  if constexpr (std::is_same_v<T, float>)
+    gemm_f32<false, true>(m, n, hd, a, lda, b, ldb, y, n, false, nullptr);
+  else
+    gemm_nt(a, lda, b, ldb, y, n, m, n, hd, false);
+}
+
 }  // namespace detail
 
 /// out = softmax(q k^T * scale, causal) v per head. float: ops::causal_attention (bit for bit the
@@ -623,12 +678,15 @@ AttentionCtx<T> attention_forward(const AttentionShape& shape, const T* q, const
 
 /// Gradients of attention_forward (dq, dk, dv overwritten). With P = softmax(S), S = q k^T scale:
 /// dP = dout v^T, dS = P * (dP - rowsum(P * dP)), dq = scale dS k, dk = scale dS^T q, dv = P^T dout.
-/// Two passes, both recomputing the scores with gemm_nt (so P never takes O(n^2) memory):
+/// Two passes, both recomputing the scores (so P never takes O(n^2) memory):
 /// pass A, parallel over (head, block of 16 queries), recomputes the softmax, writes dq and keeps
 /// per (head, query) the max, the reciprocal normaliser and rowsum(P * dP) (in double);
 /// pass B, parallel over (kv head, block of 16 keys), rebuilds the same P from those (the same
 /// operations on the same bits) and accumulates dk and dv over its group's heads and the queries in
-/// index order. Every element is owned by one task: deterministic. Scratch: 2 * 16 * n values per
+/// index order. The sums over keys (dq) and queries (dk, dv) run as products of the block's dS or P
+/// tile (masked entries zero) with k, q or dout: float through detail::gemm_f32 (one fp32
+/// multiply-add chain per element in index order), double in loops of the same order. Every element
+/// is owned by one task: deterministic. Scratch: 2 * 16 * n values per
 /// task plus 3 * heads * n. Throws Error for bad extents.
 template <class T>
 void attention_backward(const AttentionCtx<T>& c, const T* dout, T* dq, T* dk, T* dv, ThreadPool* pool = nullptr) {
@@ -649,8 +707,8 @@ void attention_backward(const AttentionCtx<T>& c, const T* dout, T* dq, T* dk, T
     const int64_t r0 = b * B, r1 = std::min(n, r0 + B);
     const int64_t k_lo = detail::first_key(s, r0), k_hi = r1, nk = k_hi - k_lo;
     std::vector<T> sc(detail::count(r1 - r0, nk)), dp(detail::count(r1 - r0, nk));
-    gemm_nt(c.q + r0 * Q + h * hd, Q, c.k + k_lo * KV + kvh * hd, KV, sc.data(), nk, r1 - r0, nk, hd, false);
-    gemm_nt(dout + r0 * Q + h * hd, Q, c.v + k_lo * KV + kvh * hd, KV, dp.data(), nk, r1 - r0, nk, hd, false);
+    detail::attention_scores(c.q + r0 * Q + h * hd, Q, c.k + k_lo * KV + kvh * hd, KV, sc.data(), r1 - r0, nk, hd);
+    detail::attention_scores(dout + r0 * Q + h * hd, Q, c.v + k_lo * KV + kvh * hd, KV, dp.data(), r1 - r0, nk, hd);
     for (int64_t r = r0; r < r1; ++r) {
       const int64_t lo = detail::first_key(s, r), len = r + 1 - lo;
       T* p = sc.data() + (r - r0) * nk + (lo - k_lo);
@@ -675,15 +733,29 @@ void attention_backward(const AttentionCtx<T>& c, const T* dout, T* dq, T* dk, T
       row_max[st] = mx;
       row_inv[st] = inv;
       row_dot[st] = dot;
-      T* o = dq + r * Q + h * hd;
-      std::fill(o, o + hd, T(0));
-      for (int64_t j = 0; j < len; ++j) {
-        const T ds = static_cast<T>(static_cast<double>(p[j]) * (static_cast<double>(g[j]) - dot));
-        const T* kr = c.k + (lo + j) * KV + kvh * hd;
-        for (int64_t e = 0; e < hd; ++e) o[e] += ds * kr[e];
-      }
-      for (int64_t e = 0; e < hd; ++e) o[e] *= scale;
+      // dS over the block's keys, zero outside [lo, r] (a zero term leaves the sums unchanged).
+      T* ds = sc.data() + (r - r0) * nk;
+      const int64_t off = lo - k_lo;
+      for (int64_t j = 0; j < len; ++j)
+        ds[off + j] = static_cast<T>(static_cast<double>(p[j]) * (static_cast<double>(g[j]) - dot));
+      std::fill(ds, ds + off, T(0));
+      std::fill(ds + off + len, ds + nk, T(0));
     }
+    // dq (rows, hd) = scale * dS (rows, nk) . k (nk, hd), each element summed over keys in order.
+    const T* kb = c.k + k_lo * KV + kvh * hd;
+    if constexpr (std::is_same_v<T, float>) {
+      detail::gemm_f32<false, false>(r1 - r0, hd, nk, sc.data(), nk, kb, KV, dq + r0 * Q + h * hd, Q, false, nullptr);
+    } else {
+      for (int64_t r = r0; r < r1; ++r) {
+        T* o = dq + r * Q + h * hd;
+        std::fill(o, o + hd, T(0));
+        const T* ds = sc.data() + (r - r0) * nk;
+        for (int64_t j = 0; j < nk; ++j)
+          for (int64_t e = 0; e < hd; ++e) o[e] += ds[j] * kb[j * KV + e];
+      }
+    }
+    for (int64_t r = r0; r < r1; ++r)
+      for (int64_t e = 0; e < hd; ++e) dq[r * Q + h * hd + e] *= scale;
   });
 
   // Pass B: dk, dv.
@@ -699,24 +771,43 @@ void attention_backward(const AttentionCtx<T>& c, const T* dout, T* dq, T* dk, T
     }
     std::vector<T> sc(detail::count(nb, nr)), dp(detail::count(nb, nr));
     for (int64_t h = kvh * group; h < (kvh + 1) * group; ++h) {
-      gemm_nt(c.k + j0 * KV + kvh * hd, KV, c.q + j0 * Q + h * hd, Q, sc.data(), nr, nb, nr, hd, false);
-      gemm_nt(c.v + j0 * KV + kvh * hd, KV, dout + j0 * Q + h * hd, Q, dp.data(), nr, nb, nr, hd, false);
+      detail::attention_scores(c.k + j0 * KV + kvh * hd, KV, c.q + j0 * Q + h * hd, Q, sc.data(), nb, nr, hd);
+      detail::attention_scores(c.v + j0 * KV + kvh * hd, KV, dout + j0 * Q + h * hd, Q, dp.data(), nb, nr, hd);
+      // P and dS of the block's keys (rows) and queries (columns), zero outside [j, r_end).
       for (int64_t j = j0; j < j1; ++j) {
-        T* gk = dk + j * KV + kvh * hd;
-        T* gv = dv + j * KV + kvh * hd;
         const int64_t r_end = s.window > 0 ? std::min(n, j + s.window) : n;
+        T* pr = sc.data() + (j - j0) * nr;
+        T* dr = dp.data() + (j - j0) * nr;
         for (int64_t r = j; r < r_end; ++r) {
           const size_t st = static_cast<size_t>(h * n + r);
-          const size_t at = static_cast<size_t>((j - j0) * nr + (r - j0));
-          const T p = std::exp(sc[at] * scale - row_max[st]) * row_inv[st];
-          const T ds = static_cast<T>(static_cast<double>(p) * (static_cast<double>(dp[at]) - row_dot[st]));
-          const T* qr = c.q + r * Q + h * hd;
-          const T* gr = dout + r * Q + h * hd;
-          for (int64_t e = 0; e < hd; ++e) {
-            gv[e] += p * gr[e];
-            gk[e] += ds * qr[e];
-          }
+          const size_t at = static_cast<size_t>(r - j0);
+          const T p = std::exp(pr[at] * scale - row_max[st]) * row_inv[st];
+          dr[at] = static_cast<T>(static_cast<double>(p) * (static_cast<double>(dr[at]) - row_dot[st]));
+          pr[at] = p;
         }
+        std::fill(pr, pr + (j - j0), T(0));
+        std::fill(pr + (r_end - j0), pr + nr, T(0));
+        std::fill(dr, dr + (j - j0), T(0));
+        std::fill(dr + (r_end - j0), dr + nr, T(0));
+      }
+      // dv (keys, hd) += P . dout (queries, hd), dk += dS . q: per element over this group's heads
+      // (outer) and the queries in order.
+      const T* gq = dout + j0 * Q + h * hd;
+      const T* qq = c.q + j0 * Q + h * hd;
+      T* dvb = dv + j0 * KV + kvh * hd;
+      T* dkb = dk + j0 * KV + kvh * hd;
+      if constexpr (std::is_same_v<T, float>) {
+        detail::gemm_f32<false, false>(nb, hd, nr, sc.data(), nr, gq, Q, dvb, KV, true, nullptr);
+        detail::gemm_f32<false, false>(nb, hd, nr, dp.data(), nr, qq, Q, dkb, KV, true, nullptr);
+      } else {
+        for (int64_t j = 0; j < nb; ++j)
+          for (int64_t r = 0; r < nr; ++r) {
+            const T p = sc[static_cast<size_t>(j * nr + r)], ds = dp[static_cast<size_t>(j * nr + r)];
+            for (int64_t e = 0; e < hd; ++e) {
+              dvb[j * KV + e] += p * gq[r * Q + e];
+              dkb[j * KV + e] += ds * qq[r * Q + e];
+            }
+          }
       }
     }
     for (int64_t j = j0; j < j1; ++j)

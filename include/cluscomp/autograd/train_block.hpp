@@ -386,6 +386,19 @@ class BasicTrainBlock {
     residual_add_forward(s.x2.data(), tmp.data(), y, n * H_);
   }
 
+  /// x^T (in, n) of a layer input shared by several layers, for the double backward (the float
+  /// one reads x in place and gets an empty vector).
+  std::vector<T> input_transpose(const T* x, int64_t n, ThreadPool* pool) const {
+    if constexpr (std::is_same_v<T, float>) {
+      (void)x;
+      (void)n;
+      (void)pool;
+      return {};
+    } else {
+      return transposed(x, n, H_, pool);
+    }
+  }
+
   void run_backward(const Saved& s, const T* dy, T* dx, ThreadPool* pool) {
     const int64_t n = s.n;
     auto sz = [](int64_t a, int64_t b) { return detail::count(a, b); };
@@ -400,7 +413,7 @@ class BasicTrainBlock {
       swiglu_backward(s.gate.data(), s.up.data(), dact.data(), dgate.data(), dup.data(), n * F_, pool);
       dact.clear();
       dact.shrink_to_fit();
-      const std::vector<T> h2t = transposed(s.h2.data(), n, H_, pool);
+      const std::vector<T> h2t = input_transpose(s.h2.data(), n, pool);
       std::vector<T> dh2(sz(n, H_));
       layer_backward(layers_[kGate], s.h2.data(), h2t.data(), n, dgate.data(), dh2.data(), false, pool);
       layer_backward(layers_[kUp], s.h2.data(), h2t.data(), n, dup.data(), dh2.data(), true, pool);
@@ -408,7 +421,8 @@ class BasicTrainBlock {
       rms_norm_backward(norm2, dh2.data(), dx2.data(), true, opt_.train_norms ? ffn_norm_grad_.data() : nullptr, pool);
     }
     // Attention branch: x2 = x + o(attention(rope(q(h1)), rope(k(h1)), v(h1))).
-    std::vector<T> dh1(sz(n, H_));
+    const bool need_dh1 = dx != nullptr || opt_.train_norms;
+    std::vector<T> dh1(need_dh1 ? sz(n, H_) : 0);
     {
       std::vector<T> dattn(sz(n, Q_));
       layer_backward(layers_[kO], s.attn.data(), nullptr, n, dx2.data(), dattn.data(), false, pool);
@@ -418,10 +432,13 @@ class BasicTrainBlock {
       const RopeTable& rope = rope_table(n);
       rope_backward(dq.data(), Q_, heads_, rope);
       rope_backward(dk.data(), KV_, kv_heads_, rope);
-      const std::vector<T> h1t = transposed(s.h1.data(), n, H_, pool);
-      layer_backward(layers_[kQ], s.h1.data(), h1t.data(), n, dq.data(), dh1.data(), false, pool);
-      layer_backward(layers_[kK], s.h1.data(), h1t.data(), n, dk.data(), dh1.data(), true, pool);
-      layer_backward(layers_[kV], s.h1.data(), h1t.data(), n, dv.data(), dh1.data(), true, pool);
+      const std::vector<T> h1t = input_transpose(s.h1.data(), n, pool);
+      // dh1 feeds only the first norm's backward: skipped when neither dx nor its weight's
+      // gradient is wanted (block-wise calibration), as autograd frameworks skip it.
+      T* dh1p = need_dh1 ? dh1.data() : nullptr;
+      layer_backward(layers_[kQ], s.h1.data(), h1t.data(), n, dq.data(), dh1p, false, pool);
+      layer_backward(layers_[kK], s.h1.data(), h1t.data(), n, dk.data(), dh1p, true, pool);
+      layer_backward(layers_[kV], s.h1.data(), h1t.data(), n, dv.data(), dh1p, true, pool);
     }
     RmsNormCtx<T> norm1{s.x.data(), attn_norm_.data(), n, H_, s.rstd1};
     if (dx) {

@@ -13,6 +13,9 @@
 ///    with AdamW (reference hyperparameters by default), `epochs` passes over the samples in the
 ///    same order; then the trained codebooks are rounded to their storage dtype, x_q =
 ///    Block_q(x_q) with the stored codebooks and x_fp = y_fp. One block trains at a time.
+///  - One deviation from the reference: when the trained, rounded codebooks do not lower the
+///    block's loss over the samples, the untrained ones are kept (CalibrateBlockReport::reverted),
+///    so calibration never makes a block worse on its own data.
 ///
 /// Resume: after every block its trained codebooks are written atomically to
 /// `<work_dir>/block_<i>.safetensors` with the job they were made for. A later run of the same
@@ -88,6 +91,7 @@ struct CalibrateProgress {
   double loss = 0;              // kStep: this step's loss; kEpochDone: the epoch's mean
   double loss_before = 0;       // kBlockDone: mean loss of the untrained block
   double loss_after = 0;        // kBlockDone: mean loss with the stored (rounded) codebooks
+  bool reverted = false;        // kBlockDone: training did not help, the untrained codebooks stay
   bool resumed = false;         // kBlockDone: taken from the work directory
   double block_elapsed_s = 0, total_elapsed_s = 0, total_eta_s = 0;
 };
@@ -100,6 +104,7 @@ struct CalibrateBlockReport {
   double loss_before = 0;            // mean MSE over the samples before training
   std::vector<double> epoch_loss;    // mean training loss per epoch (empty when resumed)
   double loss_after = 0;             // mean MSE after training, stored codebooks
+  bool reverted = false;             // training did not lower the loss: untrained codebooks kept
   double seconds = 0;                // training time of this block (0 when resumed)
 };
 
@@ -252,11 +257,12 @@ inline CalibrateReport calibrate_model(LlamaModel& teacher, const std::string& t
     throw Error(StatusCode::kInvalidArgument, "calibrate: " + student_path + " has no clustered matrices to train");
   ThreadPool pool(o.threads);
 
-  // Memory: the streams x_fp, x_q, y_fp (+ y_aug), one step's saved activations and scratch.
+  // Memory: the streams x_fp, x_q, y_fp, the untrained output (+ y_aug), one step's saved
+  // activations and scratch.
   const int64_t H = c.hidden_size, n = o.window;
   const int64_t per_stream = o.samples * n * H * 4;
   CalibrateReport rep;
-  rep.stream_bytes = per_stream * (o.aug_loss ? 4 : 3);
+  rep.stream_bytes = per_stream * (o.aug_loss ? 5 : 4);
   {
     autograd::TrainBlock probe(c, student.weights().blocks[0]);
     rep.saved_bytes = probe.saved_bytes(n);
@@ -296,6 +302,7 @@ inline CalibrateReport calibrate_model(LlamaModel& teacher, const std::string& t
   const int64_t L = c.num_hidden_layers;
   const size_t sample_values = static_cast<size_t>(n * H);
   std::vector<float> x_fp(static_cast<size_t>(o.samples) * sample_values), x_q, y_fp(x_fp.size()), y_aug;
+  std::vector<float> y_untrained(x_fp.size());  // the block's output before training
   const std::vector<float>& embed = *teacher.weights().embed;
   for (int64_t s = 0; s < o.samples; ++s)
     for (int64_t t = 0; t < n; ++t) {
@@ -383,6 +390,7 @@ inline CalibrateReport calibrate_model(LlamaModel& teacher, const std::string& t
             br.loss_before = sj.at("loss_before").get<double>();
             br.loss_after = sj.at("loss_after").get<double>();
             br.seconds = sj.at("seconds").get<double>();
+            br.reverted = sj.at("reverted").get<bool>();
             reused = true;
           }
         }
@@ -393,16 +401,19 @@ inline CalibrateReport calibrate_model(LlamaModel& teacher, const std::string& t
       }
     }
 
+    const LlamaBlock untrained = qb;  // shares the tensors: cheap
+    bool trainable = false;
     if (!reused) {
       autograd::TrainBlock q(c, qb);
       if (q.trainable_count() > 0) {
+        trainable = true;
         rep.trainable += q.trainable_count();
-        // Loss of the untrained block.
+        // Loss and outputs of the untrained block (kept in case training does not help).
         double before = 0;
         for (int64_t s = 0; s < o.samples; ++s) {
-          q.forward(sample(x_q, s), n, y.data(), nullptr, &pool);
-          before += mse(y.data(), sample(y_fp, s), n * H);
-          if (o.aug_loss) before += mse(y.data(), sample(y_aug, s), n * H);
+          q.forward(sample(x_q, s), n, sample(y_untrained, s), nullptr, &pool);
+          before += mse(sample(y_untrained, s), sample(y_fp, s), n * H);
+          if (o.aug_loss) before += mse(sample(y_untrained, s), sample(y_aug, s), n * H);
         }
         br.loss_before = before / static_cast<double>(o.samples);
         std::vector<autograd::Parameter> params = q.parameters();
@@ -446,9 +457,6 @@ inline CalibrateReport calibrate_model(LlamaModel& teacher, const std::string& t
         }
         q.write_back(qb);
       }
-      br.seconds = since(t_block);
-      trained_s += br.seconds;
-      ++trained_blocks;
     } else {
       ++rep.resumed;
       for (const Linear* l : projections(qb))
@@ -468,6 +476,19 @@ inline CalibrateReport calibrate_model(LlamaModel& teacher, const std::string& t
       }
       if (!reused) br.loss_after = after / static_cast<double>(o.samples);
     }
+    // Training is kept only when it lowered the loss with the stored codebooks (a deviation from
+    // the reference, which keeps whatever the last step left): a block is never made worse.
+    if (trainable && !(br.loss_after < br.loss_before)) {
+      qb = untrained;
+      x_q.swap(y_untrained);
+      br.loss_after = br.loss_before;
+      br.reverted = true;
+    }
+    if (!reused) {
+      br.seconds = since(t_block);
+      trained_s += br.seconds;
+      ++trained_blocks;
+    }
     std::swap(x_fp, y_fp);
 
     if (!reused) {
@@ -484,6 +505,7 @@ inline CalibrateReport calibrate_model(LlamaModel& teacher, const std::string& t
       nlohmann::json sj;
       sj["loss_before"] = br.loss_before;
       sj["loss_after"] = br.loss_after;
+      sj["reverted"] = br.reverted;
       sj["seconds"] = br.seconds;
       write_cluscomp_model(wf.string(), {}, block_tensors, {{"calibrate.job", job_str}, {"calibrate.stats", sj.dump()}});
     }
@@ -493,6 +515,7 @@ inline CalibrateReport calibrate_model(LlamaModel& teacher, const std::string& t
     p.loss_before = br.loss_before;
     p.loss_after = br.loss_after;
     p.resumed = reused;
+    p.reverted = br.reverted;
     notify(p);
   }
 
