@@ -24,10 +24,13 @@
 #include "cluscomp/model/llama.hpp"
 #include "cluscomp/pipeline/calibrate.hpp"
 #include "cluscomp/pipeline/compress.hpp"
+#include "support/require_error.hpp"
 #include "support/test_data.hpp"
 #include "support/tiny_llama.hpp"
 
 using namespace cluscomp;
+using cluscomp_test::file_bytes;
+using cluscomp_test::require_error;
 using cluscomp_test::TempDir;
 
 namespace {
@@ -42,16 +45,6 @@ cluscomp_test::TinyLlama make_tiny(uint32_t seed = kSeed) {
   return cluscomp_test::make_tiny_llama(o);
 }
 
-void write_file(const std::string& path, const std::vector<unsigned char>& bytes) {
-  std::ofstream f(path, std::ios::binary);
-  f.write(reinterpret_cast<const char*>(bytes.data()), static_cast<std::streamsize>(bytes.size()));
-}
-
-std::vector<unsigned char> file_bytes(const std::filesystem::path& p) {
-  std::ifstream f(p, std::ios::binary);
-  return std::vector<unsigned char>(std::istreambuf_iterator<char>(f), std::istreambuf_iterator<char>());
-}
-
 /// Token ids with some structure (a repeating pattern plus noise), so blocks see realistic,
 /// correlated activations rather than white noise.
 std::vector<int32_t> make_tokens(int64_t n, int64_t vocab) {
@@ -62,18 +55,6 @@ std::vector<int32_t> make_tokens(int64_t n, int64_t vocab) {
   return t;
 }
 
-template <class F>
-void require_error(F&& f, StatusCode code, const std::string& needle) {
-  try {
-    f();
-    FAIL("expected an error containing '" << needle << "'");
-  } catch (const Error& e) {
-    INFO(e.what());
-    CHECK(e.code() == code);
-    CHECK(std::string(e.what()).find(needle) != std::string::npos);
-  }
-}
-
 struct Fixture {
   TempDir dir;
   cluscomp_test::TinyLlama tiny = make_tiny();
@@ -81,7 +62,7 @@ struct Fixture {
   std::string student = (dir / "student.safetensors").string();
   std::vector<int32_t> tokens = make_tokens(600, 40);
   Fixture() {
-    write_file(gguf, cluscomp_test::write_tiny_gguf(tiny));
+    cluscomp_test::write_bytes(gguf, cluscomp_test::write_tiny_gguf(tiny));
     CompressOptions o;
     for (auto& s : o.per_kind) {
       s.d = 4;
@@ -318,7 +299,7 @@ TEST_CASE("calibrate: bad input gives a clear error and no output", "[pipeline][
   // A student compressed from another model.
   {
     const std::string other_gguf = (fx.dir / "other.gguf").string(), other = (fx.dir / "other.safetensors").string();
-    write_file(other_gguf, cluscomp_test::write_tiny_gguf(make_tiny(kSeed + 1)));
+    cluscomp_test::write_bytes(other_gguf, cluscomp_test::write_tiny_gguf(make_tiny(kSeed + 1)));
     CompressOptions co;
     for (auto& s : co.per_kind) s.k = 16;
     co.iterations = 1;
@@ -344,7 +325,7 @@ TEST_CASE("calibrate: bad input gives a clear error and no output", "[pipeline][
     cluscomp_test::TinyLlama nan_tiny = fx.tiny;
     nan_tiny.w.at("model.layers.1.mlp.down_proj.weight")[5] = std::numeric_limits<float>::quiet_NaN();
     const std::string nan_gguf = (fx.dir / "nan.gguf").string();
-    write_file(nan_gguf, cluscomp_test::write_tiny_gguf(nan_tiny));
+    cluscomp_test::write_bytes(nan_gguf, cluscomp_test::write_tiny_gguf(nan_tiny));
     LlamaModel nan_teacher = load_llama_model(nan_gguf);
     require_error([&] { calibrate_model(nan_teacher, nan_gguf, fx.student, fx.tokens, out, o); },
                   StatusCode::kInvalidArgument, "non-finite loss in block 1, epoch 1, step 1");

@@ -25,10 +25,13 @@
 #include "cluscomp/io/gguf_writer.hpp"
 #include "cluscomp/model/llama.hpp"
 #include "cluscomp/pipeline/compress.hpp"
+#include "support/require_error.hpp"
 #include "support/test_data.hpp"
 #include "support/tiny_llama.hpp"
 
 using namespace cluscomp;
+using cluscomp_test::file_bytes;
+using cluscomp_test::require_error;
 using cluscomp_test::TempDir;
 
 namespace {
@@ -45,16 +48,7 @@ Tiny make_tiny() {
   return cluscomp_test::make_tiny_llama(o);
 }
 
-void write_gguf(const Tiny& t, const std::string& path) {
-  const std::vector<unsigned char> bytes = cluscomp_test::write_tiny_gguf(t);
-  std::ofstream f(path, std::ios::binary);
-  f.write(reinterpret_cast<const char*>(bytes.data()), static_cast<std::streamsize>(bytes.size()));
-}
-
-std::vector<unsigned char> file_bytes(const std::filesystem::path& p) {
-  std::ifstream f(p, std::ios::binary);
-  return std::vector<unsigned char>(std::istreambuf_iterator<char>(f), std::istreambuf_iterator<char>());
-}
+void write_gguf(const Tiny& t, const std::string& path) { cluscomp_test::write_bytes(path, cluscomp_test::write_tiny_gguf(t)); }
 
 CompressOptions explicit_options(int d, int64_t k) {
   CompressOptions o;
@@ -66,18 +60,6 @@ CompressOptions explicit_options(int d, int64_t k) {
   o.seed = 99;
   o.threads = 2;
   return o;
-}
-
-template <class F>
-void require_error(F&& f, StatusCode code, const std::string& needle) {
-  try {
-    f();
-    FAIL("expected an error containing '" << needle << "'");
-  } catch (const Error& e) {
-    INFO(e.what());
-    CHECK(e.code() == code);
-    CHECK(std::string(e.what()).find(needle) != std::string::npos);
-  }
 }
 
 struct Fixture {

@@ -24,10 +24,12 @@
 #include "cluscomp/reference/ops_ref.hpp"
 #include "support/runtime_tolerances.hpp"
 #include "support/tiny_llama.hpp"
+#include "support/require_error.hpp"
 #include "support/test_data.hpp"
 
 using namespace cluscomp;
 using cluscomp_test::kTinyModelRelTol;
+using cluscomp_test::require_error;
 using cluscomp_test::TempDir;
 
 namespace {
@@ -143,18 +145,6 @@ std::vector<float> decode_all(LlamaModel& m, const std::vector<int32_t>& ids) {
     out.insert(out.end(), l.begin(), l.end());
   }
   return out;
-}
-
-template <class F>
-void require_error(F&& f, StatusCode code, const std::string& needle) {
-  try {
-    f();
-    FAIL("no error; expected one mentioning '" << needle << "'");
-  } catch (const Error& e) {
-    INFO("message: " << e.what());
-    CHECK(e.code() == code);
-    CHECK(std::string(e.what()).find(needle) != std::string::npos);
-  }
 }
 
 }  // namespace

@@ -2,6 +2,9 @@
 // Where tests find the real model and text (scripts/setup.sh puts them there), and scratch files.
 #include <cstdlib>
 #include <filesystem>
+#include <fstream>
+#include <iterator>
+#include <vector>
 #include <random>
 #include <string>
 
@@ -39,5 +42,17 @@ class TempDir {
  private:
   std::filesystem::path path_;
 };
+
+/// Writes `bytes` to `path` (tests' own scratch files; not atomic).
+inline void write_bytes(const std::filesystem::path& path, const std::vector<unsigned char>& bytes) {
+  std::ofstream f(path, std::ios::binary);
+  f.write(reinterpret_cast<const char*>(bytes.data()), static_cast<std::streamsize>(bytes.size()));
+}
+
+/// The whole file (empty when it does not exist).
+inline std::vector<unsigned char> file_bytes(const std::filesystem::path& path) {
+  std::ifstream f(path, std::ios::binary);
+  return std::vector<unsigned char>(std::istreambuf_iterator<char>(f), std::istreambuf_iterator<char>());
+}
 
 }  // namespace cluscomp_test
