@@ -14,8 +14,17 @@
 //                                     --d/--k/--s (per kind via --per-kind) or a target --bpw, or
 //                                     quantises them with --method rtn --bits N; resumable; writes
 //                                     the cluscomp format (or --reference-layout)
+//   cluscomp calibrate TEACHER STUDENT TEXT --out OUT
+//                                     block-wise codebook finetuning of a compressed STUDENT
+//                                     against TEACHER on a calibration text (CLUSCOMP.md §2);
+//                                     resumable per block
+//   cluscomp recover TEACHER STUDENT TEXT --out OUT
+//                                     end-to-end training of a compressed STUDENT: KD from TEACHER
+//                                     (default) or --loss ce; codebooks only or --train all
+//                                     (CLUSCOMP.md §3); not resumable
+//   cluscomp finetune STUDENT TEXT --out OUT
+//                                     codebook-only finetuning on a text (causal LM loss)
 //   cluscomp version
-// A later issue adds calibrate.
 #include <fmt/core.h>
 #include <unistd.h>
 
@@ -39,10 +48,13 @@
 #include "cluscomp/io/hf_config.hpp"
 #include "cluscomp/io/safetensors.hpp"
 #include "cluscomp/io/tokenizer.hpp"
+#include "cluscomp/io/utf8.hpp"
 #include "cluscomp/model/llama.hpp"
 #include "cluscomp/model/perplexity.hpp"
 #include "cluscomp/model/sampling.hpp"
+#include "cluscomp/pipeline/calibrate.hpp"
 #include "cluscomp/pipeline/compress.hpp"
+#include "cluscomp/pipeline/recover.hpp"
 
 namespace cc = cluscomp;
 namespace fs = std::filesystem;
@@ -380,14 +392,31 @@ void progress_bar(int64_t done, int64_t total, const std::string& tail) {
   std::fflush(stderr);
 }
 
-int eval_cmd(const std::string& model_path, const std::string& text_path, const Options& opt) {
-  if (!fs::exists(text_path)) throw cc::Error(cc::StatusCode::kNotFound, text_path + ": no such file");
-  const std::string text = cc::read_text_file(text_path);
-  if (text.empty()) throw cc::Error(cc::StatusCode::kInvalidArgument, text_path + ": the text file is empty");
+// A text file the user pointed at: it must exist, be non-empty and be valid UTF-8.
+std::string read_utf8_text(const std::string& path) {
+  if (!fs::exists(path)) throw cc::Error(cc::StatusCode::kNotFound, path + ": no such file");
+  std::string text = cc::read_text_file(path);
+  if (text.empty()) throw cc::Error(cc::StatusCode::kInvalidArgument, path + ": the text file is empty");
   const size_t bad = cc::detail::utf8_invalid_at(reinterpret_cast<const unsigned char*>(text.data()), text.size());
   if (bad != text.size())
     throw cc::Error(cc::StatusCode::kInvalidArgument,
-                    text_path + ": not valid UTF-8 (first bad byte at offset " + std::to_string(bad) + ")");
+                    path + ": not valid UTF-8 (first bad byte at offset " + std::to_string(bad) + ")");
+  return text;
+}
+
+// Training text (calibrate, recover, finetune) tokenised with the model's tokenizer, no BOS: the
+// windows are slices of one long token stream, as the reference's loader cuts them.
+std::vector<int32_t> read_training_tokens(const std::string& model_path, const std::string& text_path) {
+  const std::string text = read_utf8_text(text_path);
+  const cc::Tokenizer tok = load_tokenizer(model_path);
+  const auto t0 = Clock::now();
+  std::vector<int32_t> ids = tok.encode(text, false);
+  fmt::print(stderr, "tokenised {} bytes into {} tokens in {:.2f} s\n", text.size(), ids.size(), seconds_since(t0));
+  return ids;
+}
+
+int eval_cmd(const std::string& model_path, const std::string& text_path, const Options& opt) {
+  const std::string text = read_utf8_text(text_path);
   cc::LlamaModel m = load_model_timed(model_path, static_cast<int>(opt.get_int("threads", 0)));
   const cc::Tokenizer tok = load_tokenizer(model_path);
   auto t0 = Clock::now();
@@ -463,13 +492,16 @@ int generate_cmd(const std::string& model_path, const std::string& prompt, const
   t0 = Clock::now();
   int64_t generated = 0;
   std::string stop_reason = "--max-tokens";
+  // A byte-level BPE (or byte-fallback) token can end inside a multi-byte character: print only
+  // complete characters, hold the rest back until the next token completes it (U+FFFD if never).
+  cc::unicode::Utf8StreamDecoder utf8;
   for (;;) {
     const int32_t next = sampler.sample(logits.data(), m.vocab_size());
     if (next == tok.eos_id()) {
       stop_reason = "end of sequence";
       break;
     }
-    fmt::print("{}", tok.token_to_piece(next));
+    fmt::print("{}", utf8.feed(tok.token_to_piece(next)));
     std::fflush(stdout);
     ++generated;
     if (generated >= max_tokens) break;
@@ -480,7 +512,7 @@ int generate_cmd(const std::string& model_path, const std::string& prompt, const
     logits = m.forward(&next, 1, cache);
   }
   const double decode_s = seconds_since(t0);
-  fmt::print("\n");
+  fmt::print("{}\n", utf8.flush());
   const cc::MemoryReport mem = m.memory_report(&cache, n_prompt);
   fmt::print(stderr,
              "[{} prompt tokens: {:.1f} tok/s prefill | {} generated: {:.1f} tok/s decode | stop: {} | memory "
@@ -694,6 +726,206 @@ int compress_cmd(const std::string& model_path, const Options& opt) {
   return 0;
 }
 
+int calibrate_cmd(const std::string& teacher_path, const std::string& student_path, const std::string& text_path,
+                  const Options& opt) {
+  const std::string out = opt.values.count("out") ? opt.values.at("out") : std::string();
+  if (out.empty()) throw cc::Error(cc::StatusCode::kInvalidArgument, "calibrate needs --out OUT");
+  if (!fs::exists(student_path)) throw cc::Error(cc::StatusCode::kNotFound, student_path + ": no such file");
+  cc::CalibrateOptions o;
+  o.samples = opt.get_int("samples", o.samples);
+  o.window = opt.get_int("window", o.window);
+  const int64_t epochs = opt.get_int("epochs", o.epochs);
+  if (epochs < 1 || epochs > 10000) throw cc::Error(cc::StatusCode::kInvalidArgument, "--epochs must be in 1..10000");
+  o.epochs = static_cast<int>(epochs);
+  o.lr = static_cast<float>(opt.get_double("lr", o.lr));
+  o.weight_decay = static_cast<float>(opt.get_double("weight-decay", o.weight_decay));
+  o.aug_loss = opt.flag("aug-loss");
+  o.seed = static_cast<uint64_t>(opt.get_int("seed", 1234));
+  o.threads = static_cast<int>(opt.get_int("threads", 0));
+  if (opt.values.count("work-dir")) o.work_dir = opt.values.at("work-dir");
+
+  const std::vector<int32_t> ids = read_training_tokens(teacher_path, text_path);
+  cc::LlamaModel teacher = load_model_timed(teacher_path, o.threads);
+  fmt::print(stderr, "calibrating {}: {} samples x {} tokens, {} epochs, lr {}, weight decay {}{}\n", student_path,
+             o.samples, o.window, o.epochs, o.lr, o.weight_decay, o.aug_loss ? ", aug_loss" : "");
+  const bool tty = isatty(2) != 0;
+  auto last_draw = Clock::now();
+  const cc::CalibrateReport rep = cc::calibrate_model(
+      teacher, teacher_path, student_path, ids, out, o, [&](const cc::CalibrateProgress& p) {
+        using S = cc::CalibrateProgress::Stage;
+        const std::string eta = p.total_eta_s > 0 ? format_seconds(p.total_eta_s) : std::string("?");
+        if (p.stage == S::kBlockDone) {
+          fmt::print(stderr, "{}block {:>3}/{}: loss {:.4g} -> {:.4g}{} | total {} eta {}\n", tty ? "\r" : "", p.block + 1,
+                     p.blocks, p.loss_before, p.loss_after,
+                     (p.resumed ? std::string(" (resumed)") : fmt::format(" in {}", format_seconds(p.block_elapsed_s))) +
+                         (p.reverted ? " (training did not lower it: untrained codebooks kept)" : ""),
+                     format_seconds(p.total_elapsed_s), eta);
+        } else if (p.stage == S::kEpochDone && !tty) {
+          fmt::print(stderr, "block {:>3}/{} epoch {}/{}: mean loss {:.4g}\n", p.block + 1, p.blocks, p.epoch + 1, p.epochs,
+                     p.loss);
+        } else if (tty && (p.stage != S::kStep || seconds_since(last_draw) >= 0.1)) {
+          last_draw = Clock::now();
+          progress_bar(p.block, p.blocks,
+                       p.stage == S::kTargets
+                           ? fmt::format("block {} targets              ", p.block + 1)
+                           : fmt::format("block {} epoch {}/{} step {}/{} loss {:.4g} | eta {}   ", p.block + 1,
+                                         p.epoch + 1, p.epochs, p.step + 1, p.steps, p.loss, eta));
+        }
+        return true;
+      });
+  double before = 0, after = 0, train_s = 0;
+  for (const cc::CalibrateBlockReport& b : rep.blocks) {
+    before += b.loss_before;
+    after += b.loss_after;
+    train_s += b.seconds;
+  }
+  const double nb = static_cast<double>(rep.blocks.size());
+  fmt::print("teacher:     {}\n", teacher_path);
+  fmt::print("student:     {}\n", student_path);
+  fmt::print("text:        {} ({} tokens; {} windows of {} at seeded offsets, seed {})\n", text_path, ids.size(),
+             o.samples, o.window, o.seed);
+  fmt::print("blocks:      {} ({} resumed from {})\n", rep.blocks.size(), rep.resumed,
+             o.work_dir.empty() ? out + ".work" : o.work_dir);
+  fmt::print("block loss:  mean {:.4g} before -> {:.4g} after (MSE against the teacher's block outputs)\n",
+             before / nb, after / nb);
+  fmt::print("trainable:   {} codebook values = {:.3f}% of {} parameters\n", rep.trainable,
+             100.0 * static_cast<double>(rep.trainable) / static_cast<double>(rep.parameters), rep.parameters);
+  fmt::print("memory:      {:.1f} MiB streams + {:.1f} MiB saved activations per step; peak RSS {:.1f} MiB\n",
+             static_cast<double>(rep.stream_bytes) / (1 << 20), static_cast<double>(rep.saved_bytes) / (1 << 20),
+             static_cast<double>(rep.peak_rss_bytes) / (1 << 20));
+  const int64_t trained_blocks = static_cast<int64_t>(rep.blocks.size()) - rep.resumed;
+  fmt::print("time:        {} ({:.2f} s per trained block, {} threads)\n", format_seconds(rep.seconds),
+             trained_blocks > 0 ? train_s / static_cast<double>(trained_blocks) : 0.0, teacher.threads());
+  fmt::print("output:      {} ({:.2f} MiB)\n", out, static_cast<double>(rep.output_bytes) / (1 << 20));
+  return 0;
+}
+
+// ---- recover / finetune ---------------------------------------------------------------------------
+
+cc::RecoverOptions recover_options(const Options& opt) {
+  cc::RecoverOptions o;
+  o.samples = opt.get_int("samples", o.samples);
+  o.window = opt.get_int("window", o.window);
+  const int64_t epochs = opt.get_int("epochs", o.epochs);
+  if (epochs < 1 || epochs > 10000) throw cc::Error(cc::StatusCode::kInvalidArgument, "--epochs must be in 1..10000");
+  o.epochs = static_cast<int>(epochs);
+  o.max_steps = opt.get_int("steps", 0);
+  if (o.max_steps < 0) throw cc::Error(cc::StatusCode::kInvalidArgument, "--steps must not be negative");
+  o.accumulation = opt.get_int("grad-accum", 1);
+  o.lr = static_cast<float>(opt.get_double("lr", o.lr));
+  o.weight_decay = static_cast<float>(opt.get_double("weight-decay", o.weight_decay));
+  o.seed = static_cast<uint64_t>(opt.get_int("seed", 1234));
+  o.threads = static_cast<int>(opt.get_int("threads", 0));
+  o.recompute = opt.flag("recompute");
+  o.evaluate = !opt.flag("no-eval");
+  return o;
+}
+
+// Shared by recover and finetune: runs `train` with a progress display, prints the report and
+// writes the loss curve CSV (--loss-csv).
+template <class Train>
+int run_training(const std::string& out, const Options& opt, const cc::RecoverOptions& o,
+                 Train&& train) {
+  const bool tty = isatty(2) != 0;
+  auto last_draw = Clock::now();
+  const cc::RecoverReport rep = train([&](const cc::RecoverProgress& p) {
+    using S = cc::RecoverProgress::Stage;
+    if (p.stage == S::kEvalBefore || p.stage == S::kEvalAfter) {
+      if (tty) progress_bar(p.window, p.windows, p.stage == S::kEvalBefore ? "evaluating before   " : "evaluating after   ");
+      if (tty && p.window == p.windows) fmt::print(stderr, "\n");
+    } else if (p.stage == S::kStep) {
+      if (!tty) {
+        fmt::print(stderr, "step {:>5}/{} epoch {}/{}: loss {:.5f}\n", p.step + 1, p.steps, p.epoch + 1, p.epochs, p.loss);
+      } else if (p.step + 1 == p.steps || seconds_since(last_draw) >= 0.1) {
+        last_draw = Clock::now();
+        progress_bar(p.step + 1, p.steps,
+                     fmt::format("steps  epoch {}/{} loss {:.5f} | eta {}   ", p.epoch + 1, p.epochs, p.loss,
+                                 format_seconds(p.eta_s)));
+      }
+    } else if (p.stage == S::kEpochDone) {
+      fmt::print(stderr, "{}epoch {}/{}: mean loss {:.5f}\n", tty ? "\n" : "", p.epoch + 1, p.epochs, p.loss);
+    }
+    return true;
+  });
+  const char* lname = rep.loss == cc::RecoverLoss::kKd ? "KL(teacher || student) per token" : "cross-entropy per token";
+  fmt::print("loss:        {}\n", lname);
+  fmt::print("trainable:   {} values ({}) = {:.4f}% of {} parameters{}\n", rep.trainable,
+             rep.train == cc::RecoverTrain::kAll ? "codebooks, norms, embedding, lm_head if untied" : "codebooks",
+             100.0 * rep.trainable_share(), rep.parameters,
+             rep.train == cc::RecoverTrain::kAll ? "; dense projection matrices stay frozen" : "");
+  fmt::print("steps:       {} optimiser steps, {} windows of {} tokens ({} per step), lr {}, weight decay {}\n",
+             rep.steps, rep.windows_seen, o.window, o.accumulation, o.lr, o.weight_decay);
+  std::string curve;
+  for (size_t i = 0; i < rep.epoch_loss.size(); ++i) curve += fmt::format("{}{:.5f}", i ? " " : "", rep.epoch_loss[i]);
+  fmt::print("epoch loss:  {}\n", curve);
+  if (!rep.step_loss.empty())
+    fmt::print("step loss:   first {:.5f}, last {:.5f}\n", rep.step_loss.front(), rep.step_loss.back());
+  if (o.evaluate) {
+    if (std::isfinite(rep.kl_before))
+      fmt::print("KL train:    {:.5f} -> {:.5f} nats/token (training windows, stored values)\n", rep.kl_before,
+                 rep.kl_after);
+    fmt::print("CE train:    {:.5f} -> {:.5f} nats/token (ppl {:.3f} -> {:.3f}; training windows)\n", rep.ce_before,
+               rep.ce_after, std::exp(rep.ce_before), std::exp(rep.ce_after));
+  }
+  fmt::print("memory:      {:.1f} MiB saved activations + {:.1f} MiB logits per window{}, {:.1f} MiB AdamW state; "
+             "peak RSS {:.1f} MiB\n",
+             static_cast<double>(rep.saved_bytes) / (1 << 20), static_cast<double>(rep.logits_bytes) / (1 << 20),
+             o.recompute ? " (recompute)" : "", static_cast<double>(rep.optimizer_bytes) / (1 << 20),
+             static_cast<double>(rep.peak_rss_bytes) / (1 << 20));
+  fmt::print("time:        {} ({:.2f} s per window, training {})\n", format_seconds(rep.seconds), rep.seconds_per_window,
+             format_seconds(rep.train_seconds));
+  fmt::print("output:      {} ({:.2f} MiB)\n", out, static_cast<double>(rep.output_bytes) / (1 << 20));
+  if (opt.values.count("loss-csv")) {
+    const std::string path = opt.values.at("loss-csv");
+    std::string csv = "step,epoch,loss\n";
+    for (size_t i = 0; i < rep.step_loss.size(); ++i)
+      csv += fmt::format("{},{},{:.8g}\n", i + 1, rep.step_epoch[i] + 1, rep.step_loss[i]);
+    std::FILE* f = std::fopen(path.c_str(), "wb");
+    if (!f || std::fwrite(csv.data(), 1, csv.size(), f) != csv.size() || std::fclose(f) != 0)
+      throw cc::Error(cc::StatusCode::kIoError, path + ": cannot write the loss curve");
+    fmt::print("loss curve:  {} ({} steps)\n", path, rep.step_loss.size());
+  }
+  return 0;
+}
+
+int recover_cmd(const std::string& teacher_path, const std::string& student_path, const std::string& text_path,
+                const Options& opt) {
+  const std::string out = opt.values.count("out") ? opt.values.at("out") : std::string();
+  if (out.empty()) throw cc::Error(cc::StatusCode::kInvalidArgument, "recover needs --out OUT");
+  if (!fs::exists(student_path)) throw cc::Error(cc::StatusCode::kNotFound, student_path + ": no such file");
+  cc::RecoverOptions o = recover_options(opt);
+  o.loss = cc::parse_recover_loss(opt.get("loss", "kd"));
+  o.train = cc::parse_recover_train(opt.get("train", "codebooks"));
+  const std::vector<int32_t> ids = read_training_tokens(teacher_path, text_path);
+  cc::LlamaModel teacher = load_model_timed(teacher_path, o.threads);
+  fmt::print(stderr, "recovering {}: loss {}, train {}, {} windows x {} tokens, {} epochs{}, lr {}\n", student_path,
+             cc::recover_loss_name(o.loss), cc::recover_train_name(o.train), o.samples, o.window, o.epochs,
+             o.max_steps > 0 ? fmt::format(" (at most {} steps)", o.max_steps) : std::string(), o.lr);
+  fmt::print("teacher:     {}\n", teacher_path);
+  fmt::print("student:     {}\n", student_path);
+  fmt::print("text:        {} ({} tokens; {} windows of {} at seeded offsets, seed {})\n", text_path, ids.size(),
+             o.samples, o.window, o.seed);
+  return run_training(out, opt, o, [&](const cc::RecoverCallback& cb) {
+    return cc::recover_model(&teacher, teacher_path, student_path, ids, out, o, cb);
+  });
+}
+
+int finetune_cmd(const std::string& student_path, const std::string& text_path, const Options& opt) {
+  const std::string out = opt.values.count("out") ? opt.values.at("out") : std::string();
+  if (out.empty()) throw cc::Error(cc::StatusCode::kInvalidArgument, "finetune needs --out OUT");
+  const cc::RecoverOptions o = recover_options(opt);
+  const std::vector<int32_t> ids = read_training_tokens(student_path, text_path);
+  fmt::print(stderr, "finetuning the codebooks of {}: {} windows x {} tokens, {} epochs{}, lr {}\n", student_path,
+             o.samples, o.window, o.epochs,
+             o.max_steps > 0 ? fmt::format(" (at most {} steps)", o.max_steps) : std::string(), o.lr);
+  fmt::print("student:     {}\n", student_path);
+  fmt::print("text:        {} ({} tokens; {} windows of {} at seeded offsets, seed {})\n", text_path, ids.size(),
+             o.samples, o.window, o.seed);
+  return run_training(out, opt, o, [&](const cc::RecoverCallback& cb) {
+    return cc::finetune_model(student_path, ids, out, o, cb);
+  });
+}
+
 int usage(int rc) {
   fmt::print(rc ? stderr : stdout,
              "usage: cluscomp inspect MODEL\n"
@@ -706,6 +938,17 @@ int usage(int rc) {
              "                         [--iterations N] [--seed N] [--code-bits N] [--centroid-dtype f16|bf16|f32]\n"
              "                         [--dense-dtype f16|bf16|f32] [--reference-layout] [--work-dir D] [--threads N]\n"
              "         PATTERNS: q,k,v,o,gate,up,down,attn,mlp,all; SPEC: \"KINDS:d=N,k=N,s=N;KINDS:...\"\n"
+             "       cluscomp calibrate TEACHER STUDENT TEXT --out OUT [--samples N] [--window N] [--epochs N]\n"
+             "                         [--lr X] [--weight-decay X] [--aug-loss] [--seed N] [--work-dir D] [--threads N]\n"
+             "         STUDENT: a cluscomp-format file compressed from TEACHER; TEXT: calibration text\n"
+             "       cluscomp recover TEACHER STUDENT TEXT --out OUT [--loss kd|ce] [--train codebooks|all]\n"
+             "                         [--samples N] [--window N] [--epochs N] [--steps N] [--grad-accum N] [--lr X]\n"
+             "                         [--weight-decay X] [--seed N] [--recompute] [--no-eval] [--loss-csv FILE] [--threads N]\n"
+             "         end-to-end training of STUDENT (KD from TEACHER by default); no resume, output written at the end\n"
+             "       cluscomp finetune STUDENT TEXT --out OUT [--samples N] [--window N] [--epochs N] [--steps N]\n"
+             "                         [--grad-accum N] [--lr X] [--weight-decay X] [--seed N] [--recompute] [--no-eval]\n"
+             "                         [--loss-csv FILE] [--threads N]\n"
+             "         codebook-only finetuning of STUDENT on TEXT (causal LM loss); no resume\n"
              "       cluscomp version\n"
              "MODEL: a .gguf file, a .safetensors file (HF or cluscomp format); eval/generate also\n"
              "       take an HF model directory (config.json + model.safetensors + tokenizer.json)\n");
@@ -742,6 +985,30 @@ int run(int argc, char** argv) {
                                               "matrices", "iterations", "seed", "code-bits", "search-d", "centroid-dtype",
                                               "dense-dtype", "work-dir", "threads"},
                                              {"reference-layout"}));
+  if (cmd == "calibrate") {
+    if (argc < 5) return usage(2);
+    return calibrate_cmd(model, argv[3], argv[4],
+                         parse_options(argc, argv, 5,
+                                       {"out", "samples", "window", "epochs", "lr", "weight-decay", "seed", "work-dir",
+                                        "threads"},
+                                       {"aug-loss"}));
+  }
+  if (cmd == "recover") {
+    if (argc < 5) return usage(2);
+    return recover_cmd(model, argv[3], argv[4],
+                       parse_options(argc, argv, 5,
+                                     {"out", "loss", "train", "samples", "window", "epochs", "steps", "grad-accum", "lr",
+                                      "weight-decay", "seed", "threads", "loss-csv"},
+                                     {"recompute", "no-eval"}));
+  }
+  if (cmd == "finetune") {
+    if (argc < 4) return usage(2);
+    return finetune_cmd(model, argv[3],
+                        parse_options(argc, argv, 4,
+                                      {"out", "samples", "window", "epochs", "steps", "grad-accum", "lr", "weight-decay",
+                                       "seed", "threads", "loss-csv"},
+                                      {"recompute", "no-eval"}));
+  }
   if (cmd == "inspect") return has_magic(model, "GGUF") ? inspect_gguf(model) : inspect_safetensors(model);
   if (cmd == "roundtrip") {
     std::string out;

@@ -6,6 +6,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <limits>
 #include <cstdint>
 #include <functional>
 #include <memory>
@@ -400,6 +401,12 @@ TEST_CASE("losses: values and gradients (MSE, cross-entropy, KL)", "[autograd][f
     const double l = kl_div_loss(zt.data(), zs.data(), rows, vocab, dz.data());
     CHECK(l > 0.0);
     CHECK(kl_div_loss(zt.data(), zt.data(), rows, vocab) == Approx(0.0).margin(1e-12));
+    // A broken teacher (a NaN logit) gives a NaN loss, not a silent finite one.
+    {
+      auto bad = zt;
+      bad[3] = std::numeric_limits<double>::quiet_NaN();
+      CHECK(std::isnan(kl_div_loss(bad.data(), zs.data(), rows, vocab)));
+    }
     const double e = fd_rel_error(zs, dz, [&] { return kl_div_loss(zt.data(), zs.data(), rows, vocab); });
     INFO("dstudent " << e);
     CHECK(e < kFdRelTol);

@@ -45,22 +45,12 @@ cluscomp_test::TinyLlama make_tiny(uint32_t seed = kSeed) {
   return cluscomp_test::make_tiny_llama(o);
 }
 
-/// Token ids with some structure (a repeating pattern plus noise), so blocks see realistic,
-/// correlated activations rather than white noise.
-std::vector<int32_t> make_tokens(int64_t n, int64_t vocab) {
-  std::mt19937 rng(5);
-  std::vector<int32_t> t(static_cast<size_t>(n));
-  for (int64_t i = 0; i < n; ++i)
-    t[static_cast<size_t>(i)] = static_cast<int32_t>((i * 7 + (rng() % 3 == 0 ? rng() % vocab : 0)) % vocab);
-  return t;
-}
-
 struct Fixture {
   TempDir dir;
   cluscomp_test::TinyLlama tiny = make_tiny();
   std::string gguf = (dir / "tiny.gguf").string();
   std::string student = (dir / "student.safetensors").string();
-  std::vector<int32_t> tokens = make_tokens(600, 40);
+  std::vector<int32_t> tokens = cluscomp_test::pattern_tokens(600, 40);
   Fixture() {
     cluscomp_test::write_bytes(gguf, cluscomp_test::write_tiny_gguf(tiny));
     CompressOptions o;
@@ -275,7 +265,7 @@ TEST_CASE("calibrate: bad input gives a clear error and no output", "[pipeline][
   auto none = [&] { CHECK_FALSE(std::filesystem::exists(out)); };
 
   // Text shorter than one window.
-  require_error([&] { calibrate_model(teacher, fx.gguf, fx.student, make_tokens(10, 40), out, o); },
+  require_error([&] { calibrate_model(teacher, fx.gguf, fx.student, cluscomp_test::pattern_tokens(10, 40), out, o); },
                 StatusCode::kInvalidArgument, "shorter than one window of 24");
   none();
   // Window past the context (32).

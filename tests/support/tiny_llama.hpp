@@ -166,4 +166,14 @@ inline std::vector<unsigned char> write_tiny_gguf(const TinyLlama& t, const Tiny
   return w.to_bytes();
 }
 
+/// Token ids with structure a tiny model can learn (i * 7 mod vocab, a third of them replaced by
+/// random ids from a fixed seed): correlated, realistic-looking activations, not white noise.
+inline std::vector<int32_t> pattern_tokens(int64_t n, int64_t vocab) {
+  std::mt19937 rng(5);
+  std::vector<int32_t> t(static_cast<size_t>(n));
+  for (int64_t i = 0; i < n; ++i)
+    t[static_cast<size_t>(i)] = static_cast<int32_t>((i * 7 + (rng() % 3 == 0 ? rng() % vocab : 0)) % vocab);
+  return t;
+}
+
 }  // namespace cluscomp_test

@@ -106,7 +106,8 @@ double cross_entropy_loss(const T* logits, int64_t rows, int64_t vocab, const in
 ///   loss = mean over the rows (positions) of that sum.
 /// Normalisation: the reference sums over positions and vocabulary and divides by the batch size
 /// (sequences); multiply this value by the positions per sequence to get the reference's number.
-/// dstudent = (p_s - p_t) / rows. Teacher probabilities of zero contribute zero. Deterministic.
+/// dstudent = (p_s - p_t) / rows. Teacher probabilities of zero contribute zero; a non-finite
+/// teacher logit makes the loss NaN (never a silent finite value). Deterministic.
 template <class T>
 double kl_div_loss(const T* teacher_logits, const T* student_logits, int64_t rows, int64_t vocab, T* dstudent = nullptr,
                    ThreadPool* pool = nullptr) {
@@ -122,7 +123,7 @@ double kl_div_loss(const T* teacher_logits, const T* student_logits, int64_t row
     for (int64_t i = 0; i < vocab; ++i) {
       const double log_pt = static_cast<double>(zt[i]) - lt, log_ps = static_cast<double>(zs[i]) - ls;
       const double pt = std::exp(log_pt);
-      if (pt > 0.0) kl += pt * (log_pt - log_ps);
+      if (!(pt == 0.0)) kl += pt * (log_pt - log_ps);  // zero contributes zero; NaN propagates
       if (dstudent) dstudent[r * vocab + i] = static_cast<T>((std::exp(log_ps) - pt) * inv);
     }
     return kl;

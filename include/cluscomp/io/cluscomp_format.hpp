@@ -53,6 +53,14 @@ struct CluscompModel {
     return nullptr;
   }
   /// The stored source config.json text, or "" when none was stored.
+  /// The metadata a writer may pass on to write_cluscomp_model: everything but the keys the
+  /// format itself writes (the version and the per-matrix descriptions); the config is kept.
+  std::map<std::string, std::string> caller_metadata() const {
+    std::map<std::string, std::string> m;
+    for (const auto& kv : metadata)
+      if (kv.first.rfind("cluscomp.", 0) != 0 || kv.first == kCluscompConfigKey) m.insert(kv);
+    return m;
+  }
   std::string config_json() const {
     auto it = metadata.find(kCluscompConfigKey);
     return it == metadata.end() ? std::string() : it->second;

@@ -520,9 +520,7 @@ inline CalibrateReport calibrate_model(LlamaModel& teacher, const std::string& t
   }
 
   // The output: the student file with its clustered matrices replaced, plus what was done.
-  std::map<std::string, std::string> meta = cm.metadata;
-  for (auto it = meta.begin(); it != meta.end();)
-    it = it->first.rfind("cluscomp.", 0) == 0 && it->first != kCluscompConfigKey ? meta.erase(it) : std::next(it);
+  std::map<std::string, std::string> meta = cm.caller_metadata();
   nlohmann::json cj;
   cj["samples"] = o.samples;
   cj["window"] = o.window;
