@@ -14,7 +14,7 @@ BENCHES=(
   "kmeans-vs-faiss|bench_kmeans|exact CPU k-means vs faiss-cpu and scikit-learn (PyPI venv), same start; scaling; 58M-point iteration"
   "runtime|bench_runtime|real-model CPU runtime, 2 threads: prefill 512 tokens and decode tokens/s vs PyTorch (bench/runtime_torch.py; needs apt python3-torch + libopenblas0-pthread) and llama.cpp (built from the llama-cpp-python sdist by bench/llamacpp_build.sh; CLUSCOMP_RUNTIME_NO_LLAMACPP=1 skips it); dense kernel vs Eigen"
   "quality|cluscomp_cli|real model: perplexity vs true bpw for base, RTN 4/3/2-bit and ClusComp --bpw 4/3/2 (clustering only), compression time, decode tok/s (QUALITY_WINDOWS windows, QUALITY_ITERATIONS k-means iterations)"
-  "calibrate|cluscomp_cli|real model: ClusComp --bpw 4/3/2 clustering-only vs block-wise calibrated (CAL_SAMPLES x CAL_WINDOW tokens, CAL_EPOCHS epochs), perplexity, time per block, peak memory; one block's forward+backward vs PyTorch"
+  "calibrate|cluscomp_cli|real model: ClusComp --bpw 4/3/2 clustering-only vs block-wise calibrated (CAL_SAMPLES x CAL_WINDOW tokens, CAL_EPOCHS epochs, CAL_LR), perplexity, time per block, peak memory; one block's forward+backward vs PyTorch"
   "lookup-gemm|bench_lookup_gemm|lookup GEMV/GEMM from codes vs dense fp32 (matmul_nt, Eigen), 2 threads: 4/3/2-bpw settings, large + real-model shapes, rotated weights, in-run bandwidth"
 )
 
@@ -87,7 +87,7 @@ if [[ "$name" == calibrate ]]; then
   MODEL="$CLUSCOMP_DATA/models/SmolLM2-135M-Instruct.Q4_1.gguf"
   TEXT="$CLUSCOMP_DATA/text/kjv.evaluation.txt"; CAL="$CLUSCOMP_DATA/text/kjv.calibration.txt"
   Q="${CAL_OUT:-$CLUSCOMP_DATA/calibrate}"; W="${QUALITY_WINDOWS:-2}"; IT="${QUALITY_ITERATIONS:-10}"
-  S="${CAL_SAMPLES:-16}"; L="${CAL_WINDOW:-256}"; E="${CAL_EPOCHS:-2}"
+  S="${CAL_SAMPLES:-16}"; L="${CAL_WINDOW:-256}"; E="${CAL_EPOCHS:-2}"; LR="${CAL_LR:-1e-3}"
   rm -rf "$Q"; mkdir -p "$Q"
   ppl() { "$CLI" eval "$1" "$TEXT" --max-windows "$W" --threads 2 2>/dev/null | awk '/^perplexity:/ {print $2}'; }
   declare -A p
@@ -96,7 +96,7 @@ if [[ "$name" == calibrate ]]; then
   for b in 4 3 2; do
     "$CLI" compress "$MODEL" --out "$Q/cc$b.safetensors" --bpw "$b" --iterations "$IT" --threads 2 > "$Q/cc$b.compress.txt" 2>/dev/null
     "$CLI" calibrate "$MODEL" "$Q/cc$b.safetensors" "$CAL" --out "$Q/cal$b.safetensors" --samples "$S" --window "$L" \
-      --epochs "$E" --threads 2 > "$Q/cal$b.txt" 2> "$Q/cal$b.err"
+      --epochs "$E" --lr "$LR" --threads 2 > "$Q/cal$b.txt" 2> "$Q/cal$b.err"
     p[cc$b]=$(ppl "$Q/cc$b.safetensors"); p[cal$b]=$(ppl "$Q/cal$b.safetensors")
     bs=$(sed -n 's/^time: .*(\([0-9.]*\) s per trained block.*/\1/p' "$Q/cal$b.txt"); block_s+=("$bs")
     pk=$(sed -n 's/.*peak RSS \([0-9.]*\) MiB.*/\1/p' "$Q/cal$b.txt")
@@ -108,7 +108,7 @@ if [[ "$name" == calibrate ]]; then
   "$BUILD/bench/bench_train_block" > "$Q/block.txt"
   ratio=$(sed -n 's/^RESULT train-block .*ratio_vs_torch=\([0-9.a-z]*\).*/\1/p' "$Q/block.txt")
   cat "$Q/block.txt" >&2
-  echo "windows=$W (2048 tokens) k-means iterations=$IT calibration: $S samples x $L tokens, $E epochs" >&2
+  echo "windows=$W (2048 tokens) k-means iterations=$IT calibration: $S samples x $L tokens, $E epochs, lr $LR" >&2
   echo "RESULT calibrate ppl_cc2=${p[cc2]} ppl_cal2=${p[cal2]} ppl_cal3=${p[cal3]} ppl_cal4=${p[cal4]} ppl_base=${p[base]} block_s=${block_s[2]} ratio_vs_torch=${ratio}"
   exit 0
 fi
