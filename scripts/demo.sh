@@ -6,7 +6,8 @@
 # (k-means iterations: CLUSCOMP_DEMO_ITERATIONS, default 10, a demo-scale setting; the reference
 # runs 20) -> perplexity of each -> block-wise calibration of each against the original model on
 # the calibration text (cluscomp calibrate defaults: 16 windows of 256 tokens, 2 epochs, a few
-# minutes per model; lr 1e-3 instead of the reference's 5e-3: docs/results.md) -> perplexity of each -> a generation from the calibrated 4-bpw model.
+# minutes per model; lr 1e-3 instead of the reference's 5e-3: docs/results.md) -> perplexity of
+# each -> a generation from the calibrated 4-bpw model.
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 BUILD="${CLUSCOMP_BUILD_DIR:-$ROOT/build}"
