@@ -6,7 +6,8 @@
 //
 // Environment: CLUSCOMP_DATA (default ~/.cache/cluscomp), CLUSCOMP_KMEANS_ITERS (default 3),
 // CLUSCOMP_KMEANS_REPEATS (ours, default 3; median), CLUSCOMP_KMEANS_FULL_N (default 58720256;
-// 0 skips), CLUSCOMP_KMEANS_NO_PEERS=1 (ours only).
+// 0 skips), CLUSCOMP_KMEANS_NO_PEERS=1 (ours only), CLUSCOMP_KMEANS_BOUNDS=1 (ours with
+// KMeansOptions::use_bounds, the carried Hamerly bounds; same answers).
 #include <algorithm>
 #include <chrono>
 #include <cmath>
@@ -91,6 +92,7 @@ Run run_ours(const Case& c, const std::vector<float>& init, int iters, int repea
   KMeansOptions o;
   o.k = c.k;
   o.iterations = iters;
+  o.use_bounds = env_or("CLUSCOMP_KMEANS_BOUNDS", "0") == "1";
   o.initial_centroids = make_matrix_view<const float>(init.data(), c.k, c.d);
   std::vector<double> ts;
   KMeansResult r;
@@ -210,10 +212,11 @@ int main() {
         std::fflush(stdout);
       };
       row("ours", mine);
-      std::fprintf(stderr, "  ours %s: %.1f distance evaluations per point assignment (K = %lld), %lld of %lld by tree search, %lld brute force\n",
+      std::fprintf(stderr, "  ours %s: %.1f distance evaluations per point assignment (K = %lld), %lld of %lld by tree search, %lld brute force, %lld skipped by bounds\n",
                    c.name.c_str(), static_cast<double>(mine_r.stats.distance_evaluations) / static_cast<double>(mine_r.stats.assignments),
                    static_cast<long long>(c.k), static_cast<long long>(mine_r.stats.tree_search_points),
-                   static_cast<long long>(mine_r.stats.assignments), static_cast<long long>(mine_r.stats.brute_force_points));
+                   static_cast<long long>(mine_r.stats.assignments), static_cast<long long>(mine_r.stats.brute_force_points),
+                   static_cast<long long>(mine_r.stats.bound_skipped_points));
       if (!peers) continue;
       const Run fa = run_peer(python, script, dir, c, "faiss", iters);
       row("faiss-cpu", fa);
@@ -264,6 +267,7 @@ int main() {
       KMeansOptions o;
       o.k = 65536;
       o.iterations = 2;
+      o.use_bounds = env_or("CLUSCOMP_KMEANS_BOUNDS", "0") == "1";
       double last = 0;
       std::vector<double> per_iter;
       const double t0 = now_s();

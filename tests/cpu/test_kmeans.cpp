@@ -465,3 +465,144 @@ TEST_CASE("tiled brute-force paths (d = 8) are bit-identical across threads, SIM
     REQUIRE(brute.objective == base.objective);
   }
 }
+
+TEST_CASE("carried bounds: codes equal brute force at every iteration, and points are skipped", "[kmeans]") {
+  // Long runs so that the bounds certify most points; weight-like data with K close to N/8 makes
+  // empty clusters (split rule) and heavy-tailed drifts, the cases the bounds must survive.
+  struct C {
+    std::vector<float> x;
+    int d;
+    int64_t k;
+    int iters;
+  };
+  const std::vector<C> cases = {{gaussian_points(30000, 4, 60, 41), 4, 300, 12},
+                                {weight_like_points(24000, 4, 42), 4, 3000, 10},
+                                {weight_like_points(12000, 3, 43), 3, 1500, 10},
+                                {gaussian_points(12000, 8, 30, 44), 8, 200, 10},
+                                {weight_like_points(9000, 2, 45), 2, 400, 10}};
+  for (const C& c : cases) {
+    INFO("d = " << c.d << " K = " << c.k);
+    KMeansOptions o;
+    o.k = c.k;
+    o.iterations = c.iters;
+    o.seed = 5;
+    o.threads = 2;
+    o.use_bounds = true;
+    o.report_codes = true;
+    int64_t differ = 0;
+    o.progress = [&](const KMeansProgress& p) {
+      differ += check_tie_aware(c.x, c.d, p.centroids.data, c.k, p.codes);
+      return true;
+    };
+    const KMeansResult on = kmeans(view(c.x, c.d), o);
+    differ += check_tie_aware(c.x, c.d, on.centroids.data(), c.k, on.codes.data());
+    const int64_t n = static_cast<int64_t>(c.x.size()) / c.d;
+    REQUIRE(differ * 100 <= n * (c.iters + 1));
+    REQUIRE(on.stats.bound_skipped_points > 0);
+    // Bounds only skip searches: the answer is the same bit for bit with them off.
+    o.progress = nullptr;
+    o.use_bounds = false;
+    const KMeansResult off = kmeans(view(c.x, c.d), o);
+    REQUIRE(off.stats.bound_skipped_points == 0);
+    REQUIRE(on.codes == off.codes);
+    REQUIRE(on.centroids == off.centroids);
+    REQUIRE(on.objective == off.objective);
+    REQUIRE(on.final_objective == off.final_objective);
+    REQUIRE(on.stats.splits == off.stats.splits);
+  }
+}
+
+TEST_CASE("carried bounds stay exact through empty-cluster splits", "[kmeans]") {
+  // 100 of the 600 initial centroids lie far from every point: they are empty after the first
+  // assignment and re-seeded next to donors by the split rule, whose points must then be searched.
+  const std::vector<float> x = weight_like_points(30000, 4, 48);
+  KMeansOptions o;
+  o.k = 600;
+  o.iterations = 10;
+  o.seed = 9;
+  o.threads = 2;
+  o.use_bounds = true;
+  KMeansOptions io = o;
+  io.k = 500;
+  std::vector<float> init = kmeans_initial_centroids(view(x, 4), io);
+  for (int j = 0; j < 100; ++j)
+    for (int c = 0; c < 4; ++c) init.push_back(5.0f + 0.5f * static_cast<float>(j) + 0.1f * static_cast<float>(c));
+  o.initial_centroids = make_matrix_view<const float>(init.data(), 600, 4);
+  o.report_codes = true;
+  int64_t differ = 0;
+  o.progress = [&](const KMeansProgress& p) {
+    differ += check_tie_aware(x, 4, p.centroids.data, 600, p.codes);
+    return true;
+  };
+  const KMeansResult on = kmeans(view(x, 4), o);
+  REQUIRE(on.stats.splits >= 100);
+  REQUIRE(on.stats.bound_skipped_points > 0);
+  REQUIRE(differ * 100 <= 30000 * 11);
+  o.progress = nullptr;
+  o.use_bounds = false;
+  const KMeansResult off = kmeans(view(x, 4), o);
+  REQUIRE(on.codes == off.codes);
+  REQUIRE(on.centroids == off.centroids);
+  REQUIRE(on.objective == off.objective);
+  REQUIRE(on.stats.splits == off.stats.splits);
+}
+
+TEST_CASE("carried bounds are bit-identical across thread counts and SIMD", "[kmeans]") {
+  const std::vector<float> x = weight_like_points(50000, 4, 46);
+  KMeansOptions o;
+  o.k = 2048;
+  o.iterations = 8;
+  o.threads = 1;
+  o.use_bounds = true;
+  const KMeansResult base = kmeans(view(x, 4), o);
+  REQUIRE(base.stats.bound_skipped_points > 0);
+  for (int threads : {2, 3, 7}) {
+    o.threads = threads;
+    const KMeansResult r = kmeans(view(x, 4), o);
+    INFO("threads " << threads);
+    REQUIRE(r.centroids == base.centroids);
+    REQUIRE(r.codes == base.codes);
+    REQUIRE(r.objective == base.objective);
+    REQUIRE(r.final_objective == base.final_objective);
+  }
+  o.threads = 2;
+  o.use_simd = false;
+  const KMeansResult portable = kmeans(view(x, 4), o);
+  REQUIRE(portable.centroids == base.centroids);
+  REQUIRE(portable.codes == base.codes);
+  REQUIRE(portable.objective == base.objective);
+}
+
+TEST_CASE("second-best scan kernels give a valid lower bound and the same best", "[kmeans]") {
+  using namespace cluster_detail;
+  std::mt19937_64 rng(47);
+  std::normal_distribution<float> g(0.0f, 1.0f);
+  constexpr int D = 4;
+  const int64_t m = 37, stride = 40;
+  std::vector<float> soa(static_cast<size_t>(stride * D), std::numeric_limits<float>::quiet_NaN());
+  std::vector<int32_t> idx(static_cast<size_t>(stride), kNoIndex);
+  for (int64_t j = 0; j < m; ++j) {
+    idx[static_cast<size_t>(j)] = static_cast<int32_t>(3 * j + 1);
+    for (int c = 0; c < D; ++c) soa[static_cast<size_t>(c * stride + j)] = g(rng);
+  }
+  soa[static_cast<size_t>(5)] = soa[static_cast<size_t>(9)];  // a duplicate coordinate, not a duplicate point
+  const SoaBlock blk{soa.data(), idx.data(), nullptr, stride, stride};
+  for (int t = 0; t < 200; ++t) {
+    float x[D];
+    for (float& v : x) v = g(rng);
+    for (bool simd : {false, true}) {
+      float bd = std::numeric_limits<float>::infinity(), sec = std::numeric_limits<float>::infinity();
+      int32_t bi = kNoIndex;
+      scan_block_second<D>(simd && cpu_has_avx2(), x, blk, 0.0f, bd, bi, sec);
+      float bd0 = std::numeric_limits<float>::infinity();
+      int32_t bi0 = kNoIndex;
+      scan_block<D>(false, x, blk, 0.0f, bd0, bi0);
+      REQUIRE(bd == bd0);
+      REQUIRE(bi == bi0);
+      float truth = std::numeric_limits<float>::infinity();
+      for (int64_t j = 0; j < m; ++j)
+        if (idx[static_cast<size_t>(j)] != bi) truth = std::min(truth, squared_distance<D>(x, soa.data() + j, stride));
+      REQUIRE(sec == truth);
+    }
+  }
+}

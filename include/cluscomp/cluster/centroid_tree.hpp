@@ -70,7 +70,11 @@ class CentroidTree {
   /// centroid at fp32 distance <= best_d (boxes tested with a relative margin), and keeps the
   /// lexicographic minimum (distance, index): the same answer as a brute-force scan. Returns the
   /// number of distances evaluated.
-  int64_t nearest(bool use_avx2, const float* q, float& best_d, int32_t& best_i) const {
+  ///
+  /// With `second` not null, also lowers *second to a lower bound (fp32, up to the box test's
+  /// rounding) on the squared distance from q to every centroid other than the final best: the
+  /// smallest of the other visited distances and of the pruned boxes' lower bounds.
+  int64_t nearest(bool use_avx2, const float* q, float& best_d, int32_t& best_i, float* second = nullptr) const {
     if (k_ == 0) return 0;
     int64_t evals = 0;
     struct Entry {
@@ -82,12 +86,18 @@ class CentroidTree {
     stack[sp++] = Entry{0, 0.0f};
     while (sp > 0) {
       const Entry en = stack[--sp];
-      if (en.lb > best_d * 1.0001f + 1e-30f) continue;
+      if (en.lb > best_d * 1.0001f + 1e-30f) {
+        if (second && en.lb < *second) *second = en.lb;
+        continue;
+      }
       const Node& n = nodes_[static_cast<size_t>(en.node)];
       if (n.left < 0) {
         const SoaBlock blk{&leaf_soa_[static_cast<size_t>(n.soa_offset * D)], &leaf_idx_[static_cast<size_t>(n.soa_offset)],
                            nullptr, n.stride, n.stride};
-        evals += scan_block<D>(use_avx2, q, blk, 0.0f, best_d, best_i);
+        if (second)
+          evals += scan_block_second<D>(use_avx2, q, blk, 0.0f, best_d, best_i, *second);
+        else
+          evals += scan_block<D>(use_avx2, q, blk, 0.0f, best_d, best_i);
         continue;
       }
       const float lbl = box_lower_bound(nodes_[static_cast<size_t>(n.left)], q);
@@ -132,6 +142,65 @@ class CentroidTree {
         stack[sp++] = n.right;
       }
     }
+  }
+
+  /// Attaches one value per centroid (by centroid id) and the maximum of each subtree, for
+  /// max_within(). O(K); call after build().
+  void set_values(const float* by_id) {
+    values_.resize(static_cast<size_t>(k_));
+    for (int64_t i = 0; i < k_; ++i) values_[static_cast<size_t>(i)] = by_id[ids_[static_cast<size_t>(i)]];
+    node_max_.assign(nodes_.size(), 0.0f);
+    // Children are created after their parent, so a reverse sweep sees them first.
+    for (size_t ni = nodes_.size(); ni-- > 0;) {
+      const Node& n = nodes_[ni];
+      float m = -std::numeric_limits<float>::infinity();
+      if (n.left < 0) {
+        for (int32_t i = n.begin; i < n.end; ++i) m = std::max(m, values_[static_cast<size_t>(i)]);
+      } else {
+        m = std::max(node_max_[static_cast<size_t>(n.left)], node_max_[static_cast<size_t>(n.right)]);
+      }
+      node_max_[ni] = m;
+    }
+  }
+
+  /// An upper bound on the largest value (set_values) among the centroids within distance r of
+  /// the box [lo, hi] (squared gap <= r * r): the exact maximum over a superset of them (tested
+  /// with a relative margin). Subtrees whose maximum cannot raise the answer are not visited, so
+  /// this is cheap when few centroids carry large values. Returns `floor` when none exceeds it.
+  /// Centroid `skip` (an id; -1 for none) is left out.
+  float max_near_box(const float* lo, const float* hi, float r, int32_t skip, float floor) const {
+    if (k_ == 0) return floor;
+    const float r2_box = r * r * 1.0004f + 1e-30f;
+    auto gap2 = [&](const float* nlo, const float* nhi) {
+      float g2 = 0.0f;
+      for (int c = 0; c < D; ++c) {
+        const float a = nlo[c] - hi[c], b = lo[c] - nhi[c];
+        const float g = a > 0.0f ? a : (b > 0.0f ? b : 0.0f);
+        g2 += g * g;
+      }
+      return g2;
+    };
+    float best = floor;
+    int32_t stack[128];
+    int sp = 0;
+    stack[sp++] = 0;
+    while (sp > 0) {
+      const int32_t ni = stack[--sp];
+      if (!(node_max_[static_cast<size_t>(ni)] > best)) continue;
+      const Node& n = nodes_[static_cast<size_t>(ni)];
+      if (gap2(n.lo, n.hi) > r2_box) continue;
+      if (n.left < 0) {
+        for (int32_t i = n.begin; i < n.end; ++i) {
+          if (!(values_[static_cast<size_t>(i)] > best) || ids_[static_cast<size_t>(i)] == skip) continue;
+          const float* p = &coords_[static_cast<size_t>(i) * D];
+          if (gap2(p, p) <= r2_box) best = values_[static_cast<size_t>(i)];
+        }
+      } else {
+        stack[sp++] = n.left;
+        stack[sp++] = n.right;
+      }
+    }
+    return best;
   }
 
   /// A first guess for q's nearest centroid (any answer is valid; a closer one prunes more): the
@@ -233,6 +302,8 @@ class CentroidTree {
   std::vector<int32_t> tree_idx_;  // (tree_stride_) their ids, kNoIndex on padding
   int64_t tree_stride_ = 0;
   const float* src_ = nullptr;
+  std::vector<float> values_;    // (k) set_values() in tree order
+  std::vector<float> node_max_;  // (nodes) max of values_ over each subtree
 };
 
 }  // namespace cluster_detail

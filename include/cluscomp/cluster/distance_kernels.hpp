@@ -59,17 +59,24 @@ struct SoaBlock {
 
 /// Portable scan: updates (best_d, best_i) with the lexicographic minimum over the entries of
 /// `blk`, visiting blocks of 8 while center_d2[first of block] <= limit. Returns entries visited.
+/// With `second` not null, also lowers *second to the smallest distance among the visited
+/// entries (and the incoming best) whose index differs from the final best index: a lower bound
+/// for every other visited centroid (the Hamerly bound; an entry equal to the incoming best's
+/// index, e.g. a seed visited again, is not counted twice).
 template <int D>
 inline int64_t scan_block_portable(const float* x, const SoaBlock& blk, float limit, float& best_d,
-                                   int32_t& best_i) {
+                                   int32_t& best_i, float* second = nullptr) {
   int64_t b = 0;
   for (; b < blk.count; b += 8) {
     if (blk.center_d2 && !(blk.center_d2[b] <= limit)) break;
     for (int64_t m = b; m < b + 8; ++m) {
       const float d = squared_distance<D>(x, blk.coords + m, blk.stride);
       if (precedes(d, blk.index[m], best_d, best_i)) {
+        if (second && best_d < *second) *second = best_d;
         best_d = d;
         best_i = blk.index[m];
+      } else if (second && blk.index[m] != best_i && d < *second) {
+        *second = d;
       }
     }
   }
@@ -98,14 +105,18 @@ inline int64_t scan_ascending_tile_portable(const float* const* xs, const SoaBlo
 #if CLUSCOMP_KMEANS_HAVE_AVX2
 /// AVX2 scan, same contract and bit-identical results as scan_block_portable. Built with
 /// target("avx2") only (no "fma"), so the compiler cannot contract the multiply and add.
-template <int D>
+template <int D, bool kSecond = false>
 __attribute__((target("avx2"))) inline int64_t scan_block_avx2(const float* x, const SoaBlock& blk,
                                                                 float limit, float& best_d,
-                                                                int32_t& best_i) {
+                                                                int32_t& best_i, float* second = nullptr) {
   __m256 xb[D];
   for (int k = 0; k < D; ++k) xb[k] = _mm256_set1_ps(x[k]);
   __m256 bv = _mm256_set1_ps(std::numeric_limits<float>::infinity());
   __m256i bi = _mm256_set1_epi32(kNoIndex);
+  // Per lane, the smallest distance other than the lane's best: max(best, d) is the value that
+  // loses the comparison (the old best when d wins); NaN padding leaves it unchanged because
+  // max_ps returns its second operand (d) on NaN and min_ps then keeps b2.
+  __m256 b2 = _mm256_set1_ps(std::numeric_limits<float>::infinity());
   int64_t b = 0;
   for (; b < blk.count; b += 8) {
     if (blk.center_d2 && !(blk.center_d2[b] <= limit)) break;
@@ -120,6 +131,7 @@ __attribute__((target("avx2"))) inline int64_t scan_block_avx2(const float* x, c
     const __m256 eq = _mm256_cmp_ps(acc, bv, _CMP_EQ_OQ);
     const __m256 ilt = _mm256_castsi256_ps(_mm256_cmpgt_epi32(bi, iv));
     const __m256 m = _mm256_or_ps(lt, _mm256_and_ps(eq, ilt));
+    if (kSecond) b2 = _mm256_min_ps(_mm256_max_ps(bv, acc), b2);
     bv = _mm256_blendv_ps(bv, acc, m);
     bi = _mm256_castps_si256(_mm256_blendv_ps(_mm256_castsi256_ps(bi), _mm256_castsi256_ps(iv), m));
   }
@@ -127,11 +139,26 @@ __attribute__((target("avx2"))) inline int64_t scan_block_avx2(const float* x, c
   alignas(32) int32_t vi[8];
   _mm256_store_ps(vd, bv);
   _mm256_store_si256(reinterpret_cast<__m256i*>(vi), bi);
+  const float in_d = best_d;
+  const int32_t in_i = best_i;
   for (int l = 0; l < 8; ++l) {
     if (precedes(vd[l], vi[l], best_d, best_i)) {
       best_d = vd[l];
       best_i = vi[l];
     }
+  }
+  if (kSecond) {
+    // Second best: every lane's b2, and every lane best (and the incoming best) whose index is
+    // not the final best's. A lane's b2 never holds the final best's index (see above).
+    alignas(32) float v2[8];
+    _mm256_store_ps(v2, b2);
+    float s2 = *second;
+    if (in_i != best_i && in_d < s2) s2 = in_d;
+    for (int l = 0; l < 8; ++l) {
+      if (v2[l] < s2) s2 = v2[l];
+      if (vi[l] != best_i && vd[l] < s2) s2 = vd[l];
+    }
+    *second = s2;
   }
   return b;
 }
@@ -210,6 +237,21 @@ CLUSCOMP_FORCEINLINE int64_t scan_block(bool use_avx2, const float* x, const Soa
   (void)use_avx2;
 #endif
   return scan_block_portable<D>(x, blk, limit, best_d, best_i);
+}
+
+/// scan_block that also lowers *second to the smallest distance among the visited entries (and
+/// the incoming best) whose index differs from the final best's (see scan_block_portable). The
+/// best is the same as scan_block's; *second may differ between the AVX2 and portable forms only
+/// if an entry is visited twice, and is in both a lower bound for every other visited entry.
+template <int D>
+CLUSCOMP_FORCEINLINE int64_t scan_block_second(bool use_avx2, const float* x, const SoaBlock& blk, float limit,
+                                               float& best_d, int32_t& best_i, float& second) {
+#if CLUSCOMP_KMEANS_HAVE_AVX2
+  if (use_avx2) return scan_block_avx2<D, true>(x, blk, limit, best_d, best_i, &second);
+#else
+  (void)use_avx2;
+#endif
+  return scan_block_portable<D>(x, blk, limit, best_d, best_i, &second);
 }
 
 /// Dispatches the register-blocked brute-force scan (see scan_ascending_tile_portable); the AVX2

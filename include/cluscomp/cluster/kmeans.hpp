@@ -24,7 +24,15 @@
 ///  * Because points are in cluster order, the centroid update is a segmented reduction in double
 ///    in a fixed order, and the objective is summed in double over fixed chunks: results are
 ///    bit-identical for a given seed whatever the thread count.
-/// Memory beyond the input: about 2 * N * (4d + 4) + 8N bytes plus O(K * list length).
+///  * Optionally (KMeansOptions::use_bounds), Hamerly-style bounds carried across iterations: per
+///    point a lower bound on its distance to every centroid but its own (from the second-best
+///    distance of its last search, the ball's edge, or the k-d tree's pruned boxes), lowered after
+///    each update by the largest move among the centroids near its cluster (a k-d tree query on
+///    per-subtree maxima; centroids farther than rho are bounded by the triangle inequality, and a
+///    split centroid's move is taken from its donor, whose points are then all searched). A point
+///    whose distance to its own centroid is below that bound keeps it without a search.
+/// Memory beyond the input: about 2 * N * (4d + 4) + 8N bytes plus O(K * list length); + 4N bytes
+/// with use_bounds.
 
 #include <algorithm>
 #include <array>
@@ -82,6 +90,12 @@ struct KMeansOptions {
   MatrixView<const float> initial_centroids;  // (K, d); when set, used instead of `init`
   bool use_pruning = true;  // false: brute-force assignment of every point (same answer, slower)
   bool use_simd = true;     // false: portable kernel only (same answer bit for bit)
+  /// Hamerly-style bounds carried across iterations: same answer bit for bit, fewer point
+  /// searches, one extra float per point (4N bytes; 235 MB at N = 58.7M) and an O(K log K)
+  /// local-drift pass per update. Off by default: on this CPU path the assignment's cost is the
+  /// per-cluster candidate lists, not the per-point scans the bounds skip, so it measured slower
+  /// (docs/benchmarks.md, kmeans-vs-faiss). Ignored when use_pruning is false.
+  bool use_bounds = false;
 };
 
 /// Where the time went and how much pruning saved.
@@ -91,6 +105,7 @@ struct KMeansStats {
   int64_t tree_search_points = 0;    // point assignments by a per-point k-d tree search
   int64_t assignments = 0;           // point assignments (N per assignment step)
   int64_t splits = 0;                // empty clusters re-seeded by the split rule
+  int64_t bound_skipped_points = 0;  // point assignments certified by the carried bounds alone
   double init_s = 0, assign_s = 0, sort_s = 0, update_s = 0;
 };
 
@@ -122,6 +137,11 @@ inline constexpr double kSharedListQuantile = 0.99;    // list radius: this quan
 inline constexpr int kTreeMaxD = 8;                    // from this d, per-point tree search ...
 inline constexpr int64_t kTreeMinKHighD = 16384;       // ... only pays from this K on
 inline constexpr int64_t kGuessRegion = 64;            // first labels: best of ~this many tree neighbours
+// Carried bounds (Hamerly): every bound is a distance (not squared), lowered by this relative
+// margin each time it is derived from fp32 distances (whose relative error is ~d * 2^-24).
+inline constexpr float kBoundMargin = 1e-4f;
+inline constexpr float kBoundReach = 2.5f;      // a ball scan goes on up to this * u for a lower bound
+inline constexpr double kDriftQuantile = 0.95;  // local-drift radius: 2 * this quantile of the bounds
 
 /// Uniform integer in [0, m) from a 64-bit engine, by rejection (portable, unlike
 /// std::uniform_int_distribution whose algorithm is implementation-defined).
@@ -404,8 +424,15 @@ inline std::vector<float> init_kmeans_parallel(MatrixView<const float> p, int64_
 template <int D>
 class LloydEngine {
  public:
-  LloydEngine(int64_t n, int64_t k, int threads, bool pruning, bool simd)
-      : n_(n), k_(k), threads_(threads), pruning_(pruning), simd_(simd && cpu_has_avx2()) {
+  LloydEngine(int64_t n, int64_t k, int threads, bool pruning, bool simd, bool bounds = false)
+      : n_(n), k_(k), threads_(threads), pruning_(pruning), simd_(simd && cpu_has_avx2()), bounds_(bounds) {
+    if (bounds_) {
+      lb_.assign(static_cast<size_t>(n), 0.0f);
+      drift_.assign(static_cast<size_t>(k), 0.0f);
+      local_drift_.assign(static_cast<size_t>(k), 0.0f);
+      rho_.assign(static_cast<size_t>(k), 0.0f);
+      dirty_.assign(static_cast<size_t>(k), 0);
+    }
     for (auto& b : pts_) b.resize(static_cast<size_t>(n) * D);
     for (auto& b : ids_) b.resize(static_cast<size_t>(n));
     label_.resize(static_cast<size_t>(n));
@@ -444,7 +471,7 @@ class LloydEngine {
       const int64_t b = seg_[static_cast<size_t>(a)], e = seg_[static_cast<size_t>(a + 1)];
       for (int64_t s = b; s < e; s += kPiece) items_.push_back({a, s, std::min(e, s + kPiece)});
     }
-    for (auto& s : scratch_) s.evals = s.brute = s.tree_points = 0;
+    for (auto& s : scratch_) s.evals = s.brute = s.tree_points = s.skipped = 0;
     parallel_chunks(threads_, static_cast<int64_t>(items_.size()), 32, [&](int64_t b, int64_t e, int w) {
       for (int64_t it = b; it < e; ++it) assign_piece(items_[static_cast<size_t>(it)], scratch_[static_cast<size_t>(w)]);
     });
@@ -452,6 +479,7 @@ class LloydEngine {
       st.distance_evaluations += s.evals;
       st.brute_force_points += s.brute;
       st.tree_search_points += s.tree_points;
+      st.bound_skipped_points += s.skipped;
     }
     st.assignments += n_;
     // Objective: double partial sums over fixed chunks, combined in chunk order.
@@ -497,10 +525,14 @@ class LloydEngine {
         const int64_t o = off[label_[static_cast<size_t>(i)]]++;
         std::memcpy(dp + o * D, sp + i * D, sizeof(float) * D);
         di[o] = si[i];
+        // The bounds travel with their points; dist_ (free until the next assignment rewrites
+        // it) is the sort target, so they cost no second buffer.
+        if (bounds_) dist_[static_cast<size_t>(o)] = lb_[static_cast<size_t>(i)];
       }
     });
     std::swap(pts_[0], pts_[1]);
     std::swap(ids_[0], ids_[1]);
+    if (bounds_) std::swap(lb_, dist_);
     for (int64_t a = 0; a < k_; ++a)
       counts_[static_cast<size_t>(a)] = seg_[static_cast<size_t>(a + 1)] - seg_[static_cast<size_t>(a)];
   }
@@ -508,6 +540,7 @@ class LloydEngine {
   /// Centroid = mean of its segment, summed in double in segment order; then the split rule.
   /// Returns the number of splits.
   int64_t update(uint64_t split_seed) {
+    if (bounds_) old_centroids_ = centroids_;
     parallel_chunks(threads_, k_, 256, [&](int64_t b, int64_t e, int) {
       for (int64_t a = b; a < e; ++a) {
         const int64_t lo = seg_[static_cast<size_t>(a)], hi = seg_[static_cast<size_t>(a + 1)];
@@ -521,6 +554,7 @@ class LloydEngine {
     });
     const int64_t splits = split_empty(split_seed);
     set_centroids();
+    if (bounds_) update_bounds();
     return splits;
   }
 
@@ -551,7 +585,8 @@ class LloydEngine {
     std::vector<float> cd2;
     std::vector<float> u2;
     std::vector<int64_t> pending;  // sorted points waiting for a tiled brute-force scan
-    int64_t evals = 0, brute = 0, tree_points = 0;
+    std::vector<int64_t> active;   // points of the piece that the bounds do not certify
+    int64_t evals = 0, brute = 0, tree_points = 0, skipped = 0;
   };
 
   void set_centroids() {
@@ -566,23 +601,46 @@ class LloydEngine {
     all_ = SoaBlock{all_soa_.data(), all_idx_.data(), nullptr, stride, stride};
   }
 
+  /// Lower bound (a distance) from a squared fp32 distance: rounded down by kBoundMargin.
+  static float bound_from_d2(float d2) { return std::sqrt(d2) * (1.0f - kBoundMargin); }
+
   void assign_piece(const Item& item, Scratch& s) {
-    const float* ca = &centroids_[static_cast<size_t>(item.cluster) * D];
+    const int64_t a = item.cluster;
+    const float* ca = &centroids_[static_cast<size_t>(a) * D];
     const float* pts = pts_[0].data();
-    float r2max = 0.0f;
-    for (int64_t i = item.begin; i < item.end; ++i) {
-      const float u2 = squared_distance<D>(pts + i * D, ca);
-      dist_[static_cast<size_t>(i)] = u2;
-      r2max = std::max(r2max, u2);
+    for (int64_t i = item.begin; i < item.end; ++i)
+      dist_[static_cast<size_t>(i)] = squared_distance<D>(pts + i * D, ca);
+    // Carried bounds: a point whose distance to its centroid is below the lower bound on every
+    // other centroid keeps its label (the brute-force argmin, ties included: the test is strict
+    // with margins far above fp32 rounding) and needs no search.
+    s.active.clear();
+    if (bounds_ && !dirty_[static_cast<size_t>(a)]) {
+      const float ld = local_drift_[static_cast<size_t>(a)], rho = rho_[static_cast<size_t>(a)],
+                  da = drift_[static_cast<size_t>(a)];
+      for (int64_t i = item.begin; i < item.end; ++i) {
+        const float u = std::sqrt(dist_[static_cast<size_t>(i)]) * (1.0f + kBoundMargin);
+        const float l = std::min(lb_[static_cast<size_t>(i)] - ld, rho - u - da);
+        if (u < l) {
+          label_[static_cast<size_t>(i)] = static_cast<uint32_t>(a);
+          lb_[static_cast<size_t>(i)] = l;
+          continue;
+        }
+        s.active.push_back(i);
+      }
+      s.skipped += (item.end - item.begin) - static_cast<int64_t>(s.active.size());
+    } else {
+      for (int64_t i = item.begin; i < item.end; ++i) s.active.push_back(i);
     }
-    const int64_t npts = item.end - item.begin;
+    const int64_t npts = static_cast<int64_t>(s.active.size());
+    if (npts == 0) return;
     const bool brute = !pruning_ || k_ <= kBruteMaxK;
     // Radius of the shared candidate list: the ball of a high quantile of the points' distances
     // (not the maximum, so one outlier does not blow the list up). Points whose own ball is wider
     // than the list's radius are searched in the tree one by one, seeded with their centroid.
     float list_r2 = -1.0f;  // no shared list
     if (!brute && npts >= kSharedListMinPoints) {
-      s.u2.assign(dist_.begin() + item.begin, dist_.begin() + item.end);
+      s.u2.resize(static_cast<size_t>(npts));
+      for (int64_t j = 0; j < npts; ++j) s.u2[static_cast<size_t>(j)] = dist_[static_cast<size_t>(s.active[static_cast<size_t>(j)])];
       const size_t q = static_cast<size_t>(static_cast<double>(npts - 1) * kSharedListQuantile);
       std::nth_element(s.u2.begin(), s.u2.begin() + static_cast<std::ptrdiff_t>(q), s.u2.end());
       list_r2 = 4.0f * s.u2[q] * (1.0f + kBallMargin) + kBallTiny;
@@ -592,12 +650,12 @@ class LloydEngine {
     }
     s.pending.clear();
     if (!brute && list_r2 < 0.0f) {
-      for (int64_t i = item.begin; i < item.end; ++i) search_point(i, item.cluster, s);
+      for (int64_t i : s.active) search_point(i, a, s);
       assign_pending_brute(s, true);
       return;
     }
     if (brute) {
-      for (int64_t i = item.begin; i < item.end; ++i) s.pending.push_back(i);
+      for (int64_t i : s.active) s.pending.push_back(i);
       assign_pending_brute(s, false);
       return;
     }
@@ -619,20 +677,97 @@ class LloydEngine {
             real ? centroids_[static_cast<size_t>(id) * D + c] : std::numeric_limits<float>::quiet_NaN();
     }
     const SoaBlock blk{s.soa.data(), s.idx.data(), s.cd2.data(), stride, stride};
-    for (int64_t i = item.begin; i < item.end; ++i) {
+    for (int64_t i : s.active) {
       const float u2 = dist_[static_cast<size_t>(i)];
       const float limit = 4.0f * u2 * (1.0f + kBallMargin) + kBallTiny;
       if (!(limit <= list_r2)) {
-        search_point(i, item.cluster, s);
+        search_point(i, a, s);
         continue;
       }
       float bd = std::numeric_limits<float>::infinity();
       int32_t bi = kNoIndex;
-      s.evals += scan_block<D>(simd_, pts + i * D, blk, limit, bd, bi);
+      if (!bounds_) {
+        s.evals += scan_block<D>(simd_, pts + i * D, blk, limit, bd, bi);
+      } else {
+        // The ball (2u) holds the nearest centroid; a lower bound on all the others needs the
+        // scan to go on to u + (second best so far), capped at kBoundReach * u. Centroids the scan
+        // does not reach are at least sqrt(cd2) - u away (triangle inequality through c_a).
+        float sec = std::numeric_limits<float>::infinity();
+        int64_t v = scan_block_second<D>(simd_, pts + i * D, blk, limit, bd, bi, sec);
+        const float ua = std::sqrt(u2);
+        const float reach = std::min(kBoundReach * ua, ua + std::sqrt(sec));
+        const float limit2 = std::min(reach * reach * (1.0f + kBallMargin) + kBallTiny, list_r2);
+        if (v < stride && s.cd2[static_cast<size_t>(v)] <= limit2) {
+          const SoaBlock rest{s.soa.data() + v, s.idx.data() + v, s.cd2.data() + v, stride - v, stride};
+          v += scan_block_second<D>(simd_, pts + i * D, rest, limit2, bd, bi, sec);
+        }
+        s.evals += v;
+        const float next = std::min(v < stride ? s.cd2[static_cast<size_t>(v)] : std::numeric_limits<float>::infinity(),
+                                    list_r2);
+        lb_[static_cast<size_t>(i)] =
+            std::min(bound_from_d2(sec), bound_from_d2(next) - ua * (1.0f + kBoundMargin));
+      }
       label_[static_cast<size_t>(i)] = static_cast<uint32_t>(bi);
       dist_[static_cast<size_t>(i)] = bd;
     }
     assign_pending_brute(s, true);
+  }
+
+  /// After an update (bounds_ only): how far each centroid moved, and per cluster the largest
+  /// move among the centroids near it. A split centroid's move is measured from its donor's old
+  /// position when that is shorter (it is a copy of the donor); the donor's own points then have
+  /// no valid bound to it and are all searched (dirty). Deterministic (per-cluster work only).
+  void update_bounds() {
+    std::vector<int64_t> root(static_cast<size_t>(k_));
+    for (int64_t j = 0; j < k_; ++j) root[static_cast<size_t>(j)] = j;
+    auto move = [&](int64_t j, int64_t from) {
+      double s2 = 0;
+      for (int c = 0; c < D; ++c) {
+        const double t = static_cast<double>(centroids_[static_cast<size_t>(j) * D + c]) -
+                         static_cast<double>(old_centroids_[static_cast<size_t>(from) * D + c]);
+        s2 += t * t;
+      }
+      return static_cast<float>(std::sqrt(s2) * (1.0 + 1e-6)) + 1e-30f;
+    };
+    parallel_chunks(threads_, k_, 1024, [&](int64_t b, int64_t e, int) {
+      for (int64_t j = b; j < e; ++j) drift_[static_cast<size_t>(j)] = move(j, j);
+    });
+    std::fill(dirty_.begin(), dirty_.end(), uint8_t{0});
+    for (const auto& pr : split_pairs_) {
+      const int64_t r = root[static_cast<size_t>(pr.second)];
+      root[static_cast<size_t>(pr.first)] = r;
+      drift_[static_cast<size_t>(pr.first)] = std::min(drift_[static_cast<size_t>(pr.first)], move(pr.first, r));
+      dirty_[static_cast<size_t>(r)] = 1;
+    }
+    const float global = *std::max_element(drift_.begin(), drift_.end());
+    tree_.set_values(drift_.data());
+    // rho_[a]: twice a high quantile of the bounds of a's points (a point with bound l and
+    // ||x - old c_a|| <= l then gets l back from the far term).
+    parallel_chunks(threads_, k_, 64, [&](int64_t b, int64_t e, int w) {
+      Scratch& sc = scratch_[static_cast<size_t>(w)];
+      for (int64_t a = b; a < e; ++a) {
+        const int64_t lo = seg_[static_cast<size_t>(a)], hi = seg_[static_cast<size_t>(a + 1)];
+        rho_[static_cast<size_t>(a)] = 0.0f;
+        local_drift_[static_cast<size_t>(a)] = global;
+        if (lo == hi || dirty_[static_cast<size_t>(a)]) continue;
+        sc.u2.assign(lb_.begin() + lo, lb_.begin() + hi);
+        const size_t q = static_cast<size_t>(static_cast<double>(hi - lo - 1) * kDriftQuantile);
+        std::nth_element(sc.u2.begin(), sc.u2.begin() + static_cast<std::ptrdiff_t>(q), sc.u2.end());
+        const float rho = 2.0f * sc.u2[q];
+        if (rho > 0.0f && rho < 1e18f) rho_[static_cast<size_t>(a)] = rho;
+      }
+    });
+    // Local drift: the largest move among the other centroids whose new position lies within
+    // rho_[a] of c_a's old position (the tree prunes subtrees that cannot raise the maximum).
+    parallel_chunks(threads_, k_, 64, [&](int64_t b, int64_t e, int) {
+      for (int64_t a = b; a < e; ++a) {
+        const float rho = rho_[static_cast<size_t>(a)];
+        if (!(rho > 0.0f)) continue;
+        local_drift_[static_cast<size_t>(a)] =
+            tree_.max_near_box(&old_centroids_[static_cast<size_t>(a) * D], &old_centroids_[static_cast<size_t>(a) * D],
+                               rho * (1.0f + 2.0f * kBoundMargin), static_cast<int32_t>(a), 0.0f);
+      }
+    });
   }
 
   /// Brute-force assignment of the sorted points in s.pending against all K centroids, a tile
@@ -656,6 +791,7 @@ class LloydEngine {
         const size_t i = static_cast<size_t>(s.pending[static_cast<size_t>(t + p)]);
         label_[i] = static_cast<uint32_t>(bi[p]);
         dist_[i] = bd[p];
+        if (bounds_) lb_[i] = 0.0f;  // no bound from the tiled scan: searched again next time
       }
     }
     s.brute += m;
@@ -672,7 +808,13 @@ class LloydEngine {
       s.pending.push_back(i);  // done in tiles by assign_pending_brute at the end of the piece
       return;
     }
-    s.evals += tree_.nearest(simd_, &pts_[0][static_cast<size_t>(i) * D], bd, bi);
+    if (bounds_) {
+      float sec = std::numeric_limits<float>::infinity();
+      s.evals += tree_.nearest(simd_, &pts_[0][static_cast<size_t>(i) * D], bd, bi, &sec);
+      lb_[static_cast<size_t>(i)] = bound_from_d2(sec);
+    } else {
+      s.evals += tree_.nearest(simd_, &pts_[0][static_cast<size_t>(i) * D], bd, bi);
+    }
     label_[static_cast<size_t>(i)] = static_cast<uint32_t>(bi);
     dist_[static_cast<size_t>(i)] = bd;
     ++s.tree_points;
@@ -688,6 +830,7 @@ class LloydEngine {
     const double denom = static_cast<double>(std::max<int64_t>(n_ - k_, 1));
     std::mt19937_64 rng(seed);
     int64_t splits = 0;
+    split_pairs_.clear();
     for (int64_t ci = 0; ci < k_; ++ci) {
       if (h[static_cast<size_t>(ci)] != 0.0) continue;
       int64_t cj = 0;
@@ -708,6 +851,7 @@ class LloydEngine {
         c_i[c] = static_cast<float>(v * (even ? 1.0 + kSplitEps : 1.0 - kSplitEps));
         c_j[c] = static_cast<float>(v * (even ? 1.0 - kSplitEps : 1.0 + kSplitEps));
       }
+      if (bounds_) split_pairs_.emplace_back(ci, cj);
       h[static_cast<size_t>(ci)] = h[static_cast<size_t>(cj)] / 2;
       h[static_cast<size_t>(cj)] -= h[static_cast<size_t>(ci)];
       ++splits;
@@ -717,7 +861,20 @@ class LloydEngine {
 
   int64_t n_, k_;
   int threads_;
-  bool pruning_, simd_;
+  bool pruning_, simd_, bounds_;
+  // Carried bounds (only with bounds_). lb_[i]: lower bound on the distance (not squared) from
+  // sorted point i to every centroid other than its label, at the centroids of the last
+  // assignment. After an update, a point of cluster a keeps its label without a search when
+  //   ||x - c_a|| < min(lb - local_drift_[a], rho_[a] - ||x - c_a|| - drift_[a]):
+  // centroids whose new position lies within rho_[a] of c_a's old one moved by at most
+  // local_drift_[a], and every other one is farther than rho_[a] - ||x - old c_a||.
+  std::vector<float> lb_;           // (N)
+  std::vector<float> drift_;        // (K) upper bound on how far each centroid moved
+  std::vector<float> local_drift_;  // (K)
+  std::vector<float> rho_;          // (K)
+  std::vector<uint8_t> dirty_;      // (K) 1: the points of this cluster are all searched
+  std::vector<float> old_centroids_;  // (K, D) the centroids before the last update
+  std::vector<std::pair<int64_t, int64_t>> split_pairs_;  // (empty, donor) of the last update
   std::vector<float> pts_[2];     // (N, D) points in cluster order; [1] is the sort target
   std::vector<uint32_t> ids_[2];  // (N) input index of each sorted point
   std::vector<uint32_t> label_;   // (N) label of each sorted point, last assignment
@@ -740,7 +897,7 @@ inline double seconds_since(std::chrono::steady_clock::time_point t0) {
 template <int D>
 Status run_lloyd(MatrixView<const float> p, const KMeansOptions& o, int threads, const std::vector<float>& init,
                  std::chrono::steady_clock::time_point t0, KMeansResult* r) {
-  LloydEngine<D> eng(p.rows, o.k, threads, o.use_pruning, o.use_simd);
+  LloydEngine<D> eng(p.rows, o.k, threads, o.use_pruning, o.use_simd, o.use_bounds && o.use_pruning);
   auto t = std::chrono::steady_clock::now();
   eng.start(p, init.data());
   r->stats.sort_s += seconds_since(t);
