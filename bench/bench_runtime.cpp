@@ -14,7 +14,7 @@
 // Its logits of a 16-token prompt must match ours (relative L2 < 1e-4) before any timing counts.
 // CLUSCOMP_RUNTIME_NO_TORCH=1 skips it (ratios nan).
 //
-// llama.cpp peer, same run: bench/bench_llamacpp.cpp (ours, against libllama built by
+// llama.cpp peer, same run: bench/llamacpp_peer.cpp (ours, against libllama built by
 // bench/llamacpp_build.sh from the llama.cpp that the llama-cpp-python sdist on PyPI vendors), run
 // when scripts/bench.sh names it in CLUSCOMP_LLAMACPP_BENCH (else CLUSCOMP_LLAMACPP_MISSING says
 // why it is absent, and the row is left out). Same GGUF, prompt ids, protocol and threads, but

@@ -4,8 +4,8 @@
 #      llama.cpp under vendor/llama.cpp (the only registry route to llama.cpp from this machine);
 #   2. libllama + ggml from it with CMake: CPU only, Release, GGML_NATIVE=ON (tuned to this
 #      machine's CPU: a local benchmark, never shipped), no BLAS, no tools, no network code;
-#   3. bench/bench_llamacpp.cpp (ours) against that libllama.
-# On success prints the path of the bench_llamacpp binary on stdout (and nothing else; progress goes
+#   3. bench/llamacpp_peer.cpp (ours) against that libllama.
+# On success prints the path of the llamacpp_peer binary on stdout (and nothing else; progress goes
 # to stderr, build output to $DIR/build.log). On failure exits non-zero with one line
 # `llama.cpp unavailable: REASON` on stdout (and stderr), so the runtime benchmark can still run
 # and say why the llama.cpp row is missing.
@@ -23,7 +23,7 @@ DIR="$DATA/llamacpp-$LCP_VERSION"
 SRC="$DIR/src"          # the extracted sdist
 BLD="$DIR/build"        # CMake build of vendor/llama.cpp
 PREFIX="$DIR/install"   # cmake --install of it
-BIN="$DIR/bench_llamacpp"
+BIN="$DIR/llamacpp_peer"
 LOG="$DIR/build.log"
 
 fail() { echo "llama.cpp unavailable: $*" >&2; echo "llama.cpp unavailable: $*"; exit 1; }
@@ -66,13 +66,13 @@ if [[ ! -f "$PREFIX/.stamp" ]]; then
   date -u +%FT%TZ >"$PREFIX/.stamp"
 fi
 
-SRC_CPP="$ROOT/bench/bench_llamacpp.cpp"
+SRC_CPP="$ROOT/bench/llamacpp_peer.cpp"
 if [[ ! -x "$BIN" || "$SRC_CPP" -nt "$BIN" || "$PREFIX/.stamp" -nt "$BIN" ]]; then
   LIBDIR="$PREFIX/lib"
   [[ -d "$LIBDIR" ]] || LIBDIR="$PREFIX/lib64"
   g++ -std=c++17 -O2 -Wall -Wextra -o "$BIN.tmp" "$SRC_CPP" -I"$PREFIX/include" -L"$LIBDIR" \
     -Wl,--disable-new-dtags,-rpath,"$LIBDIR" -lllama -lggml -lggml-base -lpthread >>"$LOG" 2>&1 ||
-    fail "bench/bench_llamacpp.cpp did not compile or link against $PREFIX; see $LOG"
+    fail "bench/llamacpp_peer.cpp did not compile or link against $PREFIX; see $LOG"
   mv "$BIN.tmp" "$BIN"
 fi
 echo "$BIN"

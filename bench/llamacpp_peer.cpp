@@ -2,7 +2,7 @@
 // API (built by bench/llamacpp_build.sh from the vendored llama.cpp of the llama-cpp-python sdist;
 // this file is ours and is compiled against that build, never against the cluscomp library).
 //
-//   bench_llamacpp MODEL.gguf OUTDIR THREADS PREFILL DECODE REPS
+//   llamacpp_peer MODEL.gguf OUTDIR THREADS PREFILL DECODE REPS
 //
 // Protocol (bench/bench_runtime.cpp's): prompt ids[i] = (i * 7919 + 13) % vocab; prefill = one
 // llama_decode of PREFILL tokens from an empty KV cache, the last position's logits read back;
@@ -33,7 +33,7 @@ double now_s() {
 }
 
 [[noreturn]] void die(const std::string& m) {
-  std::fprintf(stderr, "bench_llamacpp: %s\n", m.c_str());
+  std::fprintf(stderr, "llamacpp_peer: %s\n", m.c_str());
   std::exit(1);
 }
 
@@ -75,7 +75,7 @@ std::string json_escape(const std::string& s) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  if (argc != 7) die("usage: bench_llamacpp MODEL.gguf OUTDIR THREADS PREFILL DECODE REPS");
+  if (argc != 7) die("usage: llamacpp_peer MODEL.gguf OUTDIR THREADS PREFILL DECODE REPS");
   const std::string path = argv[1], out = argv[2];
   const int threads = std::atoi(argv[3]), n_prefill = std::atoi(argv[4]), n_decode = std::atoi(argv[5]),
             reps = std::atoi(argv[6]);
