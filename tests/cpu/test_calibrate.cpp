@@ -24,6 +24,7 @@
 #include "cluscomp/model/llama.hpp"
 #include "cluscomp/pipeline/calibrate.hpp"
 #include "cluscomp/pipeline/compress.hpp"
+#include "support/model_diff.hpp"
 #include "support/require_error.hpp"
 #include "support/test_data.hpp"
 #include "support/tiny_llama.hpp"
@@ -124,21 +125,7 @@ TEST_CASE("calibrate: every block's loss drops, the model moves toward the teach
 
   // Only centroids changed: same codes, same shapes and dtypes, same dense tensors.
   const CluscompModel before = read_cluscomp_model(fx.student), after = read_cluscomp_model(out);
-  REQUIRE(before.clustered.size() == after.clustered.size());
-  int changed = 0;
-  for (const auto& kv : before.clustered) {
-    const CodebookTensor& a = after.clustered.at(kv.first);
-    CHECK(a.shape() == kv.second.shape());
-    CHECK(a.code_words() == kv.second.code_words());
-    changed += a.centroid_bytes() != kv.second.centroid_bytes();
-  }
-  CHECK(changed == 14);
-  REQUIRE(before.dense.size() == after.dense.size());
-  for (size_t i = 0; i < before.dense.size(); ++i) {
-    CHECK(before.dense[i].name == after.dense[i].name);
-    CHECK(std::vector<unsigned char>(before.dense[i].data, before.dense[i].data + before.dense[i].nbytes) ==
-          std::vector<unsigned char>(after.dense[i].data, after.dense[i].data + after.dense[i].nbytes));
-  }
+  CHECK(cluscomp_test::changed_codebooks_only_centroids(before, after) == 14);
   CHECK(after.metadata.count("calibrate.settings") == 1);
   CHECK(after.metadata.at("compress.method") == "cluscomp");
 

@@ -28,6 +28,7 @@
 #include "cluscomp/model/train_model.hpp"
 #include "cluscomp/pipeline/compress.hpp"
 #include "cluscomp/pipeline/recover.hpp"
+#include "support/model_diff.hpp"
 #include "support/require_error.hpp"
 #include "support/test_data.hpp"
 #include "support/tiny_llama.hpp"
@@ -237,22 +238,7 @@ TEST_CASE("recover: KD lowers the loss and the KL to the teacher; only centroids
   CHECK(rep.saved_bytes > 0);
 
   const CluscompModel before = read_cluscomp_model(fx.student), after = read_cluscomp_model(out);
-  REQUIRE(before.clustered.size() == after.clustered.size());
-  int changed = 0;
-  for (const auto& kv : before.clustered) {
-    const CodebookTensor& a = after.clustered.at(kv.first);
-    CHECK(a.shape() == kv.second.shape());
-    CHECK(a.code_words() == kv.second.code_words());
-    changed += a.centroid_bytes() != kv.second.centroid_bytes();
-  }
-  CHECK(changed == 14);
-  REQUIRE(before.dense.size() == after.dense.size());
-  for (size_t i = 0; i < before.dense.size(); ++i) {
-    CHECK(before.dense[i].name == after.dense[i].name);
-    CHECK(before.dense[i].dtype == after.dense[i].dtype);
-    CHECK(std::vector<unsigned char>(before.dense[i].data, before.dense[i].data + before.dense[i].nbytes) ==
-          std::vector<unsigned char>(after.dense[i].data, after.dense[i].data + after.dense[i].nbytes));
-  }
+  CHECK(cluscomp_test::changed_codebooks_only_centroids(before, after) == 14);
   REQUIRE(after.metadata.count("recover.settings") == 1);
   CHECK(after.metadata.at("recover.settings").find("\"loss\":\"kd\"") != std::string::npos);
   CHECK(after.metadata.at("recover.settings").find("\"train\":\"codebooks\"") != std::string::npos);
