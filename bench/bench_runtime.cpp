@@ -86,6 +86,44 @@ std::string ensure_torch_venv(const std::string& data) {
 /// activations and an fp16 KV cache; we with fp32): relative L2 over 16 positions x vocabulary.
 constexpr double kLlamaCppCheckRel = 0.1;
 
+/// What a peer driver (torch, llama.cpp) leaves in `out`: result.json (timings, "check_tokens",
+/// "vocab") and check.logits.f32, the logits of the first check_tokens ids; compared with ours.
+struct PeerOutput {
+  nlohmann::json result;
+  int64_t tokens = 0;
+  std::vector<float> theirs, ours;  // (tokens, vocab)
+  double rel_l2 = 0;                // ||ours - theirs|| / ||theirs||
+};
+
+PeerOutput read_peer_output(LlamaModel& m, const std::vector<int32_t>& ids, const std::string& out,
+                            const std::string& peer) {
+  PeerOutput p;
+  std::ifstream f(out + "/result.json");
+  std::stringstream ss;
+  ss << f.rdbuf();
+  p.result = nlohmann::json::parse(ss.str(), nullptr, /*allow_exceptions=*/false);
+  if (p.result.is_discarded()) throw Error(StatusCode::kFormatError, out + "/result.json: not JSON");
+  const int64_t n = p.result["check_tokens"].get<int64_t>(), V = m.vocab_size();
+  if (p.result["vocab"].get<int64_t>() != V) throw Error(StatusCode::kFormatError, peer + " driver: vocabulary differs");
+  p.tokens = n;
+  p.theirs.resize(static_cast<size_t>(n * V));
+  std::ifstream lf(out + "/check.logits.f32", std::ios::binary);
+  lf.read(reinterpret_cast<char*>(p.theirs.data()), static_cast<std::streamsize>(p.theirs.size() * sizeof(float)));
+  if (lf.gcount() != static_cast<std::streamsize>(p.theirs.size() * sizeof(float)))
+    throw Error(StatusCode::kIoError, out + "/check.logits.f32: short file");
+  KvCache cache = m.make_cache(n);
+  const std::vector<int32_t> head(ids.begin(), ids.begin() + n);
+  p.ours = m.forward(head, cache, /*all=*/true);
+  double num = 0, den = 0;
+  for (size_t i = 0; i < p.theirs.size(); ++i) {
+    const double d = static_cast<double>(p.ours[i]) - p.theirs[i];
+    num += d * d;
+    den += static_cast<double>(p.theirs[i]) * p.theirs[i];
+  }
+  p.rel_l2 = std::sqrt(num / den);
+  return p;
+}
+
 struct TorchRun {
   bool ok = false;
   std::string version;
@@ -111,27 +149,9 @@ TorchRun run_torch(LlamaModel& m, const std::string& model_path, const std::vect
     std::fprintf(stderr, "bench_runtime: the torch driver failed\n");
     return r;
   }
-  std::ifstream f(out + "/result.json");
-  std::stringstream ss;
-  ss << f.rdbuf();
-  const nlohmann::json j = nlohmann::json::parse(ss.str(), nullptr, /*allow_exceptions=*/false);
-  if (j.is_discarded()) throw Error(StatusCode::kFormatError, out + "/result.json: not JSON");
-  const int64_t n = j["check_tokens"].get<int64_t>(), V = m.vocab_size();
-  if (j["vocab"].get<int64_t>() != V) throw Error(StatusCode::kFormatError, "torch driver: vocabulary differs");
-  std::vector<float> ref(static_cast<size_t>(n * V));
-  std::ifstream lf(out + "/check.logits.f32", std::ios::binary);
-  lf.read(reinterpret_cast<char*>(ref.data()), static_cast<std::streamsize>(ref.size() * sizeof(float)));
-  if (lf.gcount() != static_cast<std::streamsize>(ref.size() * sizeof(float)))
-    throw Error(StatusCode::kIoError, out + "/check.logits.f32: short file");
-  KvCache cache = m.make_cache(n);
-  const std::vector<int32_t> head(ids.begin(), ids.begin() + n);
-  const std::vector<float> got = m.forward(head, cache, /*all=*/true);
-  double num = 0, den = 0;
-  for (size_t i = 0; i < ref.size(); ++i) {
-    num += (static_cast<double>(got[i]) - ref[i]) * (static_cast<double>(got[i]) - ref[i]);
-    den += static_cast<double>(ref[i]) * ref[i];
-  }
-  r.check_rel = std::sqrt(num / den);
+  const PeerOutput po = read_peer_output(m, ids, out, "torch");
+  const nlohmann::json& j = po.result;
+  r.check_rel = po.rel_l2;
   r.version = j["torch_version"].get<std::string>();
   r.prefill_s = median(j["prefill_s"].get<std::vector<double>>());
   r.decode_s = median(j["decode_s"].get<std::vector<double>>());
@@ -180,30 +200,13 @@ LlamaCppRun run_llamacpp(LlamaModel& m, const std::string& model_path, const std
     r.why = "the llama.cpp driver " + bin + " failed (its message is above)";
     return r;
   }
-  std::ifstream f(out + "/result.json");
-  std::stringstream ss;
-  ss << f.rdbuf();
-  const nlohmann::json j = nlohmann::json::parse(ss.str(), nullptr, /*allow_exceptions=*/false);
-  if (j.is_discarded()) throw Error(StatusCode::kFormatError, out + "/result.json: not JSON");
-  const int64_t n = j["check_tokens"].get<int64_t>(), V = m.vocab_size();
-  if (j["vocab"].get<int64_t>() != V) throw Error(StatusCode::kFormatError, "llama.cpp driver: vocabulary differs");
-  std::vector<float> ref(static_cast<size_t>(n * V));
-  std::ifstream lf(out + "/check.logits.f32", std::ios::binary);
-  lf.read(reinterpret_cast<char*>(ref.data()), static_cast<std::streamsize>(ref.size() * sizeof(float)));
-  if (lf.gcount() != static_cast<std::streamsize>(ref.size() * sizeof(float)))
-    throw Error(StatusCode::kIoError, out + "/check.logits.f32: short file");
-  KvCache cache = m.make_cache(n);
-  const std::vector<int32_t> head(ids.begin(), ids.begin() + n);
-  const std::vector<float> got = m.forward(head, cache, /*all=*/true);
-  double num = 0, den = 0;
-  for (size_t i = 0; i < ref.size(); ++i) {
-    num += (static_cast<double>(got[i]) - ref[i]) * (static_cast<double>(got[i]) - ref[i]);
-    den += static_cast<double>(ref[i]) * ref[i];
-  }
+  const PeerOutput po = read_peer_output(m, ids, out, "llama.cpp");
+  const nlohmann::json& j = po.result;
+  const int64_t n = po.tokens, V = m.vocab_size();
   int agree = 0;
   for (int64_t t = 0; t < n; ++t)
-    agree += Sampler::argmax(got.data() + t * V, V) == Sampler::argmax(ref.data() + t * V, V);
-  r.check_rel = std::sqrt(num / den);
+    agree += Sampler::argmax(po.ours.data() + t * V, V) == Sampler::argmax(po.theirs.data() + t * V, V);
+  r.check_rel = po.rel_l2;
   r.check_top1 = static_cast<double>(agree) / static_cast<double>(n);
   r.system_info = j["system_info"].get<std::string>();
   r.prefill_s = median(j["prefill_s"].get<std::vector<double>>());
