@@ -52,6 +52,7 @@
 #include "cluscomp/model/llama.hpp"
 #include "cluscomp/model/perplexity.hpp"
 #include "cluscomp/model/sampling.hpp"
+#include "cluscomp/pipeline/activation_stats.hpp"
 #include "cluscomp/pipeline/calibrate.hpp"
 #include "cluscomp/pipeline/compress.hpp"
 #include "cluscomp/pipeline/recover.hpp"
@@ -642,6 +643,44 @@ int compress_cmd(const std::string& model_path, const Options& opt) {
   o.reference_layout = opt.flag("reference-layout");
   if (opt.values.count("work-dir")) o.work_dir = opt.values.at("work-dir");
 
+  if (opt.values.count("activations")) {
+    if (o.method == cc::CompressMethod::kRtn)
+      throw cc::Error(cc::StatusCode::kInvalidArgument, "--activations applies to --method cluscomp (RTN is data-free)");
+    if (o.reference_layout)
+      throw cc::Error(cc::StatusCode::kInvalidArgument, "--activations cannot be combined with --reference-layout");
+    const std::string text_path = opt.values.at("activations");
+    cc::ActivationStatsOptions ao;
+    ao.samples = opt.get_int("act-samples", 16);
+    ao.window = opt.get_int("act-window", 256);
+    ao.seed = static_cast<uint64_t>(opt.get_int("seed", 1234));
+    ao.threads = o.threads;
+    o.importance_damp = opt.get_double("importance-damp", 0.01);
+    if (!(o.importance_damp >= 0) || !std::isfinite(o.importance_damp))
+      throw cc::Error(cc::StatusCode::kInvalidArgument, "--importance-damp must be finite and >= 0");
+    const std::vector<int32_t> ids = read_training_tokens(model_path, text_path);
+    const auto ts = Clock::now();
+    cc::ActivationStats st;
+    {
+      cc::LlamaModel teacher = load_model_timed(model_path, o.threads);
+      st = cc::collect_activation_stats(teacher, ids, ao, [&](int64_t b, int64_t n) {
+        progress_bar(b + 1, n, fmt::format("activation statistics: block {}/{}   ", b + 1, n));
+        return true;
+      });
+    }
+    fmt::print(stderr, "\nactivation statistics: {} tokens ({} windows of {}) in {:.1f} s\n", st.tokens, ao.samples,
+               ao.window, seconds_since(ts));
+    nlohmann::json aj;
+    aj["text"] = text_path;
+    aj["samples"] = ao.samples;
+    aj["window"] = ao.window;
+    aj["seed"] = ao.seed;
+    aj["tokens"] = st.tokens;
+    o.metadata["compress.activations"] = aj.dump();
+    o.input_importance = std::move(st.mean_sq);
+  } else if (opt.values.count("act-samples") || opt.values.count("act-window") || opt.values.count("importance-damp")) {
+    throw cc::Error(cc::StatusCode::kInvalidArgument, "--act-samples/--act-window/--importance-damp need --activations TEXT");
+  }
+
   auto t0 = Clock::now();
   fmt::print(stderr, "reading {} ...\n", model_path);
   const cc::SourceModel src = cc::read_source_model(model_path);
@@ -683,7 +722,7 @@ int compress_cmd(const std::string& model_path, const Options& opt) {
 
   struct KindRow {
     int n = 0;
-    double bits = 0, weights = 0, err = 0, norm = 0, seconds = 0;
+    double bits = 0, weights = 0, err = 0, norm = 0, out_err = 0, out_norm = 0, seconds = 0;
     std::map<std::string, int> settings;
   };
   std::map<int, KindRow> rows;
@@ -696,6 +735,8 @@ int compress_cmd(const std::string& model_path, const Options& opt) {
       k->weights += n;
       k->err += r.sq_error;
       k->norm += r.sq_norm;
+      k->out_err += r.out_sq_error;
+      k->out_norm += r.out_sq_norm;
       k->seconds += r.seconds;
       const std::string set = r.plan.method == cc::CompressMethod::kRtn
                                   ? fmt::format("rtn{}/g{}", r.plan.rtn.bits, r.plan.rtn.group_size)
@@ -708,15 +749,24 @@ int compress_cmd(const std::string& model_path, const Options& opt) {
     for (const auto& kv : k.settings) s += (s.empty() ? "" : " ") + kv.first + "x" + std::to_string(kv.second);
     return s.size() > 60 ? s.substr(0, 57) + "..." : s;
   };
-  fmt::print("{:<6} {:>5} {:>8} {:>10} {:>9}  {}\n", "kind", "count", "bpw", "rel.err", "time", "settings (xcount)");
+  // out.err (with --activations): sqrt(sum h_i ||dW[:, i]||^2 / sum h_i ||W[:, i]||^2), the
+  // relative output error for inputs with the calibration text's per-column energies.
+  const bool aware = !o.input_importance.empty();
+  auto out_err = [&](const KindRow& k) {
+    return aware ? fmt::format(" {:>10.5f}", k.out_norm > 0 ? std::sqrt(k.out_err / k.out_norm) : 0.0) : std::string();
+  };
+  fmt::print("{:<6} {:>5} {:>8} {:>10}{} {:>9}  {}\n", "kind", "count", "bpw", "rel.err",
+             aware ? fmt::format(" {:>10}", "out.err") : std::string(), "time", "settings (xcount)");
   for (const auto& [kind, k] : rows)
-    fmt::print("{:<6} {:>5} {:>8.4f} {:>10.5f} {:>9}  {}\n", cc::projection_kind_name(static_cast<cc::ProjectionKind>(kind)),
-               k.n, k.bits / k.weights, std::sqrt(k.err / k.norm), format_seconds(k.seconds), settings_str(k));
-  fmt::print("{:<6} {:>5} {:>8.4f} {:>10.5f} {:>9}\n", "all", all.n, all.bits / all.weights, std::sqrt(all.err / all.norm),
-             format_seconds(all.seconds));
+    fmt::print("{:<6} {:>5} {:>8.4f} {:>10.5f}{} {:>9}  {}\n", cc::projection_kind_name(static_cast<cc::ProjectionKind>(kind)),
+               k.n, k.bits / k.weights, std::sqrt(k.err / k.norm), out_err(k), format_seconds(k.seconds), settings_str(k));
+  fmt::print("{:<6} {:>5} {:>8.4f} {:>10.5f}{} {:>9}\n", "all", all.n, all.bits / all.weights, std::sqrt(all.err / all.norm),
+             out_err(all), format_seconds(all.seconds));
   fmt::print("method:      {}{}\n", cc::compress_method_name(o.method),
              o.method == cc::CompressMethod::kRtn ? fmt::format(" ({} bits, group {})", o.rtn.bits, o.rtn.group_size)
-                                                  : fmt::format(" ({} k-means iterations, seed {})", o.iterations, o.seed));
+                                                  : fmt::format(" ({} k-means iterations, seed {}{})", o.iterations, o.seed,
+                                                                aware ? fmt::format(", activation-aware, damp {}", o.importance_damp)
+                                                                      : std::string()));
   if (o.target_bpw > 0) fmt::print("target bpw:  {}\n", o.target_bpw);
   fmt::print("overall bpw: {:.4f} (projection matrices: packed codes + codebooks, or RTN codes + fp16 scales/mins)\n", rep.bpw);
   fmt::print("output:      {} ({:.2f} MiB{})\n", out, static_cast<double>(rep.output_bytes) / (1 << 20),
@@ -937,6 +987,7 @@ int usage(int rc) {
              "                         [--search-d 4,8] [--method cluscomp|rtn] [--bits N] [--group-size N] [--matrices PATTERNS]\n"
              "                         [--iterations N] [--seed N] [--code-bits N] [--centroid-dtype f16|bf16|f32]\n"
              "                         [--dense-dtype f16|bf16|f32] [--reference-layout] [--work-dir D] [--threads N]\n"
+             "                         [--activations TEXT [--act-samples N] [--act-window N] [--importance-damp X]]\n"
              "         PATTERNS: q,k,v,o,gate,up,down,attn,mlp,all; SPEC: \"KINDS:d=N,k=N,s=N;KINDS:...\"\n"
              "       cluscomp calibrate TEACHER STUDENT TEXT --out OUT [--samples N] [--window N] [--epochs N]\n"
              "                         [--lr X] [--weight-decay X] [--aug-loss] [--seed N] [--work-dir D] [--threads N]\n"
@@ -983,7 +1034,8 @@ int run(int argc, char** argv) {
     return compress_cmd(model, parse_options(argc, argv, 3,
                                              {"out", "bpw", "d", "k", "s", "per-kind", "method", "bits", "group-size",
                                               "matrices", "iterations", "seed", "code-bits", "search-d", "centroid-dtype",
-                                              "dense-dtype", "work-dir", "threads"},
+                                              "dense-dtype", "work-dir", "threads", "activations", "act-samples",
+                                              "act-window", "importance-damp"},
                                              {"reference-layout"}));
   if (cmd == "calibrate") {
     if (argc < 5) return usage(2);

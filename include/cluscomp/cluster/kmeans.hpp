@@ -31,8 +31,13 @@
 ///    per-subtree maxima; centroids farther than rho are bounded by the triangle inequality, and a
 ///    split centroid's move is taken from its donor, whose points are then all searched). A point
 ///    whose distance to its own centroid is below that bound keeps it without a search.
+///  * Optionally (KMeansOptions::point_weights), weighted Lloyd: a point's weight multiplies its
+///    squared distance in the objective. A positive per-point factor does not change which
+///    centroid is nearest, so the assignment (everything above) is the same; only the centroid
+///    update (weighted mean) and the objective (weighted sum) change. The weights travel with
+///    their points through the sort.
 /// Memory beyond the input: about 2 * N * (4d + 4) + 8N bytes plus O(K * list length); + 4N bytes
-/// with use_bounds.
+/// with use_bounds; + 8N bytes with point_weights.
 
 #include <algorithm>
 #include <array>
@@ -44,6 +49,7 @@
 #include <limits>
 #include <random>
 #include <string>
+#include <type_traits>
 #include <unordered_set>
 #include <utility>
 #include <vector>
@@ -59,6 +65,7 @@
 CLUSCOMP_NAMESPACE_BEGIN
 
 /// How the K initial centroids are chosen. Every method returns K distinct points of the input.
+/// All are unweighted: KMeansOptions::point_weights does not change the initial centroids.
 enum class KMeansInit {
   kRandomPermutation,  // the reference's: first K distinct points of a seeded permutation
   kKMeansPlusPlus,     // D^2 sampling (Arthur & Vassilvitskii); O(N K d), for small problems
@@ -69,7 +76,7 @@ enum class KMeansInit {
 /// What the progress callback sees after each iteration's assignment step.
 struct KMeansProgress {
   int iteration = 0;         // 0-based
-  double objective = 0.0;    // sum of squared distances to the assigned centroids (see KMeansResult)
+  double objective = 0.0;    // (weighted) sum of squared distances to the assigned centroids (see KMeansResult)
   double elapsed_s = 0.0;    // since kmeans() was called
   MatrixView<const float> centroids;  // (K, d): the centroids this assignment used
   const uint32_t* codes = nullptr;    // (N) in input order, only with KMeansOptions::report_codes
@@ -96,6 +103,16 @@ struct KMeansOptions {
   /// per-cluster candidate lists, not the per-point scans the bounds skip, so it measured slower
   /// (docs/benchmarks.md, kmeans-vs-faiss). Ignored when use_pruning is false.
   bool use_bounds = false;
+  /// Optional per-point weights ("activation-aware" clustering): N weights in input order (the
+  /// order of the points), each finite and >= 0 (else kInvalidArgument naming the index). Point i
+  /// then counts w_i times its squared distance in the objective, and a centroid is the weighted
+  /// mean sum_i w_i x_i / sum_i w_i of its points (summed in double in the same fixed order as the
+  /// unweighted mean); a non-empty cluster whose weights sum to 0 takes the unweighted mean of its
+  /// points. Assignments are unaffected (a nonnegative factor does not change the nearest
+  /// centroid); the initialisation (`init`) and the empty-cluster split rule (point counts) stay
+  /// unweighted. nullptr: every weight is 1, the unweighted algorithm bit for bit. The array must
+  /// stay valid during the call; it is copied (in cluster order, + 8N bytes).
+  const float* point_weights = nullptr;
 };
 
 /// Where the time went and how much pruning saved.
@@ -116,9 +133,11 @@ struct KMeansResult {
   std::vector<int64_t> counts;    // (K) points per code
   /// objective[t]: sum over points of the squared distance to the centroid assigned in iteration
   /// t, against the centroids that iteration started from (faiss's semantics). Distances are fp32,
-  /// the sum is double over fixed chunks (deterministic).
+  /// the sum is double over fixed chunks (deterministic). With KMeansOptions::point_weights it is
+  /// sum_i w_i * dist_i (the fp32 distance times its weight, product and sum in double, same
+  /// chunks); without, every w_i is 1.
   std::vector<double> objective;
-  double final_objective = 0.0;  // the same sum for `codes` against `centroids`
+  double final_objective = 0.0;  // the same (weighted) sum for `codes` against `centroids`
   int iterations_run = 0;        // Lloyd updates performed
   bool cancelled = false;
   KMeansStats stats;
@@ -198,8 +217,28 @@ inline Error too_few_distinct(int64_t k, int64_t distinct) {
                    std::to_string(distinct) + ")");
 }
 
-/// Validates shape and finiteness; returns the points as a dense (N, d) array only when the view
-/// is not already dense (empty vector otherwise).
+/// KMeansOptions::point_weights: every one of the N weights finite and >= 0; the first bad one
+/// (lowest index, found deterministically) is named.
+inline void validate_weights(const float* w, int64_t n, int threads) {
+  const int64_t chunk = 1 << 16;
+  const int64_t nchunks = (n + chunk - 1) / chunk;
+  std::vector<int64_t> bad(static_cast<size_t>(nchunks), -1);
+  parallel_chunks(threads, nchunks, 1, [&](int64_t cb, int64_t, int) {
+    const int64_t lo = cb * chunk, hi = std::min(n, lo + chunk);
+    for (int64_t i = lo; i < hi; ++i)
+      if (!(std::isfinite(w[i]) && w[i] >= 0.0f)) {
+        bad[static_cast<size_t>(cb)] = i;
+        return;
+      }
+  });
+  for (int64_t b : bad)
+    if (b >= 0)
+      throw Error(StatusCode::kInvalidArgument,
+                  "kmeans: point_weights[" + std::to_string(b) + "] = " + std::to_string(w[b]) +
+                      (std::isfinite(w[b]) ? " is negative" : " is not finite") + " (weights must be finite and >= 0)");
+}
+
+/// Validates shape and finiteness of the points (and of o.point_weights when set).
 inline void validate_points(MatrixView<const float> p, const KMeansOptions& o, int threads) {
   if (p.cols < 1 || p.cols > 16)
     throw Error(StatusCode::kInvalidArgument,
@@ -238,6 +277,7 @@ inline void validate_points(MatrixView<const float> p, const KMeansOptions& o, i
                                                     std::to_string(c) + " is " +
                                                     std::to_string(p(b, c)) + " (not finite)");
     }
+  if (o.point_weights != nullptr) validate_weights(o.point_weights, p.rows, threads);
 }
 
 /// Reference initialisation: forward Fisher-Yates with std::mt19937_64(seed) and uniform_below,
@@ -444,13 +484,19 @@ class LloydEngine {
   }
 
   /// Copies the input in, sets the centroids and orders points by a first guess of their label.
-  void start(MatrixView<const float> p, const float* init) {
+  /// `weights` (N, input order; validated by the caller) or nullptr: see KMeansOptions::point_weights.
+  void start(MatrixView<const float> p, const float* init, const float* weights = nullptr) {
     parallel_chunks(threads_, n_, 1 << 15, [&](int64_t b, int64_t e, int) {
       for (int64_t i = b; i < e; ++i) {
         for (int c = 0; c < D; ++c) pts_[0][static_cast<size_t>(i) * D + c] = p(i, c);
         ids_[0][static_cast<size_t>(i)] = static_cast<uint32_t>(i);
       }
     });
+    weighted_ = weights != nullptr;
+    if (weighted_) {
+      for (auto& b : w_) b.resize(static_cast<size_t>(n_));
+      std::copy(weights, weights + n_, w_[0].begin());
+    }
     std::copy(init, init + k_ * D, centroids_.begin());
     set_centroids();
     parallel_chunks(threads_, n_, 1 << 14, [&](int64_t b, int64_t e, int) {
@@ -482,13 +528,21 @@ class LloydEngine {
       st.bound_skipped_points += s.skipped;
     }
     st.assignments += n_;
-    // Objective: double partial sums over fixed chunks, combined in chunk order.
+    // Objective: double partial sums over fixed chunks, combined in chunk order; with weights,
+    // each fp32 distance times its weight in double.
     constexpr int64_t kChunk = 1 << 16;
     const int64_t nch = (n_ + kChunk - 1) / kChunk;
     std::vector<double> part(static_cast<size_t>(nch));
     parallel_chunks(threads_, nch, 1, [&](int64_t cb, int64_t, int) {
       double s = 0;
-      for (int64_t i = cb * kChunk; i < std::min(n_, (cb + 1) * kChunk); ++i) s += dist_[static_cast<size_t>(i)];
+      const int64_t lo = cb * kChunk, hi = std::min(n_, (cb + 1) * kChunk);
+      if (weighted_) {
+        const float* w = w_[0].data();
+        for (int64_t i = lo; i < hi; ++i)
+          s += static_cast<double>(w[i]) * static_cast<double>(dist_[static_cast<size_t>(i)]);
+      } else {
+        for (int64_t i = lo; i < hi; ++i) s += dist_[static_cast<size_t>(i)];
+      }
       part[static_cast<size_t>(cb)] = s;
     });
     double obj = 0;
@@ -496,7 +550,8 @@ class LloydEngine {
     return obj;
   }
 
-  /// Stable counting sort of points (and their input ids) by the labels of the last assignment.
+  /// Stable counting sort of points (and their input ids, bounds and weights) by the labels of the
+  /// last assignment.
   void sort_by_label() {
     const int nt = std::max(1, threads_);
     std::vector<int64_t> hist(static_cast<size_t>(nt) * static_cast<size_t>(k_), 0);
@@ -519,39 +574,77 @@ class LloydEngine {
     const uint32_t* si = ids_[0].data();
     float* dp = pts_[1].data();
     uint32_t* di = ids_[1].data();
-    parallel_static(nt, n_, [&](int t, int64_t b, int64_t e) {
-      int64_t* off = &hist[static_cast<size_t>(t) * static_cast<size_t>(k_)];
-      for (int64_t i = b; i < e; ++i) {
-        const int64_t o = off[label_[static_cast<size_t>(i)]]++;
-        std::memcpy(dp + o * D, sp + i * D, sizeof(float) * D);
-        di[o] = si[i];
-        // The bounds travel with their points; dist_ (free until the next assignment rewrites
-        // it) is the sort target, so they cost no second buffer.
-        if (bounds_) dist_[static_cast<size_t>(o)] = lb_[static_cast<size_t>(i)];
-      }
-    });
+    // The weighted scatter is a separate instantiation, so the unweighted loop is unchanged.
+    auto scatter = [&](auto weighted) {
+      constexpr bool kWeighted = decltype(weighted)::value;
+      const float* sw = kWeighted ? w_[0].data() : nullptr;
+      float* dw = kWeighted ? w_[1].data() : nullptr;
+      parallel_static(nt, n_, [&](int t, int64_t b, int64_t e) {
+        int64_t* off = &hist[static_cast<size_t>(t) * static_cast<size_t>(k_)];
+        for (int64_t i = b; i < e; ++i) {
+          const int64_t o = off[label_[static_cast<size_t>(i)]]++;
+          std::memcpy(dp + o * D, sp + i * D, sizeof(float) * D);
+          di[o] = si[i];
+          if constexpr (kWeighted) dw[o] = sw[i];
+          // The bounds travel with their points; dist_ (free until the next assignment rewrites
+          // it) is the sort target, so they cost no second buffer.
+          if (bounds_) dist_[static_cast<size_t>(o)] = lb_[static_cast<size_t>(i)];
+        }
+      });
+    };
+    if (weighted_)
+      scatter(std::true_type{});
+    else
+      scatter(std::false_type{});
     std::swap(pts_[0], pts_[1]);
     std::swap(ids_[0], ids_[1]);
+    if (weighted_) std::swap(w_[0], w_[1]);
     if (bounds_) std::swap(lb_, dist_);
     for (int64_t a = 0; a < k_; ++a)
       counts_[static_cast<size_t>(a)] = seg_[static_cast<size_t>(a + 1)] - seg_[static_cast<size_t>(a)];
   }
 
-  /// Centroid = mean of its segment, summed in double in segment order; then the split rule.
-  /// Returns the number of splits.
+  /// Centroid = mean of its segment, summed in double in segment order (with weights: the
+  /// weighted mean, products w * x in double, same order; a zero total weight falls back to the
+  /// plain mean); then the split rule (point counts). Returns the number of splits.
   int64_t update(uint64_t split_seed) {
     if (bounds_) old_centroids_ = centroids_;
-    parallel_chunks(threads_, k_, 256, [&](int64_t b, int64_t e, int) {
-      for (int64_t a = b; a < e; ++a) {
-        const int64_t lo = seg_[static_cast<size_t>(a)], hi = seg_[static_cast<size_t>(a + 1)];
-        if (lo == hi) continue;
-        double s[D] = {};
-        for (int64_t i = lo; i < hi; ++i)
-          for (int c = 0; c < D; ++c) s[c] += pts_[0][static_cast<size_t>(i) * D + c];
-        const double inv = static_cast<double>(hi - lo);
-        for (int c = 0; c < D; ++c) centroids_[static_cast<size_t>(a) * D + c] = static_cast<float>(s[c] / inv);
-      }
-    });
+    auto plain_mean = [this](int64_t a, int64_t lo, int64_t hi) {
+      double s[D] = {};
+      for (int64_t i = lo; i < hi; ++i)
+        for (int c = 0; c < D; ++c) s[c] += pts_[0][static_cast<size_t>(i) * D + c];
+      const double inv = static_cast<double>(hi - lo);
+      for (int c = 0; c < D; ++c) centroids_[static_cast<size_t>(a) * D + c] = static_cast<float>(s[c] / inv);
+    };
+    if (weighted_) {
+      parallel_chunks(threads_, k_, 256, [&](int64_t b, int64_t e, int) {
+        const float* w = w_[0].data();
+        for (int64_t a = b; a < e; ++a) {
+          const int64_t lo = seg_[static_cast<size_t>(a)], hi = seg_[static_cast<size_t>(a + 1)];
+          if (lo == hi) continue;
+          double s[D] = {};
+          double sw = 0.0;
+          for (int64_t i = lo; i < hi; ++i) {
+            const double wi = w[i];
+            sw += wi;
+            for (int c = 0; c < D; ++c) s[c] += wi * static_cast<double>(pts_[0][static_cast<size_t>(i) * D + c]);
+          }
+          if (!(sw > 0.0)) {
+            plain_mean(a, lo, hi);
+            continue;
+          }
+          for (int c = 0; c < D; ++c) centroids_[static_cast<size_t>(a) * D + c] = static_cast<float>(s[c] / sw);
+        }
+      });
+    } else {
+      parallel_chunks(threads_, k_, 256, [&](int64_t b, int64_t e, int) {
+        for (int64_t a = b; a < e; ++a) {
+          const int64_t lo = seg_[static_cast<size_t>(a)], hi = seg_[static_cast<size_t>(a + 1)];
+          if (lo == hi) continue;
+          plain_mean(a, lo, hi);
+        }
+      });
+    }
     const int64_t splits = split_empty(split_seed);
     set_centroids();
     if (bounds_) update_bounds();
@@ -877,6 +970,8 @@ class LloydEngine {
   std::vector<std::pair<int64_t, int64_t>> split_pairs_;  // (empty, donor) of the last update
   std::vector<float> pts_[2];     // (N, D) points in cluster order; [1] is the sort target
   std::vector<uint32_t> ids_[2];  // (N) input index of each sorted point
+  bool weighted_ = false;         // KMeansOptions::point_weights given (start())
+  std::vector<float> w_[2];       // (N) weight of each sorted point, only when weighted_; [1] sort target
   std::vector<uint32_t> label_;   // (N) label of each sorted point, last assignment
   std::vector<float> dist_;       // (N) fp32 squared distance to that label
   std::vector<int64_t> seg_;      // (K+1) segment offsets of each cluster in sorted order
@@ -899,7 +994,7 @@ Status run_lloyd(MatrixView<const float> p, const KMeansOptions& o, int threads,
                  std::chrono::steady_clock::time_point t0, KMeansResult* r) {
   LloydEngine<D> eng(p.rows, o.k, threads, o.use_pruning, o.use_simd, o.use_bounds && o.use_pruning);
   auto t = std::chrono::steady_clock::now();
-  eng.start(p, init.data());
+  eng.start(p, init.data(), o.point_weights);
   r->stats.sort_s += seconds_since(t);
   r->codes.resize(static_cast<size_t>(p.rows));
   std::vector<float> used;  // centroids the current assignment used
@@ -996,8 +1091,8 @@ inline std::vector<float> kmeans_initial_centroids(MatrixView<const float> point
 ///
 /// Errors (returned, never thrown; *out untouched except on kCancelled): kInvalidArgument for
 /// K = 0, d = 0 or > 16, N = 0 or >= 2^32, K > number of distinct points, a NaN/Inf coordinate
-/// (naming the point), negative iterations or tolerance, a wrongly shaped initial_centroids, size
-/// overflow; kOutOfMemory; kCancelled when the callback returns false (then *out holds the
+/// (naming the point), a NaN/Inf or negative point weight (naming its index), negative iterations
+/// or tolerance, a wrongly shaped initial_centroids, size overflow; kOutOfMemory; kCancelled when the callback returns false (then *out holds the
 /// centroids and codes of the cancelled iteration and `cancelled` is true).
 inline Status kmeans(MatrixView<const float> points, const KMeansOptions& o, KMeansResult* out) {
   using namespace cluster_detail;
@@ -1037,16 +1132,18 @@ inline KMeansResult kmeans(MatrixView<const float> points, const KMeansOptions& 
 /// An exact assignment of points (N, d) to given centroids (K, d), and its objective.
 struct KMeansAssignment {
   std::vector<uint32_t> codes;  // (N) nearest centroid, lowest index among equal fp32 distances
-  double objective = 0.0;       // sum of squared distances to `codes`, evaluated in double
+  double objective = 0.0;       // (weighted) sum of squared distances to `codes`, evaluated in double
 };
 
 /// Assigns every point to its nearest centroid with the pruned exact search of kmeans() (fp32
 /// distances, ties to the lower index) and evaluates the objective of that assignment in double
 /// (per-point double distances summed over fixed chunks): the shared quality check for centroids
-/// from any implementation. Deterministic for any thread count. Throws Error(kInvalidArgument) for
-/// bad shapes or non-finite values.
+/// from any implementation. With `point_weights` (N, input order, finite and >= 0; see
+/// KMeansOptions::point_weights) the objective is sum_i w_i * dist_i, products in double; the
+/// codes are the same. Deterministic for any thread count. Throws Error(kInvalidArgument) for bad
+/// shapes or non-finite values (or a bad weight, named by index).
 inline KMeansAssignment kmeans_assign(MatrixView<const float> points, MatrixView<const float> centroids,
-                                      int threads = 0) {
+                                      int threads = 0, const float* point_weights = nullptr) {
   using namespace cluster_detail;
   const int nt = resolve_thread_count(threads);
   if (centroids.rows < 1 || centroids.cols != points.cols)
@@ -1056,7 +1153,8 @@ inline KMeansAssignment kmeans_assign(MatrixView<const float> points, MatrixView
   if (centroids.rows >= static_cast<int64_t>(kNoIndex))
     throw Error(StatusCode::kInvalidArgument, "kmeans_assign: K = " + std::to_string(centroids.rows) + " exceeds 2^31 - 2");
   KMeansOptions ov;
-  ov.k = 1;  // checks d, N and finiteness of the points
+  ov.k = 1;  // checks d, N and finiteness of the points (and the weights)
+  ov.point_weights = point_weights;
   validate_points(points, ov, nt);
   for (int64_t i = 0; i < centroids.rows; ++i)
     for (int64_t e = 0; e < centroids.cols; ++e)
@@ -1090,8 +1188,16 @@ inline KMeansAssignment kmeans_assign(MatrixView<const float> points, MatrixView
   std::vector<double> part(static_cast<size_t>(nch));
   parallel_chunks(nt, nch, 1, [&](int64_t cb, int64_t, int) {
     double s = 0;
-    for (int64_t i = cb * kChunk; i < std::min(points.rows, (cb + 1) * kChunk); ++i)
-      s += point_distance2(points, i, &cen[static_cast<size_t>(out.codes[static_cast<size_t>(i)]) * static_cast<size_t>(points.cols)]);
+    const int64_t lo = cb * kChunk, hi = std::min(points.rows, (cb + 1) * kChunk);
+    const size_t dd = static_cast<size_t>(points.cols);
+    if (point_weights != nullptr) {
+      for (int64_t i = lo; i < hi; ++i)
+        s += static_cast<double>(point_weights[i]) *
+             point_distance2(points, i, &cen[static_cast<size_t>(out.codes[static_cast<size_t>(i)]) * dd]);
+    } else {
+      for (int64_t i = lo; i < hi; ++i)
+        s += point_distance2(points, i, &cen[static_cast<size_t>(out.codes[static_cast<size_t>(i)]) * dd]);
+    }
     part[static_cast<size_t>(cb)] = s;
   });
   for (double v : part) out.objective += v;

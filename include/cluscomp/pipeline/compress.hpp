@@ -17,6 +17,14 @@
 ///     drop per added bit while the budget allows. The plan never exceeds the target.
 /// S = 1 in the search (S > 1 only with explicit settings); d from CompressOptions::search_d.
 ///
+/// Activation-aware clustering (optional, CompressOptions::input_importance; not in the
+/// reference): with h_i the mean squared input activation of column i on calibration text
+/// (pipeline/activation_stats.hpp), every d-vector of column i enters k-means with weight
+/// h_i + damp * mean(h), so centroids minimise E||(W - W^) x||^2 instead of ||W - W^||^2 (the
+/// assignment is still plain nearest-centroid: a d-vector lies in one column). The search's
+/// subsample k-means is weighted the same way, so its errors are output errors and bits go to
+/// the matrices whose inputs carry the energy.
+///
 /// Resume: each finished matrix is written atomically to `<work_dir>/<name>.safetensors` with the
 /// job description it was made for; a later run with the same job reuses it instead of
 /// recomputing. The output is written atomically once every matrix is done, then the work
@@ -243,6 +251,18 @@ struct CompressOptions {
   bool reference_layout = false;    // write the reference's layout (a directory; S = 1, one K and d)
   std::string work_dir;             // "" : <out>.work
   CompressCallback progress;
+  /// Activation-aware clustering (empty: data-free, the reference's method). HF weight name ->
+  /// (in) mean squared input activation h of that matrix (pipeline/activation_stats.hpp). A
+  /// matrix listed here is clustered with k-means weighted per d-vector by its input column's
+  /// h_i + importance_damp * mean(h), and the bpw search ranks candidates by that weighted
+  /// (output-space) error instead of the plain weight error; RTN ignores it. Every clustered
+  /// matrix must be listed (Error otherwise).
+  std::map<std::string, std::vector<float>> input_importance;
+  /// Added to every column weight as a fraction of the mean (GPTQ's 1% Hessian dampening): keeps
+  /// columns that were quiet on the calibration text from being ignored entirely.
+  double importance_damp = 0.01;
+  /// Extra metadata entries written to the output (e.g. where input_importance came from).
+  std::map<std::string, std::string> metadata;
 };
 
 /// The decision for one matrix.
@@ -261,9 +281,13 @@ struct MatrixReport {
   MatrixPlan plan;
   double sq_error = 0;  // ||W - W^||_F^2 of what is stored (double)
   double sq_norm = 0;   // ||W||_F^2
+  /// With input_importance: the same with column i weighted by its (damped) importance, i.e.
+  /// the expected output error E||(W - W^) x||^2 and E||W x||^2 for uncorrelated inputs; else 0.
+  double out_sq_error = 0, out_sq_norm = 0;
   double seconds = 0;   // compute time (of the run that made it, when resumed)
   bool resumed = false;
   double rel_error() const { return sq_norm > 0 ? std::sqrt(sq_error / sq_norm) : 0.0; }
+  double out_rel_error() const { return out_sq_norm > 0 ? std::sqrt(out_sq_error / out_sq_norm) : 0.0; }
 };
 
 struct CompressReport {
@@ -301,6 +325,77 @@ inline const SourceTensor& find_tensor(const SourceModel& m, const std::string& 
   throw Error(StatusCode::kNotFound, m.path + ": no tensor '" + name + "'");
 }
 
+/// Per-matrix seed: the run seed mixed with the matrix name and codebook (splitmix64), so each
+/// matrix's k-means does not depend on which other matrices are compressed.
+inline uint64_t matrix_seed(uint64_t seed, const std::string& name, int s) {
+  uint64_t h = 1469598103934665603ull;
+  for (unsigned char c : name) h = (h ^ c) * 1099511628211ull;
+  uint64_t z = seed + h + 0x9e3779b97f4a7c15ull * static_cast<uint64_t>(s + 1);
+  z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+  z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+  return z ^ (z >> 31);
+}
+
+inline double sq_norm_of(const std::vector<float>& w) {
+  double s = 0;
+  for (float x : w) s += static_cast<double>(x) * x;
+  return s;
+}
+
+/// The damped column weights of matrix `p` (h_i + damp * mean(h)), or an empty vector when the
+/// options carry no importance. Error(kInvalidArgument) naming the matrix for a missing entry,
+/// a wrong length, or a negative / non-finite value.
+inline std::vector<float> column_weights(const CompressOptions& o, const std::string& name, int64_t in) {
+  if (o.input_importance.empty()) return {};
+  auto it = o.input_importance.find(name);
+  if (it == o.input_importance.end())
+    throw Error(StatusCode::kInvalidArgument, "compress: no input importance for " + name);
+  const std::vector<float>& h = it->second;
+  if (static_cast<int64_t>(h.size()) != in)
+    throw Error(StatusCode::kInvalidArgument, "compress: the input importance of " + name + " has " +
+                                                  std::to_string(h.size()) + " values, the matrix has " +
+                                                  std::to_string(in) + " input columns");
+  if (!(o.importance_damp >= 0) || !std::isfinite(o.importance_damp))
+    throw Error(StatusCode::kInvalidArgument, "compress: importance damping must be finite and >= 0");
+  double mean = 0;
+  for (size_t i = 0; i < h.size(); ++i) {
+    if (!std::isfinite(h[i]) || h[i] < 0)
+      throw Error(StatusCode::kInvalidArgument, "compress: input importance of " + name + " column " +
+                                                    std::to_string(i) + " is " + std::to_string(h[i]) +
+                                                    " (must be finite and >= 0)");
+    mean += h[i];
+  }
+  mean /= static_cast<double>(h.size());
+  std::vector<float> w(h.size());
+  // Normalised to mean 1 so errors stay in weight units across matrices (see CompressOptions).
+  const double scale = mean > 0 ? 1.0 / ((1.0 + o.importance_damp) * mean) : 0.0;
+  for (size_t i = 0; i < h.size(); ++i)
+    w[i] = mean > 0 ? static_cast<float>((h[i] + o.importance_damp * mean) * scale) : 1.0f;
+  return w;
+}
+
+/// A 64-bit digest of a float vector (FNV-1a over its bytes) for job strings.
+inline std::string digest_of(const std::vector<float>& v) {
+  uint64_t h = 1469598103934665603ull;
+  const unsigned char* b = reinterpret_cast<const unsigned char*>(v.data());
+  for (size_t i = 0; i < v.size() * sizeof(float); ++i) h = (h ^ b[i]) * 1099511628211ull;
+  char buf[17];
+  std::snprintf(buf, sizeof buf, "%016llx", static_cast<unsigned long long>(h));
+  return buf;
+}
+
+/// sum over (o, i) of colw[i] * W[o, i]^2 (colw empty: 0).
+inline double weighted_sq_norm(const std::vector<float>& w, int64_t out, int64_t in, const std::vector<float>& colw) {
+  if (colw.empty()) return 0.0;
+  double s = 0;
+  for (int64_t o = 0; o < out; ++o)
+    for (int64_t i = 0; i < in; ++i) {
+      const double x = w[static_cast<size_t>(o * in + i)];
+      s += static_cast<double>(colw[static_cast<size_t>(i)]) * x * x;
+    }
+  return s;
+}
+
 /// The job one matrix was made for: equal strings mean a work file may be reused.
 inline std::string job_string(const MatrixPlan& p, const CompressOptions& o, const SourceModel& m,
                               uint64_t source_bytes) {
@@ -320,27 +415,15 @@ inline std::string job_string(const MatrixPlan& p, const CompressOptions& o, con
     j["centroid_dtype"] = dtype_name(p.cluster.centroid_dtype);
     j["iterations"] = o.iterations;
     j["seed"] = o.seed;
+    auto imp = o.input_importance.find(p.name);
+    if (imp != o.input_importance.end()) {
+      j["importance"] = digest_of(imp->second);
+      j["importance_damp"] = o.importance_damp;
+    }
   }
   j["source"] = m.path;
   j["source_bytes"] = source_bytes;
   return j.dump();
-}
-
-/// Per-matrix seed: the run seed mixed with the matrix name and codebook (splitmix64), so each
-/// matrix's k-means does not depend on which other matrices are compressed.
-inline uint64_t matrix_seed(uint64_t seed, const std::string& name, int s) {
-  uint64_t h = 1469598103934665603ull;
-  for (unsigned char c : name) h = (h ^ c) * 1099511628211ull;
-  uint64_t z = seed + h + 0x9e3779b97f4a7c15ull * static_cast<uint64_t>(s + 1);
-  z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-  z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-  return z ^ (z >> 31);
-}
-
-inline double sq_norm_of(const std::vector<float>& w) {
-  double s = 0;
-  for (float x : w) s += static_cast<double>(x) * x;
-  return s;
 }
 
 }  // namespace compress_detail
@@ -388,9 +471,12 @@ inline std::vector<float> rtn_quantize(const std::vector<float>& w, int64_t out,
 /// k-means codes (against the fp32 centroids). Deterministic for any thread count. `on_iteration`
 /// (may be empty) sees each k-means iteration; returning false cancels (Error kCancelled).
 /// Throws Error naming `name` when k-means refuses (e.g. K above the number of distinct vectors).
+/// `column_weight` (empty, or (in) values >= 0): activation-aware clustering, every d-vector of
+/// input column i weighted by column_weight[i] in the k-means (KMeansOptions::point_weights).
 inline CodebookTensor cluster_matrix(const std::vector<float>& w, int64_t out, int64_t in, const ClusterSettings& c,
                                      const std::string& name, int iterations, uint64_t seed, int threads,
-                                     const std::function<bool(int s, int iteration)>& on_iteration = {}) {
+                                     const std::function<bool(int s, int iteration)>& on_iteration = {},
+                                     const std::vector<float>& column_weight = {}) {
   CodebookShape shape;
   shape.out = out;
   shape.in = in;
@@ -404,10 +490,19 @@ inline CodebookTensor cluster_matrix(const std::vector<float>& w, int64_t out, i
   if (static_cast<int64_t>(w.size()) != out * in)
     throw Error(StatusCode::kInvalidArgument, name + ": " + std::to_string(w.size()) + " values for (" +
                                                   std::to_string(out) + ", " + std::to_string(in) + ")");
+  if (!column_weight.empty() && static_cast<int64_t>(column_weight.size()) != in)
+    throw Error(StatusCode::kInvalidArgument, name + ": " + std::to_string(column_weight.size()) +
+                                                  " column weights for " + std::to_string(in) + " input columns");
   const std::vector<float> vec = weight_vectors<float>(make_matrix_view(w.data(), out, in), c.d);  // (in*out_pad/d, d)
   CodebookTensor t(shape);
   const int64_t per_row = shape.vectors_per_row();
   std::vector<uint32_t> codes(static_cast<size_t>(shape.num_vectors()));
+  std::vector<float> point_weight;  // (num_vectors): the weight of each vector's input column
+  if (!column_weight.empty()) {
+    point_weight.resize(codes.size());
+    for (size_t v = 0; v < point_weight.size(); ++v)
+      point_weight[v] = column_weight[v / static_cast<size_t>(per_row)];
+  }
   for (int s = 0; s < c.num_codebooks; ++s) {
     const int64_t r0 = codebook_row_begin(s, c.num_codebooks, in), r1 = codebook_row_begin(s + 1, c.num_codebooks, in);
     const int64_t v0 = r0 * per_row, n = (r1 - r0) * per_row;
@@ -416,6 +511,7 @@ inline CodebookTensor cluster_matrix(const std::vector<float>& w, int64_t out, i
     ko.iterations = iterations;
     ko.seed = compress_detail::matrix_seed(seed, name, s);
     ko.threads = threads;
+    if (!point_weight.empty()) ko.point_weights = point_weight.data() + v0;
     if (on_iteration) ko.progress = [&](const KMeansProgress& p) { return on_iteration(s, p.iteration); };
     KMeansResult r;
     const Status st = kmeans(MatrixView<const float>{vec.data() + v0 * c.d, n, c.d, c.d, 1}, ko, &r);
@@ -431,20 +527,26 @@ inline CodebookTensor cluster_matrix(const std::vector<float>& w, int64_t out, i
   return t;
 }
 
-/// ||W - decode(t)||_F^2 in double (the stored, dtype-rounded centroids).
-inline double codebook_sq_error(const CodebookTensor& t, const std::vector<float>& w) {
+/// ||W - decode(t)||_F^2 in double (the stored, dtype-rounded centroids); with `column_weight`
+/// ((in) values) every input column's squared error is multiplied by its weight.
+inline double codebook_sq_error(const CodebookTensor& t, const std::vector<float>& w,
+                                const std::vector<float>& column_weight = {}) {
   const CodebookShape& s = t.shape();
   const std::vector<uint32_t> codes = t.codes();
   const int64_t per_row = s.vectors_per_row();
   double e = 0;
   for (int64_t i = 0; i < s.in; ++i) {
     const int64_t cb = codebook_of_row(i, s.num_codebooks, s.in);
+    const bool weighted = !column_weight.empty();
+    double ei = 0;  // weighted: this column's error, scaled once (unweighted sums straight into e)
+    double& acc = weighted ? ei : e;
     for (int64_t o = 0; o < s.out; ++o) {
       const uint32_t c = codes[static_cast<size_t>(i * per_row + o / s.d)];
       const double diff = static_cast<double>(w[static_cast<size_t>(o * s.in + i)]) -
                           t.centroid(cb, c, static_cast<int>(o % s.d));
-      e += diff * diff;
+      acc += diff * diff;
     }
+    if (weighted) e += ei * static_cast<double>(column_weight[static_cast<size_t>(i)]);
   }
   return e;
 }
@@ -514,21 +616,25 @@ inline std::vector<MatrixPlan> plan_compression(const SourceModel& m, const Comp
       if (!o.progress(pr)) throw Error(StatusCode::kCancelled, "compress: cancelled during the bpw search");
     }
     const std::vector<float>& w = compress_detail::find_tensor(m, p.name).values;
+    const std::vector<float> colw = compress_detail::column_weights(o, p.name, p.in);
     for (int d : o.search_d) {
       if (d < 1 || d > 16) throw Error(StatusCode::kInvalidArgument, "bpw search: d = " + std::to_string(d) + " is outside 1..16");
       const std::vector<float> vec = weight_vectors<float>(make_matrix_view(w.data(), p.out, p.in), d);
       const int64_t n = static_cast<int64_t>(vec.size()) / d;
       const int64_t ns = std::min(n, o.search_sample);
-      std::vector<float> sub(static_cast<size_t>(ns * d));
+      std::vector<float> sub(static_cast<size_t>(ns * d)), sub_w(colw.empty() ? 0 : static_cast<size_t>(ns));
+      const int64_t per_row = (p.out + d - 1) / d;  // d-vectors per input column
       for (int64_t i = 0; i < ns; ++i) {
         const int64_t src = i * n / ns;  // deterministic stride subsample
         std::copy(vec.begin() + src * d, vec.begin() + (src + 1) * d, sub.begin() + i * d);
+        if (!colw.empty()) sub_w[static_cast<size_t>(i)] = colw[static_cast<size_t>(src / per_row)];
       }
       KMeansOptions ko;
       ko.k = std::min<int64_t>(o.search_k, std::max<int64_t>(2, ns / 8));
       ko.iterations = o.search_iterations;
       ko.seed = compress_detail::matrix_seed(o.seed, p.name, 1000 + d);
       ko.threads = o.threads;
+      if (!sub_w.empty()) ko.point_weights = sub_w.data();  // D_s becomes the weighted (output) error
       KMeansResult r;
       const Status st = kmeans(make_matrix_view<const float>(sub.data(), ns, d), ko, &r);
       if (!st.ok()) continue;  // e.g. too few distinct vectors for this d: not a candidate
@@ -739,6 +845,8 @@ inline CompressReport compress_model(const SourceModel& m, const std::string& ou
           if (reused) {
             mr.sq_error = sj.at("sq_error").get<double>();
             mr.sq_norm = sj.at("sq_norm").get<double>();
+            mr.out_sq_error = sj.value("out_sq_error", 0.0);
+            mr.out_sq_norm = sj.value("out_sq_norm", 0.0);
             mr.seconds = sj.at("seconds").get<double>();
           }
         }
@@ -756,20 +864,24 @@ inline CompressReport compress_model(const SourceModel& m, const std::string& ou
       const auto t0 = Clock::now();
       notify(CompressProgress::Stage::kMatrixStart, 0, 0, 0);
       mr.sq_norm = compress_detail::sq_norm_of(w);
+      const std::vector<float> colw = compress_detail::column_weights(o, p.name, p.in);
+      mr.out_sq_norm = compress_detail::weighted_sq_norm(w, p.out, p.in, colw);
       std::vector<TensorRef> dense_refs;
       std::map<std::string, CodebookTensor> one;
       std::vector<uint16_t> half;
       if (p.method == CompressMethod::kRtn) {
         std::vector<float> q = rtn_quantize(w, p.out, p.in, p.rtn);
         half.resize(q.size());
-        double e = 0;
+        double e = 0, ew = 0;
         for (size_t i = 0; i < q.size(); ++i) {
           half[i] = float_to_half_bits(q[i]);
           q[i] = half_bits_to_float(half[i]);
           const double diff = static_cast<double>(w[i]) - q[i];
           e += diff * diff;
+          if (!colw.empty()) ew += static_cast<double>(colw[i % static_cast<size_t>(p.in)]) * diff * diff;
         }
         mr.sq_error = e;
+        mr.out_sq_error = ew;
         rtn_values[p.name] = std::move(q);
         dense_refs.push_back(TensorRef{p.name, DType::kF16, {p.out, p.in},
                                        reinterpret_cast<const unsigned char*>(half.data()), half.size() * 2});
@@ -782,14 +894,20 @@ inline CompressReport compress_model(const SourceModel& m, const std::string& ou
                                                                 (nsub * (o.iterations + 1.0));
                                             notify(CompressProgress::Stage::kIteration, it, el, el / frac * (1.0 - frac));
                                             return true;
-                                          });
+                                          },
+                                          colw);
         mr.sq_error = codebook_sq_error(t, w);
+        if (!colw.empty()) mr.out_sq_error = codebook_sq_error(t, w, colw);
         one.emplace(p.name, std::move(t));
       }
       mr.seconds = since(t0);
       nlohmann::json sj;
       sj["sq_error"] = mr.sq_error;
       sj["sq_norm"] = mr.sq_norm;
+      if (mr.out_sq_norm > 0) {
+        sj["out_sq_error"] = mr.out_sq_error;
+        sj["out_sq_norm"] = mr.out_sq_norm;
+      }
       sj["seconds"] = mr.seconds;
       write_cluscomp_model(wf.string(), dense_refs, one, {{"compress.job", job}, {"compress.stats", sj.dump()}});
       if (!one.empty()) clustered[p.name] = std::move(one.begin()->second);
@@ -840,6 +958,7 @@ inline CompressReport compress_model(const SourceModel& m, const std::string& ou
     j["kind"] = projection_kind_name(r.plan.kind);
     j["bpw"] = r.plan.bpw;
     j["rel_error"] = r.rel_error();
+    if (r.out_sq_norm > 0) j["out_rel_error"] = r.out_rel_error();
     if (r.plan.method == CompressMethod::kRtn) {
       j["bits"] = r.plan.rtn.bits;
       j["group_size"] = r.plan.rtn.group_size;
@@ -860,6 +979,11 @@ inline CompressReport compress_model(const SourceModel& m, const std::string& ou
     std::snprintf(buf, sizeof buf, "%.6g", o.target_bpw);
     meta["compress.target_bpw"] = buf;
   }
+  if (!o.input_importance.empty()) {
+    std::snprintf(buf, sizeof buf, "%.6g", o.importance_damp);
+    meta["compress.importance_damp"] = buf;
+  }
+  for (const auto& kv : o.metadata) meta[kv.first] = kv.second;
   meta[kCluscompConfigKey] = llama_config_to_json(m.config).dump(2);
   if (o.reference_layout) {
     write_reference_checkpoint(out_path, m.config, dense, clustered);

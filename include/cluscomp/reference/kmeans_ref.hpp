@@ -3,7 +3,7 @@
 /// every distance and sum in double. O(N K d) per assignment; tests only.
 ///
 /// It follows the same specification as kmeans() (initial permutation, split rule and its
-/// per-iteration seed, final reassignment) but shares no code with it. Its assignments can differ
+/// per-iteration seed, final reassignment, optional per-point weights) but shares no code with it. Its assignments can differ
 /// from kmeans()'s fp32 ones only on near-ties (distances equal to within fp32 rounding).
 
 #include <cmath>
@@ -90,31 +90,55 @@ inline std::vector<float> init_random_permutation_ref(const std::vector<float>& 
 struct KMeansRefResult {
   std::vector<float> centroids;   // (k, d) after the last update
   std::vector<uint32_t> labels;   // final reassignment
-  std::vector<double> objective;  // per iteration, against the centroids it started from
-  double final_objective = 0.0;
+  std::vector<double> objective;  // per iteration, against the centroids it started from (weighted)
+  double final_objective = 0.0;   // (weighted)
   int64_t splits = 0;
 };
+
+/// Objective of an assignment with optional per-point weights (empty: all 1): sum_i w_i * d2_i in
+/// double, in point order.
+inline double weighted_objective_ref(const AssignmentRef& a, const std::vector<float>& weights) {
+  if (weights.empty()) return a.objective;
+  double s = 0.0;
+  for (size_t i = 0; i < a.d2.size(); ++i) s += static_cast<double>(weights[i]) * a.d2[i];
+  return s;
+}
 
 /// Lloyd from `init` (k, d) for `iterations` updates: assign (double), mean in double rounded to
 /// fp32, faiss's split of empty clusters with std::mt19937_64(seed ^ 0x5851f42d4c957f2d * (t+1))
 /// in iteration t, then a final reassignment.
+///
+/// `weights` (n, point order; empty = every weight 1): weighted Lloyd. The objective is
+/// sum_i w_i * d2_i, a centroid is sum_i w_i x_i / sum_i w_i over its points (the plain mean when
+/// that total is 0); the split rule still counts points. Weights must be finite and >= 0 (not
+/// checked here).
 inline KMeansRefResult kmeans_ref(const std::vector<float>& x, size_t d, const std::vector<float>& init,
-                                  int iterations, uint64_t seed) {
+                                  int iterations, uint64_t seed, const std::vector<float>& weights = {}) {
   const size_t n = x.size() / d, k = init.size() / d;
+  const bool weighted = !weights.empty();
   KMeansRefResult r;
   r.centroids = init;
   for (int t = 0; t < iterations; ++t) {
     const AssignmentRef a = assign_ref(x, r.centroids, d);
-    r.objective.push_back(a.objective);
-    std::vector<double> sum(k * d, 0.0);
-    std::vector<double> cnt(k, 0.0);
+    r.objective.push_back(weighted_objective_ref(a, weights));
+    std::vector<double> sum(k * d, 0.0), wsum(k * d, 0.0);
+    std::vector<double> cnt(k, 0.0), wtot(k, 0.0);
     for (size_t i = 0; i < n; ++i) {
-      cnt[a.labels[i]] += 1.0;
-      for (size_t e = 0; e < d; ++e) sum[a.labels[i] * d + e] += x[i * d + e];
+      const size_t j = a.labels[i];
+      const double w = weighted ? static_cast<double>(weights[i]) : 1.0;
+      cnt[j] += 1.0;
+      wtot[j] += w;
+      for (size_t e = 0; e < d; ++e) {
+        sum[j * d + e] += x[i * d + e];
+        wsum[j * d + e] += w * static_cast<double>(x[i * d + e]);
+      }
     }
-    for (size_t j = 0; j < k; ++j)
-      if (cnt[j] > 0)
-        for (size_t e = 0; e < d; ++e) r.centroids[j * d + e] = static_cast<float>(sum[j * d + e] / cnt[j]);
+    for (size_t j = 0; j < k; ++j) {
+      if (!(cnt[j] > 0)) continue;
+      for (size_t e = 0; e < d; ++e)
+        r.centroids[j * d + e] = wtot[j] > 0.0 ? static_cast<float>(wsum[j * d + e] / wtot[j])
+                                               : static_cast<float>(sum[j * d + e] / cnt[j]);
+    }
     std::mt19937_64 rng(seed ^ (0x5851f42d4c957f2dull * static_cast<uint64_t>(t + 1)));
     const double denom = n > k ? static_cast<double>(n - k) : 1.0;
     for (size_t ci = 0; ci < k; ++ci) {
@@ -147,7 +171,7 @@ inline KMeansRefResult kmeans_ref(const std::vector<float>& x, size_t d, const s
   }
   const AssignmentRef a = assign_ref(x, r.centroids, d);
   r.labels = a.labels;
-  r.final_objective = a.objective;
+  r.final_objective = weighted_objective_ref(a, weights);
   return r;
 }
 

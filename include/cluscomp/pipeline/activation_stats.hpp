@@ -1,0 +1,133 @@
+#pragma once
+/// Input-activation statistics of every projection matrix, for activation-aware compression
+/// (compress.hpp, CompressOptions::input_importance; docs/architecture.md, "Activation-aware
+/// clustering").
+///
+/// For the matrix W (out, in) of a linear layer y = x W^T, the output error of a compressed W^ on
+/// an input x is (W - W^) x. Its expectation over inputs with uncorrelated coordinates is
+///   E ||(W - W^) x||^2 = sum_i h_i ||W[:, i] - W^[:, i]||^2,   h_i = E[x_i^2],
+/// so h (one value per input column) turns weight error into output error. In the ClusComp
+/// geometry (CLUSCOMP.md §1) every d-vector is cut from one input column of W (a row of W^T), so
+/// h_i weights each vector as a whole: k-means with per-point weights h_i minimises this output
+/// error while its assignment stays the plain nearest-centroid one.
+///
+/// collect_activation_stats runs the uncompressed model over `samples` windows of `window` tokens
+/// of a calibration text (the same seeded offsets as calibrate.hpp) block by block, in fp32, and
+/// averages x_i^2 over every token of every window for the inputs of q/k/v (the attention
+/// RMSNorm's output), o (the attention output), gate/up (the MLP RMSNorm's output) and down
+/// (silu(gate) * up). Sums are in double in token order: deterministic for any thread count.
+/// One block's weights and the (samples, window, hidden) stream are held at a time.
+
+#include <chrono>
+#include <cmath>
+#include <cstdint>
+#include <functional>
+#include <map>
+#include <string>
+#include <vector>
+
+#include "cluscomp/autograd/ops.hpp"
+#include "cluscomp/autograd/train_block.hpp"
+#include "cluscomp/core/config.hpp"
+#include "cluscomp/core/error.hpp"
+#include "cluscomp/ops/parallel.hpp"
+#include "cluscomp/model/llama.hpp"
+#include "cluscomp/pipeline/calibrate.hpp"
+
+CLUSCOMP_NAMESPACE_BEGIN
+
+struct ActivationStatsOptions {
+  int64_t samples = 16;  // windows (the calibrate defaults: 16 x 256 tokens)
+  int64_t window = 256;
+  uint64_t seed = 1234;  // window offsets, as calibrate's
+  int threads = 0;       // 0: all hardware threads
+};
+
+struct ActivationStats {
+  int64_t tokens = 0;  // tokens averaged over (samples x window)
+  /// HF weight name ("model.layers.<i>.self_attn.q_proj.weight", ...) -> (in): mean of x_i^2 over
+  /// the tokens, for every projection matrix of every block.
+  std::map<std::string, std::vector<float>> mean_sq;
+};
+
+/// Called after each block (0-based block, blocks); return false to cancel (Error kCancelled).
+using ActivationStatsCallback = std::function<bool(int64_t block, int64_t blocks)>;
+
+/// See the file comment. Errors (cluscomp::Error): the calibrate_detail::window_offsets ones (text
+/// shorter than a window, bad counts), a window longer than the model's context, a token id outside
+/// the vocabulary, a non-finite activation (names the block and matrix), kCancelled.
+inline ActivationStats collect_activation_stats(const LlamaModel& model, const std::vector<int32_t>& tokens,
+                                                const ActivationStatsOptions& o,
+                                                const ActivationStatsCallback& progress = {}) {
+  const LlamaConfig& c = model.config();
+  const int64_t H = c.hidden_size, F = c.intermediate_size, n = o.window;
+  const int64_t Q = c.num_attention_heads * c.head_dim;
+  if (n > c.max_position_embeddings)
+    throw Error(StatusCode::kInvalidArgument, "activation stats: window " + std::to_string(n) +
+                                                  " is longer than the model's context " +
+                                                  std::to_string(c.max_position_embeddings));
+  const std::vector<int64_t> offsets =
+      calibrate_detail::window_offsets(static_cast<int64_t>(tokens.size()), n, o.samples, o.seed);
+  const std::vector<float>& embed = *model.weights().embed;
+  const size_t per_sample = static_cast<size_t>(n * H);
+  std::vector<float> x(static_cast<size_t>(o.samples) * per_sample);
+  for (int64_t s = 0; s < o.samples; ++s)
+    for (int64_t t = 0; t < n; ++t) {
+      const int32_t id = tokens[static_cast<size_t>(offsets[static_cast<size_t>(s)] + t)];
+      if (id < 0 || id >= c.vocab_size)
+        throw Error(StatusCode::kOutOfRange, "activation stats: token id " + std::to_string(id) +
+                                                 " is outside the vocabulary of " + std::to_string(c.vocab_size));
+      std::copy(embed.begin() + static_cast<int64_t>(id) * H, embed.begin() + (static_cast<int64_t>(id) + 1) * H,
+                x.begin() + static_cast<int64_t>(s * n + t) * H);
+    }
+
+  ActivationStats out;
+  out.tokens = o.samples * n;
+  ThreadPool pool(o.threads);
+  const int64_t L = c.num_hidden_layers;
+  std::vector<float> y(per_sample), act(static_cast<size_t>(n * F));
+  // Column sums of squares, accumulated row by row in double (token order).
+  auto add_sq = [](const float* v, int64_t rows, int64_t cols, std::vector<double>& acc) {
+    for (int64_t r = 0; r < rows; ++r)
+      for (int64_t j = 0; j < cols; ++j) {
+        const double e = v[r * cols + j];
+        acc[static_cast<size_t>(j)] += e * e;
+      }
+  };
+  for (int64_t bi = 0; bi < L; ++bi) {
+    autograd::TrainBlock blk(c, model.weights().blocks[static_cast<size_t>(bi)]);
+    std::vector<double> s_norm1(static_cast<size_t>(H), 0.0), s_attn(static_cast<size_t>(Q), 0.0),
+        s_norm2(static_cast<size_t>(H), 0.0), s_act(static_cast<size_t>(F), 0.0);
+    autograd::TrainBlock::Saved saved;
+    for (int64_t s = 0; s < o.samples; ++s) {
+      float* xs = x.data() + static_cast<size_t>(s) * per_sample;
+      blk.forward(xs, n, y.data(), &saved, &pool);
+      add_sq(saved.h1.data(), n, H, s_norm1);
+      add_sq(saved.attn.data(), n, Q, s_attn);
+      add_sq(saved.h2.data(), n, H, s_norm2);
+      autograd::swiglu_forward(saved.gate.data(), saved.up.data(), act.data(), n * F, &pool);
+      add_sq(act.data(), n, F, s_act);
+      std::copy(y.begin(), y.end(), xs);
+    }
+    const double inv = 1.0 / static_cast<double>(out.tokens);
+    const std::string prefix = "model.layers." + std::to_string(bi) + ".";
+    const std::vector<double>* src[7] = {&s_norm1, &s_norm1, &s_norm1, &s_attn, &s_norm2, &s_norm2, &s_act};
+    for (int k = 0; k < 7; ++k) {
+      const std::string name = prefix + calibrate_detail::kProjectionNames[k] + ".weight";
+      std::vector<float> h(src[k]->size());
+      for (size_t j = 0; j < h.size(); ++j) {
+        h[j] = static_cast<float>((*src[k])[j] * inv);
+        if (!std::isfinite(h[j]))
+          throw Error(StatusCode::kInvalidArgument, "activation stats: block " + std::to_string(bi) + " " +
+                                                        calibrate_detail::kProjectionNames[k] +
+                                                        ": non-finite input activation (column " + std::to_string(j) + ")");
+      }
+      out.mean_sq.emplace(name, std::move(h));
+    }
+    if (progress && !progress(bi, L))
+      throw Error(StatusCode::kCancelled, "activation stats: cancelled after block " + std::to_string(bi));
+  }
+  return out;
+}
+
+CLUSCOMP_NAMESPACE_END
