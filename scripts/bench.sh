@@ -13,7 +13,7 @@ BENCHES=(
   "io|bench_io|GGUF load + dequantisation throughput of the real model (MB/s of quantised bytes)"
   "kmeans-vs-faiss|bench_kmeans|exact CPU k-means vs faiss-cpu and scikit-learn (PyPI venv), same start; scaling; 58M-point iteration"
   "runtime|bench_runtime|real-model CPU runtime, 2 threads: prefill 512 tokens and decode tokens/s vs PyTorch (bench/runtime_torch.py; needs apt python3-torch + libopenblas0-pthread) and llama.cpp (built from the llama-cpp-python sdist by bench/llamacpp_build.sh; CLUSCOMP_RUNTIME_NO_LLAMACPP=1 skips it); dense kernel vs Eigen"
-  "quality|cluscomp_cli|real model: perplexity vs true bpw for base, RTN 4/3/2-bit and ClusComp --bpw 4/3/2 (clustering only), compression time, decode tok/s (QUALITY_WINDOWS windows, QUALITY_ITERATIONS k-means iterations)"
+  "quality|cluscomp_cli|real model: perplexity vs true bpw for base, RTN 4/3/2-bit and ClusComp --bpw 4/3/2 (clustering only, data-free and activation-aware), compression time, decode tok/s (QUALITY_WINDOWS windows, QUALITY_ITERATIONS k-means iterations)"
   "calibrate|cluscomp_cli|real model: ClusComp --bpw 4/3/2 clustering-only vs block-wise calibrated (CAL_SAMPLES x CAL_WINDOW tokens, CAL_EPOCHS epochs, CAL_LR), perplexity, time per block, peak memory; one block's forward+backward vs PyTorch"
   "lookup-gemm|bench_lookup_gemm|lookup GEMV/GEMM from codes vs dense fp32 (matmul_nt, Eigen), 2 threads: 4/3/2-bpw settings, large + real-model shapes, rotated weights, in-run bandwidth"
 )
@@ -78,8 +78,12 @@ if [[ "$name" == quality ]]; then
   row base "$MODEL"
   for b in 4 3 2; do row rtn$b "$Q/rtn$b.safetensors" --method rtn --bits $b; done
   for b in 4 3 2; do row cc$b "$Q/cc$b.safetensors" --bpw $b --iterations "$IT"; done
-  echo "windows=$W (2048 tokens each) k-means iterations=$IT; base = the Q4_1 GGUF (bpw column 16 = not compressed)" >&2
-  echo "RESULT quality ppl_base=${ppl[base]} ppl_rtn4=${ppl[rtn4]} ppl_rtn3=${ppl[rtn3]} ppl_rtn2=${ppl[rtn2]} bpw_rtn2=${bpw[rtn2]} ppl_cc2=${ppl[cc2]} bpw_cc2=${bpw[cc2]} ppl_cc3=${ppl[cc3]} bpw_cc3=${bpw[cc3]} ppl_cc4=${ppl[cc4]} bpw_cc4=${bpw[cc4]}"
+  # Activation-aware clustering (still no training): input statistics from 16 x 256 tokens of the
+  # calibration text (never the evaluation text).
+  for b in 4 3 2; do row cca$b "$Q/cca$b.safetensors" --bpw $b --iterations "$IT" \
+    --activations "$CLUSCOMP_DATA/text/kjv.calibration.txt"; done
+  echo "windows=$W (2048 tokens each) k-means iterations=$IT; base = the Q4_1 GGUF (bpw column 16 = not compressed); cca = activation-aware" >&2
+  echo "RESULT quality ppl_base=${ppl[base]} ppl_rtn4=${ppl[rtn4]} ppl_rtn3=${ppl[rtn3]} ppl_rtn2=${ppl[rtn2]} bpw_rtn2=${bpw[rtn2]} ppl_cc2=${ppl[cc2]} bpw_cc2=${bpw[cc2]} ppl_cc3=${ppl[cc3]} bpw_cc3=${bpw[cc3]} ppl_cc4=${ppl[cc4]} bpw_cc4=${bpw[cc4]} ppl_cca2=${ppl[cca2]} ppl_cca3=${ppl[cca3]} ppl_cca4=${ppl[cca4]} bpw_cca4=${bpw[cca4]}"
   exit 0
 fi
 if [[ "$name" == calibrate ]]; then

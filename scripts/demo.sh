@@ -4,7 +4,8 @@
 # writers, checking every value bit for bit -> perplexity on the evaluation text (a few windows)
 # -> a short generation -> compress the projection matrices to about 4, 3 and 2 bits per weight
 # (k-means iterations: CLUSCOMP_DEMO_ITERATIONS, default 10, a demo-scale setting; the reference
-# runs 20) -> perplexity of each -> block-wise calibration of each against the original model on
+# runs 20; activation-aware from the calibration text unless CLUSCOMP_DEMO_ACTIVATIONS=0) ->
+# perplexity of each -> block-wise calibration of each against the original model on
 # the calibration text (cluscomp calibrate defaults: 16 windows of 256 tokens, 2 epochs, a few
 # minutes per model; lr 1e-3 instead of the reference's 5e-3: docs/results.md) -> perplexity of
 # each -> a generation from the calibrated 4-bpw model.
@@ -44,9 +45,13 @@ echo; echo "==== [demo] generation: plain continuation, temperature 0.8, top-p 0
 ITERS="${CLUSCOMP_DEMO_ITERATIONS:-10}"
 WIN="${CLUSCOMP_DEMO_WINDOWS:-3}"
 EVAL="$DATA/text/kjv.evaluation.txt"
+# Activation-aware clustering (input statistics from the calibration text; docs/architecture.md);
+# CLUSCOMP_DEMO_ACTIVATIONS=0 gives the paper's data-free clustering.
+if [[ "${CLUSCOMP_DEMO_ACTIVATIONS:-1}" == 0 ]]; then AWARE=(); AWARE_NOTE="data-free"
+else AWARE=(--activations "$DATA/text/kjv.calibration.txt"); AWARE_NOTE="activation-aware"; fi
 for b in 4 3 2; do
-  echo; echo "==== [demo] compress to about $b bpw (--bpw $b, $ITERS k-means iterations; resumable) ===="
-  "$CLI" compress "$MODEL" --out "$OUT/smollm2-cc$b.safetensors" --bpw "$b" --iterations "$ITERS" --threads 2
+  echo; echo "==== [demo] compress to about $b bpw (--bpw $b, $ITERS k-means iterations, ${AWARE_NOTE}; resumable) ===="
+  "$CLI" compress "$MODEL" --out "$OUT/smollm2-cc$b.safetensors" --bpw "$b" --iterations "$ITERS" "${AWARE[@]}" --threads 2
   echo; echo "==== [demo] perplexity of the ~$b-bpw model, clustering only (first $WIN windows) ===="
   "$CLI" eval "$OUT/smollm2-cc$b.safetensors" "$EVAL" --max-windows "$WIN" --threads 2
   echo; echo "==== [demo] block-wise calibration of the ~$b-bpw model on the calibration text (CLUSCOMP.md §2; demo-scale defaults) ===="

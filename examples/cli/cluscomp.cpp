@@ -652,8 +652,10 @@ int compress_cmd(const std::string& model_path, const Options& opt) {
     cc::ActivationStatsOptions ao;
     ao.samples = opt.get_int("act-samples", 16);
     ao.window = opt.get_int("act-window", 256);
-    ao.seed = static_cast<uint64_t>(opt.get_int("seed", 1234));
+    ao.seed = static_cast<uint64_t>(opt.get_int("seed", 1234));  // the windows follow --seed
     ao.threads = o.threads;
+    if (ao.samples < 1 || ao.window < 2)
+      throw cc::Error(cc::StatusCode::kInvalidArgument, "--act-samples must be >= 1 and --act-window >= 2");
     o.importance_damp = opt.get_double("importance-damp", 0.01);
     if (!(o.importance_damp >= 0) || !std::isfinite(o.importance_damp))
       throw cc::Error(cc::StatusCode::kInvalidArgument, "--importance-damp must be finite and >= 0");
@@ -988,6 +990,8 @@ int usage(int rc) {
              "                         [--iterations N] [--seed N] [--code-bits N] [--centroid-dtype f16|bf16|f32]\n"
              "                         [--dense-dtype f16|bf16|f32] [--reference-layout] [--work-dir D] [--threads N]\n"
              "                         [--activations TEXT [--act-samples N] [--act-window N] [--importance-damp X]]\n"
+             "         --activations: activation-aware clustering, input statistics from N windows of the text\n"
+             "                        (default 16 x 256 tokens at offsets from --seed; damping 0.01)\n"
              "         PATTERNS: q,k,v,o,gate,up,down,attn,mlp,all; SPEC: \"KINDS:d=N,k=N,s=N;KINDS:...\"\n"
              "       cluscomp calibrate TEACHER STUDENT TEXT --out OUT [--samples N] [--window N] [--epochs N]\n"
              "                         [--lr X] [--weight-decay X] [--aug-loss] [--seed N] [--work-dir D] [--threads N]\n"

@@ -1,13 +1,16 @@
 // Activation-aware compression: input-activation statistics (pipeline/activation_stats.hpp) and
 // clustering weighted by them (CompressOptions::input_importance in pipeline/compress.hpp), on a
 // tiny random LLaMA written as GGUF.
-//  - block 0's q/k/v statistics equal an independent RMSNorm of the embedding rows;
+//  - block 0's q/k/v statistics equal an independent RMSNorm of the embedding rows, and o, gate,
+//    up and down read the tensors that feed them in the training block's forward;
 //  - statistics are bit-identical across thread counts, every block's inputs are covered;
 //  - uniform importance (damp 0) reproduces the data-free clustering bit for bit;
 //  - spread importance lowers the output-weighted error against the data-free clustering;
 //  - the bpw search ranks by the weighted error (normalised per matrix: uniform importance is the
 //    data-free plan; importance concentrated on a few columns needs fewer bits);
-//  - bad importance (missing matrix, wrong length, negative, NaN) is a clear error, no output.
+//  - bad importance (missing matrix, wrong length, negative, NaN, a reserved metadata key) is a
+//    clear error before any work, no output;
+//  - resume reuses finished matrices only when the statistics and damping are the same.
 #include <catch2/catch.hpp>
 
 #include <cmath>
@@ -140,6 +143,46 @@ TEST_CASE("activation stats: block 0's q/k/v inputs equal an independent RMSNorm
     REQUIRE(projection_kind_of(kv.first, &kind));
     CHECK(static_cast<int64_t>(kv.second.size()) == fx.tiny.shape.at(kv.first)[1]);
     for (float v : kv.second) CHECK((std::isfinite(v) && v > 0.0f));
+  }
+  // Which tensor feeds which matrix (block 0): o <- attention output, gate/up <- MLP RMSNorm
+  // output, down <- silu(gate) * up, from the training block's saved forward state.
+  {
+    autograd::TrainBlock blk(fx.tiny.cfg, m.weights().blocks[0]);
+    std::vector<double> attn(64, 0.0), h2(64, 0.0), act(96, 0.0);
+    std::vector<float> x(24 * 64), y(24 * 64);
+    for (int64_t s = 0; s < 5; ++s) {
+      for (int64_t t = 0; t < 24; ++t) {
+        const int32_t id = toks[static_cast<size_t>(off[static_cast<size_t>(s)] + t)];
+        std::copy(E.begin() + id * H, E.begin() + (id + 1) * H, x.begin() + t * H);
+      }
+      autograd::TrainBlock::Saved sv;
+      blk.forward(x.data(), 24, y.data(), &sv);
+      for (int64_t t = 0; t < 24; ++t) {
+        for (int64_t j = 0; j < 64; ++j) {
+          attn[static_cast<size_t>(j)] += static_cast<double>(sv.attn[static_cast<size_t>(t * 64 + j)]) * sv.attn[static_cast<size_t>(t * 64 + j)];
+          h2[static_cast<size_t>(j)] += static_cast<double>(sv.h2[static_cast<size_t>(t * 64 + j)]) * sv.h2[static_cast<size_t>(t * 64 + j)];
+        }
+        for (int64_t j = 0; j < 96; ++j) {
+          const double gt = sv.gate[static_cast<size_t>(t * 96 + j)], u = sv.up[static_cast<size_t>(t * 96 + j)];
+          const double a = gt / (1.0 + std::exp(-gt)) * u;
+          act[static_cast<size_t>(j)] += a * a;
+        }
+      }
+    }
+    auto check = [&](const std::string& name, const std::vector<double>& want) {
+      INFO(name);
+      const std::vector<float>& h = st.mean_sq.at("model.layers.0." + name + ".weight");
+      REQUIRE(h.size() == want.size());
+      for (size_t j = 0; j < want.size(); ++j) CHECK(h[j] == Approx(want[j] / 120.0).epsilon(1e-4));
+    };
+    check("self_attn.o_proj", attn);
+    check("mlp.gate_proj", h2);
+    check("mlp.up_proj", h2);
+    check("mlp.down_proj", act);
+    // The swapped mappings would not pass: the o input is not the attention norm's output.
+    double diff = 0;
+    for (size_t j = 0; j < 64; ++j) diff += std::abs(attn[j] - ref[j]) / ref[j];
+    CHECK(diff / 64 > 0.05);
   }
   // Deterministic whatever the thread count.
   ao.threads = 2;
@@ -290,5 +333,42 @@ TEST_CASE("activation-aware compress: bad importance is a clear error and writes
   require_error([&] { compress_model(fx.src, out, o); }, StatusCode::kInvalidArgument, "column 5");
   o.input_importance[q0][5] = std::nanf("");
   require_error([&] { compress_model(fx.src, out, o); }, StatusCode::kInvalidArgument, "column 5");
+  o.input_importance = good;
+  o.metadata["compress.seed"] = "7";
+  require_error([&] { compress_model(fx.src, out, o); }, StatusCode::kInvalidArgument, "'compress.seed' is reserved");
   CHECK_FALSE(std::filesystem::exists(out));
+  CHECK_FALSE(std::filesystem::exists(out + ".work"));  // refused before any work
+}
+
+TEST_CASE("activation-aware compress: resume reuses matrices only for the same statistics", "[pipeline][activation]") {
+  Fixture fx;
+  const std::string out = (fx.dir / "r.safetensors").string();
+  CompressOptions o = explicit_options(4, 16);
+  o.input_importance = spread_importance(fx.tiny, 5);
+  int done = 0;
+  o.progress = [&](const CompressProgress& p) {
+    if (p.stage == CompressProgress::Stage::kMatrixDone) ++done;
+    return done < 6;  // cancel after 6 finished matrices
+  };
+  require_error([&] { compress_model(fx.src, out, o); }, StatusCode::kCancelled, "cancelled");
+  REQUIRE(std::filesystem::exists(out + ".work"));
+  o.progress = {};
+  // Different statistics: nothing is reused.
+  CompressOptions changed = o;
+  for (auto& kv : changed.input_importance) kv.second[0] *= 2.0f;
+  changed.work_dir = (fx.dir / "copy.work").string();
+  std::filesystem::copy(out + ".work", changed.work_dir);
+  CHECK(compress_model(fx.src, (fx.dir / "changed.safetensors").string(), changed).resumed == 0);
+  CompressOptions damp = o;
+  damp.importance_damp = 0.5;
+  damp.work_dir = (fx.dir / "copy2.work").string();
+  std::filesystem::copy(out + ".work", damp.work_dir);
+  CHECK(compress_model(fx.src, (fx.dir / "damp.safetensors").string(), damp).resumed == 0);
+  // The same statistics: the finished matrices are reused and the file equals an uninterrupted run.
+  const CompressReport resumed = compress_model(fx.src, out, o);
+  CHECK(resumed.resumed == 6);
+  CompressOptions fresh = o;
+  const std::string out2 = (fx.dir / "fresh.safetensors").string();
+  CHECK(compress_model(fx.src, out2, fresh).resumed == 0);
+  CHECK(cluscomp_test::file_bytes(out) == cluscomp_test::file_bytes(out2));
 }

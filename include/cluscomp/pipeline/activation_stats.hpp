@@ -53,9 +53,10 @@ struct ActivationStats {
 /// Called after each block (0-based block, blocks); return false to cancel (Error kCancelled).
 using ActivationStatsCallback = std::function<bool(int64_t block, int64_t blocks)>;
 
-/// See the file comment. Errors (cluscomp::Error): the calibrate_detail::window_offsets ones (text
-/// shorter than a window, bad counts), a window longer than the model's context, a token id outside
-/// the vocabulary, a non-finite activation (names the block and matrix), kCancelled.
+/// See the file comment. Errors (cluscomp::Error, prefixed "activation stats"): text shorter than a
+/// window, samples < 1, window < 2 or longer than the model's context, a token id outside the
+/// vocabulary, a stream larger than the available memory (kOutOfMemory, before any work), a
+/// non-finite activation (names the block and matrix), kCancelled.
 inline ActivationStats collect_activation_stats(const LlamaModel& model, const std::vector<int32_t>& tokens,
                                                 const ActivationStatsOptions& o,
                                                 const ActivationStatsCallback& progress = {}) {
@@ -67,19 +68,17 @@ inline ActivationStats collect_activation_stats(const LlamaModel& model, const s
                                                   " is longer than the model's context " +
                                                   std::to_string(c.max_position_embeddings));
   const std::vector<int64_t> offsets =
-      calibrate_detail::window_offsets(static_cast<int64_t>(tokens.size()), n, o.samples, o.seed);
-  const std::vector<float>& embed = *model.weights().embed;
+      calibrate_detail::window_offsets(static_cast<int64_t>(tokens.size()), n, o.samples, o.seed, "activation stats");
   const size_t per_sample = static_cast<size_t>(n * H);
+  const int64_t stream_bytes = o.samples * n * H * static_cast<int64_t>(sizeof(float));
+  const int64_t avail = calibrate_detail::available_memory();
+  if (avail > 0 && stream_bytes > avail)
+    throw Error(StatusCode::kOutOfMemory, "activation stats: " + std::to_string(o.samples) + " windows of " +
+                                              std::to_string(n) + " tokens need " + std::to_string(stream_bytes >> 20) +
+                                              " MiB for the activation stream, more than the " +
+                                              std::to_string(avail >> 20) + " MiB available; use fewer or shorter windows");
   std::vector<float> x(static_cast<size_t>(o.samples) * per_sample);
-  for (int64_t s = 0; s < o.samples; ++s)
-    for (int64_t t = 0; t < n; ++t) {
-      const int32_t id = tokens[static_cast<size_t>(offsets[static_cast<size_t>(s)] + t)];
-      if (id < 0 || id >= c.vocab_size)
-        throw Error(StatusCode::kOutOfRange, "activation stats: token id " + std::to_string(id) +
-                                                 " is outside the vocabulary of " + std::to_string(c.vocab_size));
-      std::copy(embed.begin() + static_cast<int64_t>(id) * H, embed.begin() + (static_cast<int64_t>(id) + 1) * H,
-                x.begin() + static_cast<int64_t>(s * n + t) * H);
-    }
+  calibrate_detail::embed_windows(*model.weights().embed, c.vocab_size, H, tokens, offsets, n, x.data(), "activation stats");
 
   ActivationStats out;
   out.tokens = o.samples * n;

@@ -125,19 +125,35 @@ namespace calibrate_detail {
 /// Window starts: `samples` draws from [0, tokens - window] with a 64-bit Mersenne twister seeded
 /// by `seed`, its high 32 bits mapped by multiply-shift (no library distribution, so the offsets are the same on
 /// every platform). Throws kInvalidArgument when the text is shorter than one window.
-inline std::vector<int64_t> window_offsets(int64_t tokens, int64_t window, int64_t samples, uint64_t seed) {
-  if (window < 2) throw Error(StatusCode::kInvalidArgument, "calibrate: window must be at least 2 tokens");
-  if (samples < 1) throw Error(StatusCode::kInvalidArgument, "calibrate: samples must be at least 1");
+inline std::vector<int64_t> window_offsets(int64_t tokens, int64_t window, int64_t samples, uint64_t seed,
+                                           const std::string& what = "calibrate") {
+  if (window < 2) throw Error(StatusCode::kInvalidArgument, what + ": window must be at least 2 tokens");
+  if (samples < 1) throw Error(StatusCode::kInvalidArgument, what + ": samples must be at least 1");
   if (tokens < window)
-    throw Error(StatusCode::kInvalidArgument, "calibrate: the calibration text has " + std::to_string(tokens) +
+    throw Error(StatusCode::kInvalidArgument, what + ": the calibration text has " + std::to_string(tokens) +
                                                   " tokens, shorter than one window of " + std::to_string(window));
   const uint64_t range = static_cast<uint64_t>(tokens - window + 1);
   if (range > (uint64_t{1} << 32))
-    throw Error(StatusCode::kInvalidArgument, "calibrate: more than 2^32 calibration tokens");
+    throw Error(StatusCode::kInvalidArgument, what + ": more than 2^32 calibration tokens");
   std::mt19937_64 rng(seed);
   std::vector<int64_t> out(static_cast<size_t>(samples));
   for (auto& o : out) o = static_cast<int64_t>(((rng() >> 32) * range) >> 32);  // in [0, range)
   return out;
+}
+
+/// The embedding rows of every window: out (samples, window, H) from embed (V, H) and the tokens
+/// at `offsets`. Error(kOutOfRange) naming a token id outside the vocabulary.
+inline void embed_windows(const std::vector<float>& embed, int64_t V, int64_t H, const std::vector<int32_t>& tokens,
+                          const std::vector<int64_t>& offsets, int64_t window, float* out, const std::string& what) {
+  for (size_t s = 0; s < offsets.size(); ++s)
+    for (int64_t t = 0; t < window; ++t) {
+      const int32_t id = tokens[static_cast<size_t>(offsets[s] + t)];
+      if (id < 0 || id >= V)
+        throw Error(StatusCode::kOutOfRange, what + ": token id " + std::to_string(id) +
+                                                 " is outside the vocabulary of " + std::to_string(V));
+      std::copy(embed.begin() + static_cast<int64_t>(id) * H, embed.begin() + (static_cast<int64_t>(id) + 1) * H,
+                out + (static_cast<int64_t>(s) * window + t) * H);
+    }
 }
 
 /// MemAvailable from /proc/meminfo in bytes; 0 when unknown.
@@ -304,11 +320,7 @@ inline CalibrateReport calibrate_model(LlamaModel& teacher, const std::string& t
   std::vector<float> x_fp(static_cast<size_t>(o.samples) * sample_values), x_q, y_fp(x_fp.size()), y_aug;
   std::vector<float> y_untrained(x_fp.size());  // the block's output before training
   const std::vector<float>& embed = *teacher.weights().embed;
-  for (int64_t s = 0; s < o.samples; ++s)
-    for (int64_t t = 0; t < n; ++t) {
-      const int32_t id = tokens[static_cast<size_t>(offsets[static_cast<size_t>(s)] + t)];
-      std::copy(embed.begin() + id * H, embed.begin() + (id + 1) * H, x_fp.begin() + (s * n + t) * H);
-    }
+  embed_windows(embed, c.vocab_size, H, tokens, offsets, n, x_fp.data(), "calibrate");
   x_q = x_fp;
   if (o.aug_loss) y_aug.resize(x_fp.size());
   auto sample = [&](std::vector<float>& v, int64_t s) { return v.data() + static_cast<size_t>(s) * sample_values; };

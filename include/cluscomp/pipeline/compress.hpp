@@ -21,9 +21,11 @@
 /// reference): with h_i the mean squared input activation of column i on calibration text
 /// (pipeline/activation_stats.hpp), every d-vector of column i enters k-means with weight
 /// h_i + damp * mean(h), so centroids minimise E||(W - W^) x||^2 instead of ||W - W^||^2 (the
-/// assignment is still plain nearest-centroid: a d-vector lies in one column). The search's
-/// subsample k-means is weighted the same way, so its errors are output errors and bits go to
-/// the matrices whose inputs carry the energy.
+/// assignment is still plain nearest-centroid: a d-vector lies in one column). The weights are
+/// normalised to mean 1 per matrix, so the search's (weighted) subsample errors stay in weight
+/// units across matrices: within a matrix they follow its activations, across matrices they do
+/// not favour the ones fed by large activations (raw output errors did, and ruined the plan:
+/// docs/architecture.md, "Activation-aware clustering").
 ///
 /// Resume: each finished matrix is written atomically to `<work_dir>/<name>.safetensors` with the
 /// job description it was made for; a later run with the same job reuses it instead of
@@ -254,9 +256,10 @@ struct CompressOptions {
   /// Activation-aware clustering (empty: data-free, the reference's method). HF weight name ->
   /// (in) mean squared input activation h of that matrix (pipeline/activation_stats.hpp). A
   /// matrix listed here is clustered with k-means weighted per d-vector by its input column's
-  /// h_i + importance_damp * mean(h), and the bpw search ranks candidates by that weighted
-  /// (output-space) error instead of the plain weight error; RTN ignores it. Every clustered
-  /// matrix must be listed (Error otherwise).
+  /// normalised weight (compress_detail::column_weights: h_i + importance_damp * mean(h), scaled
+  /// to mean 1), and the bpw search ranks candidates by that weighted error instead of the plain
+  /// weight error; RTN matrices ignore it. Every clustered matrix must be listed (checked before
+  /// any work; Error otherwise).
   std::map<std::string, std::vector<float>> input_importance;
   /// Added to every column weight as a fraction of the mean (GPTQ's 1% Hessian dampening): keeps
   /// columns that were quiet on the calibration text from being ignored entirely.
@@ -281,8 +284,10 @@ struct MatrixReport {
   MatrixPlan plan;
   double sq_error = 0;  // ||W - W^||_F^2 of what is stored (double)
   double sq_norm = 0;   // ||W||_F^2
-  /// With input_importance: the same with column i weighted by its (damped) importance, i.e.
-  /// the expected output error E||(W - W^) x||^2 and E||W x||^2 for uncorrelated inputs; else 0.
+  /// With input_importance (clustered matrices): the same with column i weighted by its
+  /// normalised weight (compress_detail::column_weights), i.e. E||(W - W^) x||^2 and E||W x||^2
+  /// for uncorrelated inputs up to one common factor per matrix (only their ratio,
+  /// out_rel_error, is meaningful); else 0.
   double out_sq_error = 0, out_sq_norm = 0;
   double seconds = 0;   // compute time (of the run that made it, when resumed)
   bool resumed = false;
@@ -325,15 +330,28 @@ inline const SourceTensor& find_tensor(const SourceModel& m, const std::string& 
   throw Error(StatusCode::kNotFound, m.path + ": no tensor '" + name + "'");
 }
 
+/// FNV-1a over bytes.
+inline uint64_t fnv1a(const void* data, size_t bytes) {
+  uint64_t h = 1469598103934665603ull;
+  const unsigned char* b = static_cast<const unsigned char*>(data);
+  for (size_t i = 0; i < bytes; ++i) h = (h ^ b[i]) * 1099511628211ull;
+  return h;
+}
+
 /// Per-matrix seed: the run seed mixed with the matrix name and codebook (splitmix64), so each
 /// matrix's k-means does not depend on which other matrices are compressed.
 inline uint64_t matrix_seed(uint64_t seed, const std::string& name, int s) {
-  uint64_t h = 1469598103934665603ull;
-  for (unsigned char c : name) h = (h ^ c) * 1099511628211ull;
+  const uint64_t h = fnv1a(name.data(), name.size());
   uint64_t z = seed + h + 0x9e3779b97f4a7c15ull * static_cast<uint64_t>(s + 1);
   z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
   z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
   return z ^ (z >> 31);
+}
+
+inline std::string fmt_g(double v) {
+  char buf[32];
+  std::snprintf(buf, sizeof buf, "%g", v);
+  return buf;
 }
 
 inline double sq_norm_of(const std::vector<float>& w) {
@@ -342,7 +360,8 @@ inline double sq_norm_of(const std::vector<float>& w) {
   return s;
 }
 
-/// The damped column weights of matrix `p` (h_i + damp * mean(h)), or an empty vector when the
+/// The column weights of matrix `name`: w_i = (h_i + damp * mean(h)) / ((1 + damp) * mean(h)),
+/// i.e. damped and normalised to mean 1 (all 1 when h is all 0), or an empty vector when the
 /// options carry no importance. Error(kInvalidArgument) naming the matrix for a missing entry,
 /// a wrong length, or a negative / non-finite value.
 inline std::vector<float> column_weights(const CompressOptions& o, const std::string& name, int64_t in) {
@@ -361,7 +380,7 @@ inline std::vector<float> column_weights(const CompressOptions& o, const std::st
   for (size_t i = 0; i < h.size(); ++i) {
     if (!std::isfinite(h[i]) || h[i] < 0)
       throw Error(StatusCode::kInvalidArgument, "compress: input importance of " + name + " column " +
-                                                    std::to_string(i) + " is " + std::to_string(h[i]) +
+                                                    std::to_string(i) + " is " + fmt_g(h[i]) +
                                                     " (must be finite and >= 0)");
     mean += h[i];
   }
@@ -376,11 +395,8 @@ inline std::vector<float> column_weights(const CompressOptions& o, const std::st
 
 /// A 64-bit digest of a float vector (FNV-1a over its bytes) for job strings.
 inline std::string digest_of(const std::vector<float>& v) {
-  uint64_t h = 1469598103934665603ull;
-  const unsigned char* b = reinterpret_cast<const unsigned char*>(v.data());
-  for (size_t i = 0; i < v.size() * sizeof(float); ++i) h = (h ^ b[i]) * 1099511628211ull;
   char buf[17];
-  std::snprintf(buf, sizeof buf, "%016llx", static_cast<unsigned long long>(h));
+  std::snprintf(buf, sizeof buf, "%016llx", static_cast<unsigned long long>(fnv1a(v.data(), v.size() * sizeof(float))));
   return buf;
 }
 
@@ -415,9 +431,9 @@ inline std::string job_string(const MatrixPlan& p, const CompressOptions& o, con
     j["centroid_dtype"] = dtype_name(p.cluster.centroid_dtype);
     j["iterations"] = o.iterations;
     j["seed"] = o.seed;
-    auto imp = o.input_importance.find(p.name);
-    if (imp != o.input_importance.end()) {
-      j["importance"] = digest_of(imp->second);
+    if (!o.input_importance.empty()) {  // compress_model checked that every clustered matrix has one
+      auto imp = o.input_importance.find(p.name);
+      j["importance"] = imp != o.input_importance.end() ? digest_of(imp->second) : std::string("missing");
       j["importance_damp"] = o.importance_damp;
     }
   }
@@ -761,6 +777,11 @@ inline CompressReport compress_model(const SourceModel& m, const std::string& ou
     throw Error(StatusCode::kInvalidArgument,
                 "compress: the reference layout holds one K and d for all matrices and S = 1: use explicit --d/--k (no --bpw, no rtn)");
   std::vector<MatrixPlan> plans = plan_compression(m, o);
+  for (const MatrixPlan& p : plans)  // importance problems surface now, not hours into the run
+    if (p.method == CompressMethod::kCluster) compress_detail::column_weights(o, p.name, p.in);
+  for (const auto& kv : o.metadata)
+    if (kv.first.rfind("compress.", 0) == 0 && kv.first != "compress.activations")
+      throw Error(StatusCode::kInvalidArgument, "compress: metadata key '" + kv.first + "' is reserved");
   if (o.reference_layout)
     for (const MatrixPlan& p : plans)
       if (p.cluster.num_codebooks != 1 || p.cluster.d != plans[0].cluster.d || p.cluster.k != plans[0].cluster.k)
@@ -864,7 +885,9 @@ inline CompressReport compress_model(const SourceModel& m, const std::string& ou
       const auto t0 = Clock::now();
       notify(CompressProgress::Stage::kMatrixStart, 0, 0, 0);
       mr.sq_norm = compress_detail::sq_norm_of(w);
-      const std::vector<float> colw = compress_detail::column_weights(o, p.name, p.in);
+      const std::vector<float> colw = p.method == CompressMethod::kCluster
+                                          ? compress_detail::column_weights(o, p.name, p.in)
+                                          : std::vector<float>();
       mr.out_sq_norm = compress_detail::weighted_sq_norm(w, p.out, p.in, colw);
       std::vector<TensorRef> dense_refs;
       std::map<std::string, CodebookTensor> one;
@@ -872,16 +895,14 @@ inline CompressReport compress_model(const SourceModel& m, const std::string& ou
       if (p.method == CompressMethod::kRtn) {
         std::vector<float> q = rtn_quantize(w, p.out, p.in, p.rtn);
         half.resize(q.size());
-        double e = 0, ew = 0;
+        double e = 0;
         for (size_t i = 0; i < q.size(); ++i) {
           half[i] = float_to_half_bits(q[i]);
           q[i] = half_bits_to_float(half[i]);
           const double diff = static_cast<double>(w[i]) - q[i];
           e += diff * diff;
-          if (!colw.empty()) ew += static_cast<double>(colw[i % static_cast<size_t>(p.in)]) * diff * diff;
         }
         mr.sq_error = e;
-        mr.out_sq_error = ew;
         rtn_values[p.name] = std::move(q);
         dense_refs.push_back(TensorRef{p.name, DType::kF16, {p.out, p.in},
                                        reinterpret_cast<const unsigned char*>(half.data()), half.size() * 2});
