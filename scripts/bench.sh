@@ -83,7 +83,7 @@ if [[ "$name" == quality ]]; then
   for b in 4 3 2; do row cca$b "$Q/cca$b.safetensors" --bpw $b --iterations "$IT" \
     --activations "$CLUSCOMP_DATA/text/kjv.calibration.txt"; done
   echo "windows=$W (2048 tokens each) k-means iterations=$IT; base = the Q4_1 GGUF (bpw column 16 = not compressed); cca = activation-aware" >&2
-  echo "RESULT quality ppl_base=${ppl[base]} ppl_rtn4=${ppl[rtn4]} ppl_rtn3=${ppl[rtn3]} ppl_rtn2=${ppl[rtn2]} bpw_rtn2=${bpw[rtn2]} ppl_cc2=${ppl[cc2]} bpw_cc2=${bpw[cc2]} ppl_cc3=${ppl[cc3]} bpw_cc3=${bpw[cc3]} ppl_cc4=${ppl[cc4]} bpw_cc4=${bpw[cc4]} ppl_cca2=${ppl[cca2]} ppl_cca3=${ppl[cca3]} ppl_cca4=${ppl[cca4]} bpw_cca4=${bpw[cca4]}"
+  echo "RESULT quality ppl_base=${ppl[base]} ppl_rtn4=${ppl[rtn4]} ppl_rtn3=${ppl[rtn3]} ppl_rtn2=${ppl[rtn2]} bpw_rtn2=${bpw[rtn2]} ppl_cc2=${ppl[cc2]} bpw_cc2=${bpw[cc2]} ppl_cc3=${ppl[cc3]} bpw_cc3=${bpw[cc3]} ppl_cc4=${ppl[cc4]} bpw_cc4=${bpw[cc4]} ppl_cca2=${ppl[cca2]} bpw_cca2=${bpw[cca2]} ppl_cca3=${ppl[cca3]} bpw_cca3=${bpw[cca3]} ppl_cca4=${ppl[cca4]} bpw_cca4=${bpw[cca4]}"
   exit 0
 fi
 if [[ "$name" == calibrate ]]; then
