@@ -14,34 +14,14 @@
 #include "cluscomp/cluster/kmeans.hpp"
 #include "cluscomp/core/dtype.hpp"
 #include "cluscomp/reference/kmeans_ref.hpp"
+#include "support/kmeans_test.hpp"
 
 using namespace cluscomp;
 
 namespace {
 
-// Gaussian blobs (unit variance) around `centers` random centres of spread 8.
-std::vector<float> gaussian_points(int64_t n, int d, int centers, uint64_t seed) {
-  std::mt19937_64 rng(seed);
-  std::normal_distribution<float> g(0.0f, 1.0f);
-  std::vector<float> c(static_cast<size_t>(centers * d));
-  for (auto& v : c) v = 8.0f * g(rng);
-  std::vector<float> x(static_cast<size_t>(n * d));
-  for (int64_t i = 0; i < n; ++i) {
-    const int64_t a = static_cast<int64_t>(rng() % static_cast<uint64_t>(centers));
-    for (int e = 0; e < d; ++e) x[static_cast<size_t>(i * d + e)] = c[static_cast<size_t>(a * d + e)] + g(rng);
-  }
-  return x;
-}
-
-// Weight-like: heavy-tailed (Student-t, 4 dof) values scaled to ~0.02 and rounded to bf16 (many
-// duplicate points and exact distance ties), as in test_kmeans.cpp.
-std::vector<float> weight_like_points(int64_t n, int d, uint64_t seed) {
-  std::mt19937_64 rng(seed);
-  std::student_t_distribution<float> t(4.0f);
-  std::vector<float> x(static_cast<size_t>(n * d));
-  for (auto& v : x) v = static_cast<float>(bf16(0.02f * t(rng)));
-  return x;
-}
+using cluscomp_test::gaussian_points;
+using cluscomp_test::weight_like_points;
 
 // Activation-energy-like weights: log-normal, exp(sigma * N(0, 1)), spread over many decades.
 std::vector<float> lognormal_weights(int64_t n, float sigma, uint64_t seed) {
@@ -66,22 +46,7 @@ void require_identical(const KMeansResult& a, const KMeansResult& b) {
   REQUIRE(a.stats.splits == b.stats.splits);
 }
 
-// Every code must be a nearest centroid in double up to fp32 rounding of the distances (the
-// documented ties). Returns how many differ from the double brute-force choice.
-int64_t check_tie_aware(const std::vector<float>& x, int d, const float* cen, int64_t k, const uint32_t* codes) {
-  const std::vector<float> c(cen, cen + k * d);
-  const reference::AssignmentRef ref = reference::assign_ref(x, c, static_cast<size_t>(d));
-  int64_t differ = 0;
-  for (size_t i = 0; i < ref.labels.size(); ++i) {
-    if (codes[i] == ref.labels[i]) continue;
-    ++differ;
-    REQUIRE(codes[i] < static_cast<uint32_t>(k));
-    const double mine = reference::distance2_ref(x, i, c, codes[i], static_cast<size_t>(d));
-    INFO("point " << i << " code " << codes[i] << " ref " << ref.labels[i] << " d2 " << mine << " vs " << ref.d2[i]);
-    REQUIRE(mine <= ref.d2[i] * (1.0 + 1e-5) + 1e-30);
-  }
-  return differ;
-}
+using cluscomp_test::check_tie_aware;
 
 // sum_i w_i * d2(x_i, c[codes_i]) in double.
 double weighted_objective(const std::vector<float>& x, int d, const std::vector<float>& c, const uint32_t* codes,

@@ -25,7 +25,9 @@
 
 #include <algorithm>
 #include <cstdint>
+#include <memory>
 #include <string>
+#include <type_traits>
 #include <utility>
 #include <vector>
 
@@ -61,7 +63,12 @@ class BasicTrainModel {
     H_ = c.hidden_size;
     V_ = c.vocab_size;
     eps_ = static_cast<float>(c.rms_norm_eps);
-    embed_.assign(w.embed->begin(), w.embed->end());
+    // A frozen fp32 embedding is shared with `m` (kept alive by the shared_ptr), not copied: it is
+    // the largest tensor of a small model (113 MB for SmolLM2-135M).
+    if constexpr (std::is_same_v<T, float>) {
+      if (!opt_.train_all) embed_shared_ = w.embed;
+    }
+    if (!embed_shared_) embed_.assign(w.embed->begin(), w.embed->end());
     final_norm_.assign(w.final_norm.begin(), w.final_norm.end());
     tied_ = w.lm_head.shares_weight_with(w.embed.get());
     if (!tied_) {
@@ -107,7 +114,7 @@ class BasicTrainModel {
                               "need n >= 1 (got " + std::to_string(n) + ") and non-null ids and logits");
     const size_t nh = autograd::detail::count(n, H_);
     std::vector<T> a(nh), b(nh);
-    autograd::embedding_forward(embed_.data(), V_, H_, ids, n, a.data());
+    autograd::embedding_forward(embed_data(), V_, H_, ids, n, a.data());
     if (saved) {
       saved->n = n;
       saved->ids.assign(ids, ids + n);
@@ -223,14 +230,19 @@ class BasicTrainModel {
   std::vector<Block>& blocks() { return blocks_; }
   const std::vector<Block>& blocks() const { return blocks_; }
   /// Master values (vocab, hidden), (hidden), and (vocab, hidden) (empty when tied).
-  const std::vector<T>& embedding() const { return embed_; }
+  const std::vector<T>& embedding() const {
+    if constexpr (std::is_same_v<T, float>) {
+      if (embed_shared_) return *embed_shared_;
+    }
+    return embed_;
+  }
   const std::vector<T>& final_norm() const { return final_norm_; }
   const std::vector<T>& lm_head() const { return lm_head_; }
 
  private:
   autograd::DenseLinearWeight<T> lm_weight() const {
     // No cached transpose: a trainable (or tied, trainable) weight changes every step.
-    return autograd::DenseLinearWeight<T>{tied_ ? embed_.data() : lm_head_.data(), nullptr,
+    return autograd::DenseLinearWeight<T>{tied_ ? embed_data() : lm_head_.data(), nullptr,
                                           lm_bias_.empty() ? nullptr : lm_bias_.data(), V_, H_};
   }
 
@@ -238,7 +250,10 @@ class BasicTrainModel {
   int64_t H_ = 0, V_ = 0;
   float eps_ = 0.0f;
   bool tied_ = true;
+  const T* embed_data() const { return embedding().data(); }
+
   std::vector<T> embed_, final_norm_, lm_head_, lm_bias_;
+  std::shared_ptr<const std::vector<float>> embed_shared_;  // float, frozen: the student's own
   std::vector<T> embed_grad_, final_norm_grad_, lm_head_grad_;
   std::vector<Block> blocks_;
 };
