@@ -7,7 +7,9 @@
 // Environment: CLUSCOMP_DATA (default ~/.cache/cluscomp), CLUSCOMP_KMEANS_ITERS (default 3),
 // CLUSCOMP_KMEANS_REPEATS (ours, default 3; median), CLUSCOMP_KMEANS_FULL_N (default 58720256;
 // 0 skips), CLUSCOMP_KMEANS_NO_PEERS=1 (ours only), CLUSCOMP_KMEANS_BOUNDS=1 (ours with
-// KMeansOptions::use_bounds, the carried Hamerly bounds; same answers).
+// KMeansOptions::use_bounds, the carried Hamerly bounds; same answers), CLUSCOMP_KMEANS_CASES
+// (only the peer-table cases whose name contains one of these comma-separated strings, e.g.
+// "d=8 K=4096"), CLUSCOMP_KMEANS_NO_SCALING=1 (skip the scaling tables).
 #include <algorithm>
 #include <chrono>
 #include <cmath>
@@ -175,6 +177,15 @@ int main() {
     const int64_t in = t.ne[0], out = t.ne[1];
     auto wv = [&](int d) { return weight_vectors(make_matrix_view<const float>(w.data(), out, in), d); };
 
+    const std::string only = env_or("CLUSCOMP_KMEANS_CASES", "");
+    auto wanted = [&](const std::string& name) {
+      if (only.empty()) return true;
+      std::stringstream ss(only);
+      std::string tok;
+      while (std::getline(ss, tok, ','))
+        if (!tok.empty() && name.find(tok) != std::string::npos) return true;
+      return false;
+    };
     std::vector<Case> cases;
     cases.push_back({"ffn_up d=4 K=4096", wv(4), 4, 4096, true});
     cases.push_back({"ffn_up d=8 K=4096", wv(8), 8, 4096, true});
@@ -192,6 +203,7 @@ int main() {
     int nspeed = 0;
     double worst_obj_ratio = 0;
     for (const Case& c : cases) {
+      if (!wanted(c.name)) continue;
       const int64_t n = static_cast<int64_t>(c.points.size()) / c.d;
       KMeansOptions io;
       io.k = c.k;
@@ -217,6 +229,12 @@ int main() {
                    static_cast<long long>(c.k), static_cast<long long>(mine_r.stats.tree_search_points),
                    static_cast<long long>(mine_r.stats.assignments), static_cast<long long>(mine_r.stats.brute_force_points),
                    static_cast<long long>(mine_r.stats.bound_skipped_points));
+      const double na = static_cast<double>(mine_r.stats.assignments);
+      std::fprintf(stderr, "  ours %s (last run): assign %.3f s, sort %.3f s, update %.3f s, init %.3f s; per point assignment "
+                   "%.1f exact evaluations (%.2f of them filter re-checks) + %.1f filter (GEMM-form) pairs\n",
+                   c.name.c_str(), mine_r.stats.assign_s, mine_r.stats.sort_s, mine_r.stats.update_s, mine_r.stats.init_s,
+                   static_cast<double>(mine_r.stats.distance_evaluations - mine_r.stats.filter_evaluations) / na,
+                   static_cast<double>(mine_r.stats.filter_rechecks) / na, static_cast<double>(mine_r.stats.filter_evaluations) / na);
       if (!peers) continue;
       const Run fa = run_peer(python, script, dir, c, "faiss", iters);
       row("faiss-cpu", fa);
@@ -236,28 +254,31 @@ int main() {
     }
 
     // Scaling of ours with N (d=4, K=4096) and with K (d=4, N=1M): gaussian data.
-    std::printf("\nscaling (ours, d=4, gaussian, %d iterations, median of %d)\n", iters, repeats);
-    std::printf("%-10s %10s %10s %10s %14s\n", "N", "K", "s/iter", "total_s", "evals/point");
-    for (int64_t n : {int64_t{1} << 20, int64_t{1} << 21, int64_t{1} << 22}) {
-      Case c{"scale", gaussian(n, 4, 2), 4, 4096, false};
-      KMeansOptions io;
-      io.k = c.k;
-      const std::vector<float> init = kmeans_initial_centroids(make_matrix_view<const float>(c.points.data(), n, 4), io);
-      KMeansResult r;
-      const Run m = run_ours(c, init, iters, repeats, &r);
-      std::printf("%-10lld %10lld %10.4f %10.3f %14.1f\n", static_cast<long long>(n), static_cast<long long>(c.k),
-                  m.seconds / iters, m.seconds, static_cast<double>(r.stats.distance_evaluations) / static_cast<double>(r.stats.assignments));
-    }
-    for (int64_t k : {int64_t{1024}, int64_t{16384}, int64_t{65536}}) {
-      const int64_t n = int64_t{1} << 20;
-      Case c{"scale", gaussian(n, 4, 2), 4, k, false};
-      KMeansOptions io;
-      io.k = k;
-      const std::vector<float> init = kmeans_initial_centroids(make_matrix_view<const float>(c.points.data(), n, 4), io);
-      KMeansResult r;
-      const Run m = run_ours(c, init, iters, repeats, &r);
-      std::printf("%-10lld %10lld %10.4f %10.3f %14.1f\n", static_cast<long long>(n), static_cast<long long>(k),
-                  m.seconds / iters, m.seconds, static_cast<double>(r.stats.distance_evaluations) / static_cast<double>(r.stats.assignments));
+    const bool scaling = env_or("CLUSCOMP_KMEANS_NO_SCALING", "0") != "1";
+    if (scaling) {
+      std::printf("\nscaling (ours, d=4, gaussian, %d iterations, median of %d)\n", iters, repeats);
+      std::printf("%-10s %10s %10s %10s %14s\n", "N", "K", "s/iter", "total_s", "evals/point");
+      for (int64_t n : {int64_t{1} << 20, int64_t{1} << 21, int64_t{1} << 22}) {
+        Case c{"scale", gaussian(n, 4, 2), 4, 4096, false};
+        KMeansOptions io;
+        io.k = c.k;
+        const std::vector<float> init = kmeans_initial_centroids(make_matrix_view<const float>(c.points.data(), n, 4), io);
+        KMeansResult r;
+        const Run m = run_ours(c, init, iters, repeats, &r);
+        std::printf("%-10lld %10lld %10.4f %10.3f %14.1f\n", static_cast<long long>(n), static_cast<long long>(c.k),
+                    m.seconds / iters, m.seconds, static_cast<double>(r.stats.distance_evaluations) / static_cast<double>(r.stats.assignments));
+      }
+      for (int64_t k : {int64_t{1024}, int64_t{16384}, int64_t{65536}}) {
+        const int64_t n = int64_t{1} << 20;
+        Case c{"scale", gaussian(n, 4, 2), 4, k, false};
+        KMeansOptions io;
+        io.k = k;
+        const std::vector<float> init = kmeans_initial_centroids(make_matrix_view<const float>(c.points.data(), n, 4), io);
+        KMeansResult r;
+        const Run m = run_ours(c, init, iters, repeats, &r);
+        std::printf("%-10lld %10lld %10.4f %10.3f %14.1f\n", static_cast<long long>(n), static_cast<long long>(k),
+                    m.seconds / iters, m.seconds, static_cast<double>(r.stats.distance_evaluations) / static_cast<double>(r.stats.assignments));
+      }
     }
 
     // Full reference size: 58.7M 4-dim synthetic weight-like points, K = 65536.

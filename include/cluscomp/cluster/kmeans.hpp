@@ -12,15 +12,23 @@
 ///    point scans only the prefix of the list inside its own ball (with a 1e-4 relative margin
 ///    covering fp32 rounding). Points whose ball is wider than the list's, pieces of < 16 points,
 ///    and lists longer than 64 per point go to an exact per-point k-d tree search seeded with the
-///    current centroid (d < 8 or K >= 16384) or a SIMD brute-force scan (otherwise, and K <= 64).
-///    Brute-force scans run kTilePoints points at a time against all K centroids (a
-///    register-blocked kernel: each centroid block is loaded once per tile).
+///    current centroid (K >= 16384, or d < 4 with the filtered scan below, d < 8 without it) or a
+///    SIMD brute-force scan (otherwise, and K <= 64).
+///  * Brute-force scans against all K centroids run a tile of points per pass (register-blocked:
+///    each centroid block is loaded once per tile). With AVX2 + FMA (d >= 2) they are two-stage
+///    and still exact (scan_filtered_tile, distance_kernels.hpp): a GEMM-form filter
+///    ||c||^2 - 2 x.c (one FMA per coordinate, data centred on the centroids' mean) drops every
+///    centroid that a rigorous fp32 error bound proves farther than the best exact distance so far
+///    (seeded with the point's current centroid), and only the survivors (~1.2 per point) are
+///    evaluated with the exact kernel. About 2.5x cheaper per pair than the exact scan, so for
+///    d >= 5, K <= 16384 (d < 8) or 32768 (d >= 8) and at most 192 (d < 8) or 512 (d >= 8) points
+///    per cluster, every point goes straight to it: no lists, no tree search (kFilterAllMinD).
 ///  * The first labels (before the first exact assignment) are each point's nearest centroid
 ///    among ~64 k-d tree neighbours, so the first assignment's balls are already tight.
 ///  * Distances come from one SIMD kernel (AVX2 when the CPU has it, else portable code) whose
 ///    per-pair arithmetic is the same in every path, so the pruned scan returns exactly what a
 ///    brute-force scan with the same kernel returns: the lowest index among the minimal fp32
-///    distances.
+///    distances. The filter's approximate values only decide what to evaluate, never an answer.
 ///  * Because points are in cluster order, the centroid update is a segmented reduction in double
 ///    in a fixed order, and the objective is summed in double over fixed chunks: results are
 ///    bit-identical for a given seed whatever the thread count.
@@ -123,6 +131,11 @@ struct KMeansStats {
   int64_t assignments = 0;           // point assignments (N per assignment step)
   int64_t splits = 0;                // empty clusters re-seeded by the split rule
   int64_t bound_skipped_points = 0;  // point assignments certified by the carried bounds alone
+  /// Of distance_evaluations: point-centroid pairs evaluated only by the filtered brute force's
+  /// approximate first stage (GEMM form, one FMA per coordinate; scan_filtered_tile). The rest
+  /// are exact-kernel evaluations, among them filter_rechecks.
+  int64_t filter_evaluations = 0;
+  int64_t filter_rechecks = 0;  // of those exact evaluations: the filter's second-stage re-checks
   double init_s = 0, assign_s = 0, sort_s = 0, update_s = 0;
 };
 
@@ -156,6 +169,22 @@ inline constexpr double kSharedListQuantile = 0.99;    // list radius: this quan
 inline constexpr int kTreeMaxD = 8;                    // from this d, per-point tree search ...
 inline constexpr int64_t kTreeMinKHighD = 16384;       // ... only pays from this K on
 inline constexpr int64_t kGuessRegion = 64;            // first labels: best of ~this many tree neighbours
+// With the filtered brute force (scan_filtered_tile: AVX2 + FMA, d >= kFilterMinD; about 2.5x
+// cheaper per pair than the exact tiled scan), brute force pays in more places. Measured on the
+// ffn_up weights (d = 3..16) and gaussian data (N = 1M), docs/benchmarks.md, kmeans-vs-faiss:
+inline constexpr int kFilterMinD = 2;  // d = 1: many near ties, the filter re-checks too much
+// Every point of the assignment goes straight to the filtered brute force, with no lists and no
+// tree search, when d >= kFilterAllMinD, K <= filter_all_max_k(d) and N <= K * filter_all_max_per_cluster(d):
+// there a cluster's candidate list (k-d tree range query, sort, gather) costs more than scanning
+// all K for each of its few points, and the per-point tree search degrades with d. With many
+// points per cluster the lists are amortised and win; with very large K (few points per
+// cluster, points close to their centroids) the tree search wins.
+inline constexpr int kFilterAllMinD = 5;
+constexpr int64_t filter_all_max_k(int d) { return d < 8 ? 16384 : 32768; }
+constexpr int64_t filter_all_max_per_cluster(int d) { return d < 8 ? 192 : 512; }
+// Points the lists do not cover go to the filtered brute force instead of the tree search from
+// this d (below kTreeMinKHighD); kTreeMaxD without the filter.
+inline constexpr int kTreeMaxDFilter = 4;
 // Carried bounds (Hamerly): every bound is a distance (not squared), lowered by this relative
 // margin each time it is derived from fp32 distances (whose relative error is ~d * 2^-24).
 inline constexpr float kBoundMargin = 1e-4f;
@@ -513,11 +542,18 @@ class LloydEngine {
     // over threads; each piece builds its own candidate list from its own radius.
     constexpr int64_t kPiece = 8192;
     items_.clear();
-    for (int64_t a = 0; a < k_; ++a) {
-      const int64_t b = seg_[static_cast<size_t>(a)], e = seg_[static_cast<size_t>(a + 1)];
-      for (int64_t s = b; s < e; s += kPiece) items_.push_back({a, s, std::min(e, s + kPiece)});
+    if (filter_all()) {
+      // Every point takes the filtered brute force: items are runs of points in cluster order,
+      // whose tiles may span clusters (no short tile at the end of every small cluster).
+      constexpr int64_t kRun = 512;
+      for (int64_t s = 0; s < n_; s += kRun) items_.push_back({-1, s, std::min(n_, s + kRun)});
+    } else {
+      for (int64_t a = 0; a < k_; ++a) {
+        const int64_t b = seg_[static_cast<size_t>(a)], e = seg_[static_cast<size_t>(a + 1)];
+        for (int64_t s = b; s < e; s += kPiece) items_.push_back({a, s, std::min(e, s + kPiece)});
+      }
     }
-    for (auto& s : scratch_) s.evals = s.brute = s.tree_points = s.skipped = 0;
+    for (auto& s : scratch_) s.evals = s.brute = s.tree_points = s.skipped = s.filter_evals = s.rechecks = 0;
     parallel_chunks(threads_, static_cast<int64_t>(items_.size()), 32, [&](int64_t b, int64_t e, int w) {
       for (int64_t it = b; it < e; ++it) assign_piece(items_[static_cast<size_t>(it)], scratch_[static_cast<size_t>(w)]);
     });
@@ -526,6 +562,8 @@ class LloydEngine {
       st.brute_force_points += s.brute;
       st.tree_search_points += s.tree_points;
       st.bound_skipped_points += s.skipped;
+      st.filter_evaluations += s.filter_evals;
+      st.filter_rechecks += s.rechecks;
     }
     st.assignments += n_;
     // Objective: double partial sums over fixed chunks, combined in chunk order; with weights,
@@ -669,7 +707,7 @@ class LloydEngine {
 
  private:
   struct Item {
-    int64_t cluster, begin, end;
+    int64_t cluster, begin, end;  // cluster -1: a run of points of any clusters (filter_all())
   };
   struct Scratch {
     std::vector<std::pair<float, int32_t>> cand;
@@ -679,7 +717,7 @@ class LloydEngine {
     std::vector<float> u2;
     std::vector<int64_t> pending;  // sorted points waiting for a tiled brute-force scan
     std::vector<int64_t> active;   // points of the piece that the bounds do not certify
-    int64_t evals = 0, brute = 0, tree_points = 0, skipped = 0;
+    int64_t evals = 0, brute = 0, tree_points = 0, skipped = 0, filter_evals = 0, rechecks = 0;
   };
 
   void set_centroids() {
@@ -692,17 +730,40 @@ class LloydEngine {
       all_idx_[static_cast<size_t>(j)] = static_cast<int32_t>(j);
     }
     all_ = SoaBlock{all_soa_.data(), all_idx_.data(), nullptr, stride, stride};
+    // The filtered brute force's form of all_, only where a brute-force scan can happen.
+    if (use_filter() && (!pruning_ || k_ <= kBruteMaxK || k_ < kTreeMinKHighD || filter_all()))
+      all_filter_ = make_filter_block<D>(all_, all_filter_buf_);
   }
 
   /// Lower bound (a distance) from a squared fp32 distance: rounded down by kBoundMargin.
   static float bound_from_d2(float d2) { return std::sqrt(d2) * (1.0f - kBoundMargin); }
 
+  /// filter_all(): the points of a run (any clusters), each seeded with its current centroid,
+  /// by the filtered brute force.
+  void assign_run(const Item& item, Scratch& s) {
+    const float* pts = pts_[0].data();
+    int64_t a = std::upper_bound(seg_.begin(), seg_.end(), item.begin) - seg_.begin() - 1;
+    s.pending.clear();
+    for (int64_t i = item.begin; i < item.end; ++i) {
+      while (seg_[static_cast<size_t>(a + 1)] <= i) ++a;
+      label_[static_cast<size_t>(i)] = static_cast<uint32_t>(a);
+      dist_[static_cast<size_t>(i)] = squared_distance<D>(pts + i * D, &centroids_[static_cast<size_t>(a) * D]);
+      s.pending.push_back(i);
+    }
+    assign_pending_brute(s, false);
+  }
+
   void assign_piece(const Item& item, Scratch& s) {
+    if (item.cluster < 0) return assign_run(item, s);
     const int64_t a = item.cluster;
     const float* ca = &centroids_[static_cast<size_t>(a) * D];
     const float* pts = pts_[0].data();
-    for (int64_t i = item.begin; i < item.end; ++i)
+    // label_ (rewritten by the search) holds the current cluster meanwhile: the seed of a tiled
+    // brute-force scan (assign_pending_brute).
+    for (int64_t i = item.begin; i < item.end; ++i) {
       dist_[static_cast<size_t>(i)] = squared_distance<D>(pts + i * D, ca);
+      label_[static_cast<size_t>(i)] = static_cast<uint32_t>(a);
+    }
     // Carried bounds: a point whose distance to its centroid is below the lower bound on every
     // other centroid keeps its label (the brute-force argmin, ties included: the test is strict
     // with margins far above fp32 rounding) and needs no search.
@@ -726,7 +787,7 @@ class LloydEngine {
     }
     const int64_t npts = static_cast<int64_t>(s.active.size());
     if (npts == 0) return;
-    const bool brute = !pruning_ || k_ <= kBruteMaxK;
+    const bool brute = !pruning_ || k_ <= kBruteMaxK || filter_all();
     // Radius of the shared candidate list: the ball of a high quantile of the points' distances
     // (not the maximum, so one outlier does not blow the list up). Points whose own ball is wider
     // than the list's radius are searched in the tree one by one, seeded with their centroid.
@@ -863,23 +924,55 @@ class LloydEngine {
     });
   }
 
-  /// Brute-force assignment of the sorted points in s.pending against all K centroids, a tile
-  /// of kTilePoints points per pass over the centroids (the register-blocked kernel: same fp32
-  /// distances and lexicographic argmin as the one-point scan). Clears s.pending.
+  /// True when brute-force scans take the filtered two-stage kernel (AVX2 + FMA, d >= kFilterMinD).
+  bool use_filter() const { return D >= kFilterMinD && simd_ && cpu_has_fma(); }
+
+  /// True when every point goes straight to the filtered brute force (see kFilterAllMinD). Not with
+  /// carried bounds: the tiled scans give no bound, so nothing would ever be skipped.
+  bool filter_all() const {
+    return use_filter() && !bounds_ && D >= kFilterAllMinD && k_ <= filter_all_max_k(D) &&
+           n_ <= k_ * filter_all_max_per_cluster(D);
+  }
+
+  /// Brute-force assignment of the sorted points in s.pending (label_ their current cluster a,
+  /// dist_ the exact distance to c_a) against all K centroids. With use_filter():
+  /// scan_filtered_tile, a tile of kFilterTilePoints points per pass, each seeded with
+  /// (dist_, a), so that the filter's threshold is tight from the first block; else the exact
+  /// scan_ascending_tile, kTilePoints per pass. Both return the lexicographic minimum of
+  /// (fp32 distance, index) over all K centroids bit for bit (the seed is one of them). Clears
+  /// s.pending.
   void assign_pending_brute(Scratch& s, bool count_as_search) {
     const float* pts = pts_[0].data();
     const int64_t m = static_cast<int64_t>(s.pending.size());
-    for (int64_t t = 0; t < m; t += kTilePoints) {
-      const int64_t np = std::min<int64_t>(kTilePoints, m - t);
-      const float* xs[kTilePoints];
-      float bd[kTilePoints];
-      int32_t bi[kTilePoints];
-      for (int p = 0; p < kTilePoints; ++p) {  // a short last tile repeats its last point
-        xs[p] = pts + s.pending[static_cast<size_t>(t + std::min<int64_t>(p, np - 1))] * D;
-        bd[p] = std::numeric_limits<float>::infinity();
-        bi[p] = kNoIndex;
+    const bool filter = use_filter() && all_filter_.data != nullptr;  // built where it can be used
+    const int tile = filter ? kFilterTilePoints : kTilePoints;
+    for (int64_t t = 0; t < m; t += tile) {
+      const int64_t np = std::min<int64_t>(tile, m - t);
+      const float* xs[kFilterTilePoints];
+      float bd[kFilterTilePoints];
+      int32_t bi[kFilterTilePoints];
+      for (int p = 0; p < tile; ++p) {  // a short last tile repeats its last point
+        const int64_t i = s.pending[static_cast<size_t>(t + std::min<int64_t>(p, np - 1))];
+        xs[p] = pts + i * D;
+        bd[p] = dist_[static_cast<size_t>(i)];
+        bi[p] = static_cast<int32_t>(label_[static_cast<size_t>(i)]);
       }
-      s.evals += np * scan_ascending_tile<D>(simd_, xs, all_, bd, bi);
+      if (filter) {
+        int64_t rc[kFilterTilePoints] = {};
+        bool filtered = false;
+        const int64_t v = scan_filtered_tile<D>(simd_, xs, all_, all_filter_, bd, bi, rc, &filtered);
+        int64_t exact = 0;
+        for (int64_t p = 0; p < np; ++p) exact += rc[p];
+        s.rechecks += exact;
+        if (filtered) {
+          s.filter_evals += np * v;
+          s.evals += np * v + exact;
+        } else {
+          s.evals += np * v;
+        }
+      } else {
+        s.evals += np * scan_ascending_tile<D>(simd_, xs, all_, bd, bi);
+      }
       for (int64_t p = 0; p < np; ++p) {
         const size_t i = static_cast<size_t>(s.pending[static_cast<size_t>(t + p)]);
         label_[i] = static_cast<uint32_t>(bi[p]);
@@ -897,7 +990,7 @@ class LloydEngine {
   void search_point(int64_t i, int64_t a, Scratch& s) {
     float bd = dist_[static_cast<size_t>(i)];
     int32_t bi = static_cast<int32_t>(a);
-    if (D >= kTreeMaxD && k_ < kTreeMinKHighD) {  // the SIMD brute-force scan is cheaper
+    if (D >= (use_filter() ? kTreeMaxDFilter : kTreeMaxD) && k_ < kTreeMinKHighD) {  // the SIMD brute-force scan is cheaper
       s.pending.push_back(i);  // done in tiles by assign_pending_brute at the end of the piece
       return;
     }
@@ -981,6 +1074,8 @@ class LloydEngine {
   std::vector<float> all_soa_;
   std::vector<int32_t> all_idx_;
   SoaBlock all_;
+  std::vector<float> all_filter_buf_;
+  FilterBlock all_filter_;  // all_ for the filtered brute force
   std::vector<Item> items_;
   std::vector<Scratch> scratch_;
 };
