@@ -258,18 +258,7 @@ int main() {
     if (scaling) {
       std::printf("\nscaling (ours, d=4, gaussian, %d iterations, median of %d)\n", iters, repeats);
       std::printf("%-10s %10s %10s %10s %14s\n", "N", "K", "s/iter", "total_s", "evals/point");
-      for (int64_t n : {int64_t{1} << 20, int64_t{1} << 21, int64_t{1} << 22}) {
-        Case c{"scale", gaussian(n, 4, 2), 4, 4096, false};
-        KMeansOptions io;
-        io.k = c.k;
-        const std::vector<float> init = kmeans_initial_centroids(make_matrix_view<const float>(c.points.data(), n, 4), io);
-        KMeansResult r;
-        const Run m = run_ours(c, init, iters, repeats, &r);
-        std::printf("%-10lld %10lld %10.4f %10.3f %14.1f\n", static_cast<long long>(n), static_cast<long long>(c.k),
-                    m.seconds / iters, m.seconds, static_cast<double>(r.stats.distance_evaluations) / static_cast<double>(r.stats.assignments));
-      }
-      for (int64_t k : {int64_t{1024}, int64_t{16384}, int64_t{65536}}) {
-        const int64_t n = int64_t{1} << 20;
+      auto scale_row = [&](int64_t n, int64_t k) {
         Case c{"scale", gaussian(n, 4, 2), 4, k, false};
         KMeansOptions io;
         io.k = k;
@@ -278,7 +267,9 @@ int main() {
         const Run m = run_ours(c, init, iters, repeats, &r);
         std::printf("%-10lld %10lld %10.4f %10.3f %14.1f\n", static_cast<long long>(n), static_cast<long long>(k),
                     m.seconds / iters, m.seconds, static_cast<double>(r.stats.distance_evaluations) / static_cast<double>(r.stats.assignments));
-      }
+      };
+      for (int64_t n : {int64_t{1} << 20, int64_t{1} << 21, int64_t{1} << 22}) scale_row(n, 4096);
+      for (int64_t k : {int64_t{1024}, int64_t{16384}, int64_t{65536}}) scale_row(int64_t{1} << 20, k);
     }
 
     // Full reference size: 58.7M 4-dim synthetic weight-like points, K = 65536.
