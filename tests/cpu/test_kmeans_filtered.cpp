@@ -1,5 +1,6 @@
-// The filtered (two-stage) brute-force scan of cluster/distance_kernels.hpp against the exact
-// scans, bit for bit, for every d in 1..16 and data where its fp32 error bound matters; and
+// The filtered (two-stage) brute-force scan of cluster/distance_kernels.hpp and its box-pruned
+// form (cluster/box_filter.hpp) against the exact scans, bit for bit, for every d in 1..16 and
+// data where their fp32 error bounds matter; and
 // kmeans() with the filtered brute force against the exact paths (portable kernels, no pruning)
 // and the reference twin.
 #include <catch2/catch.hpp>
@@ -122,6 +123,9 @@ void fill(Data v, bool is_point, std::mt19937_64& rng, float* out, const std::ve
 
 struct KernelCounts {
   int64_t tiles = 0, filtered_tiles = 0, rechecks = 0, pairs = 0;
+  // Box-pruned AVX2 path: tiles, entries scanned of all; and the same for gaussian data, K = 700,
+  // d <= 4, seeded with the answer (where the boxes must prune: 4 random points per tile).
+  int64_t box_tiles = 0, box_opened = 0, box_total = 0, seeded_opened = 0, seeded_total = 0;
 };
 
 // One D: for every data set, several K and incoming bests, scan_filtered_tile (AVX2 when the CPU
@@ -132,7 +136,7 @@ template <int D>
 void check_filtered_kernel(uint64_t seed, KernelCounts& counts) {
   std::mt19937_64 rng(seed);
   for (Data v : kAllData) {
-    for (int64_t k : {int64_t{1}, int64_t{6}, int64_t{8}, int64_t{61}, int64_t{333}}) {
+    for (int64_t k : {int64_t{1}, int64_t{6}, int64_t{8}, int64_t{61}, int64_t{333}, int64_t{700}}) {
       std::vector<float> cen;
       cen.reserve(static_cast<size_t>(k * D));
       for (int64_t j = 0; j < k; ++j) {
@@ -150,6 +154,8 @@ void check_filtered_kernel(uint64_t seed, KernelCounts& counts) {
       const SoaBlock blk{soa.data(), idx.data(), nullptr, stride, stride};
       std::vector<float> fbuf;
       const FilterBlock fb = make_filter_block<D>(blk, fbuf);
+      BoxFilter bf;
+      build_box_filter<D>(cen.data(), k, bf, 2);
       for (int trial = 0; trial < 12; ++trial) {
         std::vector<float> x(static_cast<size_t>(kFilterTilePoints * D));
         for (int p = 0; p < kFilterTilePoints; ++p) fill<D>(v, true, rng, &x[static_cast<size_t>(p * D)], cen, k);
@@ -205,7 +211,9 @@ void check_filtered_kernel(uint64_t seed, KernelCounts& counts) {
             REQUIRE(ti[p] == ri[p]);
             REQUIRE(std::memcmp(&td[p], &rd[p], sizeof(float)) == 0);
           }
-          for (int path = 0; path < 3; ++path) {
+          // Paths: 0 filter (portable dispatch), 1 filter (AVX2 dispatch), 2 portable filter,
+          // 3 box-pruned filter (AVX2 dispatch), 4 portable box-pruned filter.
+          for (int path = 0; path < 5; ++path) {
             float bd[kFilterTilePoints];
             int32_t bi[kFilterTilePoints];
             int64_t rc[kFilterTilePoints] = {};
@@ -227,9 +235,27 @@ void check_filtered_kernel(uint64_t seed, KernelCounts& counts) {
               } else {
                 REQUIRE_FALSE(filtered);
               }
+            } else if (path == 3) {
+              const int64_t opened = scan_box_filtered_tile<D>(cpu_has_avx2(), xs, bf, blk, bd, bi, rc, &filtered);
+              REQUIRE(filtered == (cpu_has_avx2() && cpu_has_fma() && v != Data::kGuard));
+              if (filtered) {
+                REQUIRE(opened <= bf.leaves * kBoxLeaf);
+                ++counts.box_tiles;
+                counts.box_opened += opened;
+                counts.box_total += bf.leaves * kBoxLeaf;
+                if (v == Data::kGaussian && k == 700 && D <= 4 && mode == 2) {
+                  counts.seeded_opened += opened;
+                  counts.seeded_total += bf.leaves * kBoxLeaf;
+                }
+              } else {
+                REQUIRE(opened == stride);
+              }
             } else {
-              if (v == Data::kGuard) continue;  // the portable filter has no guard of its own
-              scan_filtered_tile_portable<D>(xs, blk, fb, bd, bi, rc);
+              if (v == Data::kGuard) continue;  // the portable forms have no guard of their own
+              if (path == 2)
+                scan_filtered_tile_portable<D>(xs, blk, fb, bd, bi, rc);
+              else
+                scan_box_filtered_tile_portable<D>(xs, bf, bd, bi, rc);
             }
             for (int p = 0; p < kFilterTilePoints; ++p) {
               INFO("D " << D << " data " << data_name(v) << " K " << k << " trial " << trial << " mode " << mode
@@ -261,6 +287,12 @@ TEST_CASE("filtered brute-force scan equals the exact scan bit for bit, every d 
     // Not vacuous: the filter ran, and re-checked far fewer pairs than it screened.
     REQUIRE(counts.filtered_tiles > counts.tiles / 2);
     REQUIRE(counts.rechecks * 4 < counts.pairs);
+    // The boxes pruned where they can.
+    INFO("box-pruned: " << counts.box_opened << " of " << counts.box_total << " entries scanned; seeded gaussian "
+                        << counts.seeded_opened << " of " << counts.seeded_total);
+    REQUIRE(counts.box_tiles > 0);
+    REQUIRE(counts.box_opened < counts.box_total);
+    REQUIRE(counts.seeded_opened * 2 < counts.seeded_total);
   }
 }
 
@@ -396,10 +428,17 @@ TEST_CASE("filter threshold admits every entry as close as the best, pair by pai
 
 namespace {
 
-// kmeans() on data where every point takes the filtered brute force (d >= 5, few points per
-// cluster) against the exact paths: portable kernels (no filter: lists, tree search and exact
-// scans) and no pruning, and across thread counts: codes, centroids and objectives bit for bit.
-void check_kmeans_filtered(const std::vector<float>& x, int d, int64_t k, int iters, bool expect_filter_all) {
+// Which path kmeans() is expected to take for every point (the rules in kmeans.hpp).
+enum class Path {
+  kLists,      // shared candidate lists, the uncovered points by the filtered brute force
+  kFilterAll,  // every point by the filtered brute force
+  kBox,        // every point by the box-pruned filtered brute force
+};
+
+// kmeans() against the exact paths: portable kernels (no filter: lists, tree search and exact
+// scans), no pruning, box pruning forced off and on, and across thread counts: codes, centroids
+// and objectives bit for bit; the codes also against the tie-aware reference twin.
+void check_kmeans_filtered(const std::vector<float>& x, int d, int64_t k, int iters, Path expect) {
   KMeansOptions o;
   o.k = k;
   o.iterations = iters;
@@ -415,13 +454,28 @@ void check_kmeans_filtered(const std::vector<float>& x, int d, int64_t k, int it
   const KMeansResult base = kmeans(view(x, d), o);
   differ += check_tie_aware(x, d, base.centroids.data(), k, base.codes.data());
   REQUIRE(differ * 100 <= static_cast<int64_t>(x.size()) / d * (iters + 1));
-  if (cpu_has_avx2() && cpu_has_fma()) {
+  auto same = [&](const KMeansResult& r) {
+    REQUIRE(r.codes == base.codes);
+    REQUIRE(r.centroids == base.centroids);
+    REQUIRE(r.objective == base.objective);
+    REQUIRE(r.final_objective == base.final_objective);
+  };
+  const bool fma = cpu_has_avx2() && cpu_has_fma();
+  if (fma) {
     REQUIRE(base.stats.filter_evaluations > 0);
     REQUIRE(base.stats.filter_rechecks > 0);
     REQUIRE(base.stats.filter_rechecks < base.stats.assignments * 8);
-    if (expect_filter_all) {
+    if (expect != Path::kLists) {
       REQUIRE(base.stats.tree_search_points == 0);
       REQUIRE(base.stats.brute_force_points == base.stats.assignments);
+    }
+    if (expect == Path::kBox) {
+      REQUIRE(base.stats.box_points == base.stats.assignments);
+      // The boxes pruned: fewer first-stage pairs than K per point (few, wide boxes at K <= 1100
+      // and d >= 5 prune only 15-50% here; the kernel test checks the pruning on its own).
+      REQUIRE(base.stats.filter_evaluations < base.stats.assignments * k);
+    } else {
+      REQUIRE(base.stats.box_points == 0);
     }
   }
   o.progress = nullptr;
@@ -430,27 +484,31 @@ void check_kmeans_filtered(const std::vector<float>& x, int d, int64_t k, int it
     o.threads = threads;
     const KMeansResult r = kmeans(view(x, d), o);
     INFO("threads " << threads);
-    REQUIRE(r.codes == base.codes);
-    REQUIRE(r.centroids == base.centroids);
-    REQUIRE(r.objective == base.objective);
-    REQUIRE(r.final_objective == base.final_objective);
+    same(r);
     REQUIRE(r.stats.filter_evaluations == base.stats.filter_evaluations);
+    REQUIRE(r.stats.box_points == base.stats.box_points);
   }
   o.threads = 2;
+  {
+    // The other side of the box rule: forced off where it is on, forced on where it is off.
+    o.box_pruning = expect == Path::kBox ? KMeansBoxPruning::kNever : KMeansBoxPruning::kAlways;
+    const KMeansResult r = kmeans(view(x, d), o);
+    INFO("box pruning forced " << (expect == Path::kBox ? "off" : "on"));
+    same(r);
+    // (No boxes at K <= 64, where every point takes the plain brute force.)
+    if (fma) REQUIRE((r.stats.box_points == r.stats.assignments) == (expect != Path::kBox && k > 64));
+    o.box_pruning = KMeansBoxPruning::kAuto;
+  }
   o.use_simd = false;  // the exact path of before: portable kernels, no filter
   const KMeansResult portable = kmeans(view(x, d), o);
   REQUIRE(portable.stats.filter_evaluations == 0);
-  REQUIRE(portable.codes == base.codes);
-  REQUIRE(portable.centroids == base.centroids);
-  REQUIRE(portable.objective == base.objective);
-  REQUIRE(portable.final_objective == base.final_objective);
+  REQUIRE(portable.stats.box_points == 0);
+  same(portable);
   o.use_simd = true;
   o.use_pruning = false;
   const KMeansResult brute = kmeans(view(x, d), o);
-  REQUIRE(brute.codes == base.codes);
-  REQUIRE(brute.centroids == base.centroids);
-  REQUIRE(brute.objective == base.objective);
-  REQUIRE(brute.final_objective == base.final_objective);
+  REQUIRE(brute.stats.box_points == 0);
+  same(brute);
   // The shared evaluator agrees with the codes.
   const KMeansAssignment as = kmeans_assign(view(x, d), make_matrix_view<const float>(base.centroids.data(), k, d), 2);
   REQUIRE(as.codes == base.codes);
@@ -459,25 +517,28 @@ void check_kmeans_filtered(const std::vector<float>& x, int d, int64_t k, int it
 }  // namespace
 
 TEST_CASE("kmeans with the filtered brute force is bit-identical to the exact paths (d = 8)", "[kmeans][filter]") {
-  SECTION("weight-like, 60 points per cluster") { check_kmeans_filtered(weight_like_points(24000, 8, 51), 8, 400, 5, true); }
-  SECTION("gaussian blobs") { check_kmeans_filtered(gaussian_points(20000, 8, 30, 52), 8, 250, 5, true); }
+  SECTION("weight-like, 60 points per cluster") { check_kmeans_filtered(weight_like_points(24000, 8, 51), 8, 400, 5, Path::kBox); }
+  SECTION("gaussian blobs") { check_kmeans_filtered(gaussian_points(20000, 8, 30, 52), 8, 250, 5, Path::kBox); }
   SECTION("offset 1e3 (wide bound)") {
     std::vector<float> x = weight_like_points(16000, 8, 53);
     for (auto& v : x) v += 1000.0f;
-    check_kmeans_filtered(x, 8, 300, 4, true);
+    check_kmeans_filtered(x, 8, 300, 4, Path::kBox);
   }
   SECTION("bf16 weights with duplicates, K near N/8 (empty-cluster splits)") {
-    check_kmeans_filtered(weight_like_points(8 * 1200, 8, 54), 8, 1100, 4, true);
+    check_kmeans_filtered(weight_like_points(8 * 1200, 8, 54), 8, 1100, 4, Path::kBox);
   }
 }
 
 TEST_CASE("kmeans with the filtered brute force is bit-identical to the exact paths (other d)", "[kmeans][filter]") {
-  SECTION("d = 5") { check_kmeans_filtered(weight_like_points(20000, 5, 61), 5, 300, 4, true); }
-  SECTION("d = 12") { check_kmeans_filtered(gaussian_points(9000, 12, 20, 62), 12, 150, 4, true); }
-  SECTION("d = 16") { check_kmeans_filtered(weight_like_points(6000, 16, 63), 16, 100, 3, true); }
+  SECTION("d = 4, box") { check_kmeans_filtered(weight_like_points(40000, 4, 60), 4, 1000, 4, Path::kBox); }
+  SECTION("d = 5") { check_kmeans_filtered(weight_like_points(20000, 5, 61), 5, 300, 4, Path::kBox); }
+  SECTION("d = 3, box (few points per cluster)") { check_kmeans_filtered(weight_like_points(12000, 3, 67), 3, 1000, 3, Path::kBox); }
+  // d >= 12 below K = 16384: the plain filtered scan for every point.
+  SECTION("d = 12") { check_kmeans_filtered(gaussian_points(9000, 12, 20, 62), 12, 150, 4, Path::kFilterAll); }
+  SECTION("d = 16") { check_kmeans_filtered(weight_like_points(6000, 16, 63), 16, 100, 3, Path::kFilterAll); }
   // Many points per cluster: shared lists, the uncovered points by the filtered brute force.
-  SECTION("d = 8, lists") { check_kmeans_filtered(gaussian_points(60000, 8, 40, 64), 8, 100, 3, false); }
-  SECTION("d = 4, lists") { check_kmeans_filtered(weight_like_points(60000, 4, 65), 4, 200, 3, false); }
-  // K <= 64: every point brute force, also at d < 5.
-  SECTION("d = 3, small K") { check_kmeans_filtered(gaussian_points(20000, 3, 10, 66), 3, 40, 4, true); }
+  SECTION("d = 8, lists") { check_kmeans_filtered(gaussian_points(60000, 8, 40, 64), 8, 100, 3, Path::kLists); }
+  SECTION("d = 4, lists") { check_kmeans_filtered(weight_like_points(60000, 4, 65), 4, 200, 3, Path::kLists); }
+  // K <= 64: every point brute force (no boxes), also at d < 5.
+  SECTION("d = 3, small K") { check_kmeans_filtered(gaussian_points(20000, 3, 10, 66), 3, 40, 4, Path::kFilterAll); }
 }

@@ -486,16 +486,36 @@ inline bool cpu_has_fma() {
 
 /// Stage 2 of the AVX2 filter for the block at b whose compare mask is set (rare once the
 /// thresholds are tight): re-checks each point's candidates and lowers its threshold.
+/// With `beta` not null (the box-pruned scan, box_filter.hpp), also lowers each re-checked point's
+/// box threshold filter_threshold(best_d, 0).
 template <int D, int P>
 __attribute__((noinline, target("avx2,fma"))) void filter_recheck_tile(const float* const* xs, const SoaBlock& blk,
                                                                        const __m256* acc, __m256* tv, const double* xx,
                                                                        int64_t b, float* best_d, int32_t* best_i,
-                                                                       int64_t* rechecks) {
+                                                                       int64_t* rechecks, __m256* beta = nullptr) {
   for (int p = 0; p < P; ++p) {
     const unsigned mask = static_cast<unsigned>(_mm256_movemask_ps(_mm256_cmp_ps(acc[p], tv[p], _CMP_LE_OQ)));
     if (!mask) continue;
     rechecks[p] += filter_recheck<D>(xs[p], blk, b, mask, best_d[p], best_i[p]);
     tv[p] = _mm256_set1_ps(filter_threshold<D>(best_d[p], xx[p]));
+    if (beta) beta[p] = _mm256_set1_ps(filter_threshold<D>(best_d[p], 0.0));
+  }
+}
+
+/// Stage 1 for the block of 8 entries at g (a FilterBlock chunk) and P points whose centred
+/// coordinates are pre-broadcast in xb: acc[p] lane l = a_j of entry l (norm + one FMA per
+/// coordinate, in coordinate order).
+template <int D, int P>
+__attribute__((target("avx2,fma"))) CLUSCOMP_FORCEINLINE void filter_stage1_fma(const float* g, const float (*xb)[D][8],
+                                                                                __m256* acc) {
+  {
+    const __m256 n = _mm256_load_ps(g);
+    const __m256 c = _mm256_load_ps(g + 8);
+    for (int p = 0; p < P; ++p) acc[p] = _mm256_fmadd_ps(_mm256_load_ps(xb[p][0]), c, n);
+  }
+  for (int k = 1; k < D; ++k) {
+    const __m256 c = _mm256_load_ps(g + (k + 1) * 8);
+    for (int p = 0; p < P; ++p) acc[p] = _mm256_fmadd_ps(_mm256_load_ps(xb[p][k]), c, acc[p]);
   }
 }
 
@@ -523,15 +543,7 @@ __attribute__((target("avx2,fma"))) inline int64_t scan_filtered_tile_fma(const 
   const float* g = fb.data;
   for (int64_t b = 0; b < count; b += 8, g += (D + 1) * 8) {
     __m256 acc[P];
-    {
-      const __m256 n = _mm256_load_ps(g);
-      const __m256 c = _mm256_load_ps(g + 8);
-      for (int p = 0; p < P; ++p) acc[p] = _mm256_fmadd_ps(_mm256_load_ps(xb[p][0]), c, n);
-    }
-    for (int k = 1; k < D; ++k) {
-      const __m256 c = _mm256_load_ps(g + (k + 1) * 8);
-      for (int p = 0; p < P; ++p) acc[p] = _mm256_fmadd_ps(_mm256_load_ps(xb[p][k]), c, acc[p]);
-    }
+    filter_stage1_fma<D, P>(g, xb, acc);
     __m256 hit = _mm256_cmp_ps(acc[0], tv[0], _CMP_LE_OQ);
     for (int p = 1; p < P; ++p) hit = _mm256_or_ps(hit, _mm256_cmp_ps(acc[p], tv[p], _CMP_LE_OQ));
     if (__builtin_expect(_mm256_movemask_ps(hit) != 0, 0))
@@ -542,6 +554,30 @@ __attribute__((target("avx2,fma"))) inline int64_t scan_filtered_tile_fma(const 
 #else
 inline bool cpu_has_fma() { return false; }
 #endif
+
+/// The filter's guards for a tile of kFilterTilePoints points: AVX2 + FMA (and `use_avx2`), the
+/// centroids' and every centred point's squared norm below kFilterMaxNorm2, no NaN incoming best.
+template <int D>
+inline bool filter_tile_ok(bool use_avx2, const float* const* xs, const FilterBlock& fb, const float* best_d) {
+  bool ok = use_avx2 && cpu_has_fma() && fb.max_norm2 < kFilterMaxNorm2;
+  for (int p = 0; ok && p < kFilterTilePoints; ++p) {
+    float xc[D];
+    ok = !std::isnan(best_d[p]) && center_point<D>(xs[p], fb.center, xc) < static_cast<double>(kFilterMaxNorm2);
+  }
+  return ok;
+}
+
+/// The filter's exact fallback: scan_ascending_tile over kFilterTilePoints points, in tiles of
+/// kTilePoints. Returns the entries visited per point.
+template <int D>
+inline int64_t exact_scan_tiles(bool use_avx2, const float* const* xs, const SoaBlock& blk, float* best_d,
+                                int32_t* best_i) {
+  static_assert(kFilterTilePoints % kTilePoints == 0, "the exact fallback runs in kTilePoints tiles");
+  int64_t visited = 0;
+  for (int p = 0; p < kFilterTilePoints; p += kTilePoints)
+    visited = scan_ascending_tile<D>(use_avx2, xs + p, blk, best_d + p, best_i + p);
+  return visited;
+}
 
 /// Exact brute-force scan of kFilterTilePoints points against every entry of `blk` (an ascending
 /// block: entry m + 8 has a larger index than entry m), `fb` its make_filter_block form: updates
@@ -556,22 +592,14 @@ inline bool cpu_has_fma() { return false; }
 template <int D>
 inline int64_t scan_filtered_tile(bool use_avx2, const float* const* xs, const SoaBlock& blk, const FilterBlock& fb,
                                   float* best_d, int32_t* best_i, int64_t* rechecks, bool* filtered) {
-  static_assert(kFilterTilePoints % kTilePoints == 0, "the exact fallback runs in kTilePoints tiles");
-  bool ok = use_avx2 && cpu_has_fma() && fb.max_norm2 < kFilterMaxNorm2;
-  for (int p = 0; ok && p < kFilterTilePoints; ++p) {
-    float xc[D];
-    ok = !std::isnan(best_d[p]) && center_point<D>(xs[p], fb.center, xc) < static_cast<double>(kFilterMaxNorm2);
-  }
+  const bool ok = filter_tile_ok<D>(use_avx2, xs, fb, best_d);
   *filtered = ok;
 #if CLUSCOMP_KMEANS_HAVE_AVX2
   if (ok) return scan_filtered_tile_fma<D>(xs, blk, fb, best_d, best_i, rechecks);
 #else
   (void)rechecks;
 #endif
-  int64_t visited = 0;
-  for (int p = 0; p < kFilterTilePoints; p += kTilePoints)
-    visited = scan_ascending_tile<D>(use_avx2, xs + p, blk, best_d + p, best_i + p);
-  return visited;
+  return exact_scan_tiles<D>(use_avx2, xs, blk, best_d, best_i);
 }
 
 }  // namespace cluster_detail

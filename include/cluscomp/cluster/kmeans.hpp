@@ -23,6 +23,15 @@
 ///    evaluated with the exact kernel. About 2.5x cheaper per pair than the exact scan, so for
 ///    d >= 5, K <= 16384 (d < 8) or 32768 (d >= 8) and at most 192 (d < 8) or 512 (d >= 8) points
 ///    per cluster, every point goes straight to it: no lists, no tree search (kFilterAllMinD).
+///  * With few points per cluster (N <= K * box_max_per_cluster(d): 16 at d < 4, 128 at d = 4, 512
+///    from d = 5; for d >= 12 only from K = 16384) every point goes to a box-pruned form of that
+///    filtered scan instead (box_filter.hpp): the centroids in k-d order, with bounding boxes for
+///    groups of 256 and leaves of 32; a tile of 4 points (in cluster order, so close together)
+///    skips every group whose box is provably farther from each of its points than that point's
+///    best exact distance (a rigorous fp32 bound again), and runs the filter on the rest. At
+///    d = 8, K = 65536 it scans ~1000 of the 65536 centroids per point; 5-15x faster than the
+///    lists and the tree search there (docs/benchmarks.md). KMeansOptions::box_pruning overrides
+///    the rule.
 ///  * The first labels (before the first exact assignment) are each point's nearest centroid
 ///    among ~64 k-d tree neighbours, so the first assignment's balls are already tight.
 ///  * Distances come from one SIMD kernel (AVX2 when the CPU has it, else portable code) whose
@@ -62,6 +71,7 @@
 #include <utility>
 #include <vector>
 
+#include "cluscomp/cluster/box_filter.hpp"
 #include "cluscomp/cluster/centroid_tree.hpp"
 #include "cluscomp/cluster/distance_kernels.hpp"
 #include "cluscomp/core/parallel.hpp"
@@ -93,6 +103,9 @@ struct KMeansProgress {
 /// Return false to cancel; kmeans() then returns StatusCode::kCancelled.
 using KMeansCallback = std::function<bool(const KMeansProgress&)>;
 
+/// See KMeansOptions::box_pruning.
+enum class KMeansBoxPruning { kAuto, kNever, kAlways };
+
 struct KMeansOptions {
   int64_t k = 0;
   int iterations = 20;     // Lloyd updates; a final reassignment always follows
@@ -111,6 +124,10 @@ struct KMeansOptions {
   /// per-cluster candidate lists, not the per-point scans the bounds skip, so it measured slower
   /// (docs/benchmarks.md, kmeans-vs-faiss). Ignored when use_pruning is false.
   bool use_bounds = false;
+  /// Box-pruned filtered brute force (cluster/box_filter.hpp): kAuto takes it where it measured
+  /// faster (the rule next to box_max_per_cluster in this file), kNever never, kAlways whenever it can run
+  /// (AVX2 + FMA, use_pruning, no use_bounds, K > 64). Same answer bit for bit in every case.
+  KMeansBoxPruning box_pruning = KMeansBoxPruning::kAuto;
   /// Optional per-point weights ("activation-aware" clustering): N weights in input order (the
   /// order of the points), each finite and >= 0 (else kInvalidArgument naming the index). Point i
   /// then counts w_i times its squared distance in the objective, and a centroid is the weighted
@@ -136,6 +153,9 @@ struct KMeansStats {
   /// are exact-kernel evaluations, among them filter_rechecks.
   int64_t filter_evaluations = 0;
   int64_t filter_rechecks = 0;  // of those exact evaluations: the filter's second-stage re-checks
+  /// Of brute_force_points: assignments by the box-pruned filtered scan (KMeansOptions::box_pruning),
+  /// which runs the first stage only on the centroid groups whose bounding box is within reach.
+  int64_t box_points = 0;
   double init_s = 0, assign_s = 0, sort_s = 0, update_s = 0;
 };
 
@@ -182,6 +202,16 @@ inline constexpr int kFilterMinD = 2;  // d = 1: many near ties, the filter re-c
 inline constexpr int kFilterAllMinD = 5;
 constexpr int64_t filter_all_max_k(int d) { return d < 8 ? 16384 : 32768; }
 constexpr int64_t filter_all_max_per_cluster(int d) { return d < 8 ? 192 : 512; }
+// Every point of the assignment goes straight to the box-pruned filtered brute force
+// (box_filter.hpp: centroids in k-d order, a tile of points skips every group whose bounding box
+// is provably too far) when N <= K * box_max_per_cluster(d) and K > kBruteMaxK, and for d >= kBoxHighD
+// only from K = kBoxHighDMinK (below it the plain filtered scan is as fast: boxes prune little in
+// 12+ dimensions). This takes precedence over filter_all(). Measured on the ffn_up weights
+// (d = 2..16, K = 1024..65536), gaussian and weight-like data (N up to 16.7M), docs/benchmarks.md:
+// with many points per cluster the shared lists are amortised and win (sooner at small d).
+inline constexpr int kBoxHighD = 12;
+inline constexpr int64_t kBoxHighDMinK = 16384;
+constexpr int64_t box_max_per_cluster(int d) { return d < 4 ? 16 : d == 4 ? 128 : 512; }
 // Points the lists do not cover go to the filtered brute force instead of the tree search from
 // this d (below kTreeMinKHighD); kTreeMaxD without the filter.
 inline constexpr int kTreeMaxDFilter = 4;
@@ -493,8 +523,9 @@ inline std::vector<float> init_kmeans_parallel(MatrixView<const float> p, int64_
 template <int D>
 class LloydEngine {
  public:
-  LloydEngine(int64_t n, int64_t k, int threads, bool pruning, bool simd, bool bounds = false)
-      : n_(n), k_(k), threads_(threads), pruning_(pruning), simd_(simd && cpu_has_avx2()), bounds_(bounds) {
+  LloydEngine(int64_t n, int64_t k, int threads, bool pruning, bool simd, bool bounds = false,
+              KMeansBoxPruning box = KMeansBoxPruning::kAuto)
+      : n_(n), k_(k), threads_(threads), pruning_(pruning), simd_(simd && cpu_has_avx2()), bounds_(bounds), box_mode_(box) {
     if (bounds_) {
       lb_.assign(static_cast<size_t>(n), 0.0f);
       drift_.assign(static_cast<size_t>(k), 0.0f);
@@ -527,7 +558,7 @@ class LloydEngine {
       std::copy(weights, weights + n_, w_[0].begin());
     }
     std::copy(init, init + k_ * D, centroids_.begin());
-    set_centroids();
+    set_centroids(true);
     parallel_chunks(threads_, n_, 1 << 14, [&](int64_t b, int64_t e, int) {
       for (int64_t i = b; i < e; ++i)
         label_[static_cast<size_t>(i)] =
@@ -542,7 +573,7 @@ class LloydEngine {
     // over threads; each piece builds its own candidate list from its own radius.
     constexpr int64_t kPiece = 8192;
     items_.clear();
-    if (filter_all()) {
+    if (filter_all() || box_all()) {
       // Every point takes the filtered brute force: items are runs of points in cluster order,
       // whose tiles may span clusters (no short tile at the end of every small cluster).
       constexpr int64_t kRun = 512;
@@ -553,7 +584,7 @@ class LloydEngine {
         for (int64_t s = b; s < e; s += kPiece) items_.push_back({a, s, std::min(e, s + kPiece)});
       }
     }
-    for (auto& s : scratch_) s.evals = s.brute = s.tree_points = s.skipped = s.filter_evals = s.rechecks = 0;
+    for (auto& s : scratch_) s.evals = s.brute = s.tree_points = s.skipped = s.filter_evals = s.rechecks = s.box = 0;
     parallel_chunks(threads_, static_cast<int64_t>(items_.size()), 32, [&](int64_t b, int64_t e, int w) {
       for (int64_t it = b; it < e; ++it) assign_piece(items_[static_cast<size_t>(it)], scratch_[static_cast<size_t>(w)]);
     });
@@ -564,6 +595,7 @@ class LloydEngine {
       st.bound_skipped_points += s.skipped;
       st.filter_evaluations += s.filter_evals;
       st.filter_rechecks += s.rechecks;
+      st.box_points += s.box;
     }
     st.assignments += n_;
     // Objective: double partial sums over fixed chunks, combined in chunk order; with weights,
@@ -717,11 +749,13 @@ class LloydEngine {
     std::vector<float> u2;
     std::vector<int64_t> pending;  // sorted points waiting for a tiled brute-force scan
     std::vector<int64_t> active;   // points of the piece that the bounds do not certify
-    int64_t evals = 0, brute = 0, tree_points = 0, skipped = 0, filter_evals = 0, rechecks = 0;
+    int64_t evals = 0, brute = 0, tree_points = 0, skipped = 0, filter_evals = 0, rechecks = 0, box = 0;
   };
 
-  void set_centroids() {
-    tree_.build(centroids_.data(), k_);
+  /// The centroids' search structures. With box_all() the k-d tree only serves start()'s first
+  /// labels (`first`).
+  void set_centroids(bool first = false) {
+    if (first || !box_all()) tree_.build(centroids_.data(), k_);
     const int64_t stride = (k_ + 7) / 8 * 8;
     all_soa_.assign(static_cast<size_t>(stride) * D, std::numeric_limits<float>::quiet_NaN());
     all_idx_.assign(static_cast<size_t>(stride), kNoIndex);
@@ -731,7 +765,9 @@ class LloydEngine {
     }
     all_ = SoaBlock{all_soa_.data(), all_idx_.data(), nullptr, stride, stride};
     // The filtered brute force's form of all_, only where a brute-force scan can happen.
-    if (use_filter() && (!pruning_ || k_ <= kBruteMaxK || k_ < kTreeMinKHighD || filter_all()))
+    if (box_all())
+      build_box_filter<D>(centroids_.data(), k_, box_, threads_);
+    else if (use_filter() && (!pruning_ || k_ <= kBruteMaxK || k_ < kTreeMinKHighD || filter_all()))
       all_filter_ = make_filter_block<D>(all_, all_filter_buf_);
   }
 
@@ -787,7 +823,7 @@ class LloydEngine {
     }
     const int64_t npts = static_cast<int64_t>(s.active.size());
     if (npts == 0) return;
-    const bool brute = !pruning_ || k_ <= kBruteMaxK || filter_all();
+    const bool brute = !pruning_ || k_ <= kBruteMaxK || filter_all() || box_all();
     // Radius of the shared candidate list: the ball of a high quantile of the points' distances
     // (not the maximum, so one outlier does not blow the list up). Points whose own ball is wider
     // than the list's radius are searched in the tree one by one, seeded with their centroid.
@@ -934,6 +970,14 @@ class LloydEngine {
            n_ <= k_ * filter_all_max_per_cluster(D);
   }
 
+  /// True when every point goes straight to the box-pruned filtered brute force (box_filter.hpp;
+  /// the rule: kBoxMinD and box_max_per_cluster).
+  bool box_all() const {
+    if (box_mode_ == KMeansBoxPruning::kNever || !use_filter() || bounds_ || !pruning_ || k_ <= kBruteMaxK) return false;
+    if (box_mode_ == KMeansBoxPruning::kAlways) return true;
+    return (D < kBoxHighD || k_ >= kBoxHighDMinK) && n_ <= k_ * box_max_per_cluster(D);
+  }
+
   /// Brute-force assignment of the sorted points in s.pending (label_ their current cluster a,
   /// dist_ the exact distance to c_a) against all K centroids. With use_filter():
   /// scan_filtered_tile, a tile of kFilterTilePoints points per pass, each seeded with
@@ -944,7 +988,8 @@ class LloydEngine {
   void assign_pending_brute(Scratch& s, bool count_as_search) {
     const float* pts = pts_[0].data();
     const int64_t m = static_cast<int64_t>(s.pending.size());
-    const bool filter = use_filter() && all_filter_.data != nullptr;  // built where it can be used
+    const bool boxed = box_all();
+    const bool filter = boxed || (use_filter() && all_filter_.data != nullptr);  // built where it can be used
     const int tile = filter ? kFilterTilePoints : kTilePoints;
     for (int64_t t = 0; t < m; t += tile) {
       const int64_t np = std::min<int64_t>(tile, m - t);
@@ -960,13 +1005,15 @@ class LloydEngine {
       if (filter) {
         int64_t rc[kFilterTilePoints] = {};
         bool filtered = false;
-        const int64_t v = scan_filtered_tile<D>(simd_, xs, all_, all_filter_, bd, bi, rc, &filtered);
+        const int64_t v = boxed ? scan_box_filtered_tile<D>(simd_, xs, box_, all_, bd, bi, rc, &filtered)
+                                : scan_filtered_tile<D>(simd_, xs, all_, all_filter_, bd, bi, rc, &filtered);
         int64_t exact = 0;
         for (int64_t p = 0; p < np; ++p) exact += rc[p];
         s.rechecks += exact;
         if (filtered) {
           s.filter_evals += np * v;
           s.evals += np * v + exact;
+          if (boxed) s.box += np;
         } else {
           s.evals += np * v;
         }
@@ -1048,6 +1095,7 @@ class LloydEngine {
   int64_t n_, k_;
   int threads_;
   bool pruning_, simd_, bounds_;
+  KMeansBoxPruning box_mode_;
   // Carried bounds (only with bounds_). lb_[i]: lower bound on the distance (not squared) from
   // sorted point i to every centroid other than its label, at the centroids of the last
   // assignment. After an update, a point of cluster a keeps its label without a search when
@@ -1076,6 +1124,7 @@ class LloydEngine {
   SoaBlock all_;
   std::vector<float> all_filter_buf_;
   FilterBlock all_filter_;  // all_ for the filtered brute force
+  BoxFilter box_;           // the centroids for the box-pruned filtered brute force (box_all())
   std::vector<Item> items_;
   std::vector<Scratch> scratch_;
 };
@@ -1087,7 +1136,7 @@ inline double seconds_since(std::chrono::steady_clock::time_point t0) {
 template <int D>
 Status run_lloyd(MatrixView<const float> p, const KMeansOptions& o, int threads, const std::vector<float>& init,
                  std::chrono::steady_clock::time_point t0, KMeansResult* r) {
-  LloydEngine<D> eng(p.rows, o.k, threads, o.use_pruning, o.use_simd, o.use_bounds && o.use_pruning);
+  LloydEngine<D> eng(p.rows, o.k, threads, o.use_pruning, o.use_simd, o.use_bounds && o.use_pruning, o.box_pruning);
   auto t = std::chrono::steady_clock::now();
   eng.start(p, init.data(), o.point_weights);
   r->stats.sort_s += seconds_since(t);

@@ -1,0 +1,339 @@
+#pragma once
+/// Box-pruned filtered brute force: scan_filtered_tile (distance_kernels.hpp) over centroids kept
+/// in k-d order, skipping every group of centroids whose bounding box is provably farther from
+/// each point of the tile than that point's best exact distance so far. Exact: returns what
+/// scan_ascending_tile returns over all K centroids, bit for bit (same label, same fp32 distance,
+/// ties to the lower index).
+///
+/// Layout (BoxFilter, built by build_box_filter once per set of centroids):
+///  * The centroids are permuted into k-d order: the whole set is split recursively at the median
+///    of its widest coordinate into super-groups of kBoxSuper entries, and each super-group the
+///    same way into leaves of kBoxLeaf entries (split points at multiples of the unit, so a super
+///    is kBoxSuper / kBoxLeaf whole leaves; only the last leaf and super may be short). The
+///    permuted entries form one SoaBlock (padding: NaN coordinates, index kNoIndex) and its
+///    FilterBlock; stage 2's merge is lexicographic on (distance, original index), so the order
+///    does not change the answer.
+///  * Every leaf and every super has its axis-aligned bounding box (min / max per coordinate over
+///    its real entries, exact fp32 copies; +inf / -inf for an empty one), in groups of 8 boxes:
+///    group q holds lo[k][8] then hi[k][8].
+///
+/// The scan, per tile of kFilterTilePoints points (AVX2 + FMA): for 8 boxes at a time and each
+/// point, b = sum_k max(lo_k - x_k, x_k - hi_k, 0)^2 in fp32 (one FMA per coordinate); a box is
+/// opened only if b <= beta(f_best) for some point of the tile, beta = filter_threshold(f_best, 0).
+/// Supers first, then the leaves of every opened super, then the two blocks of 8 entries of every
+/// opened leaf through the filter's stage 1 and stage 2 (which lower f_best, tau and beta).
+///
+/// Why a skipped box holds no answer (u = 2^-24, g = (D + 2) u as in distance_kernels.hpp): every
+/// entry c of the box lies inside it (the box is made of its exact coordinates), so its real
+/// squared distance e >= B, the real distance from x to the box. The fp32 value b rounds each of
+/// the D subtractions (fl is monotone, so the max of rounded values is the rounded max) and each
+/// of the D FMAs once: b <= (1 + u)^(2D) B + 2D 2^-150 <= (1 + g)^2 B + 2D 2^-150. The exact kernel
+/// gives f >= (1 - g) e - D 2^-150. With b > beta >= f_best (1 + 8g) + 2^-140:
+/// f >= (1 - g) (b - 2D 2^-150) / (1 + g)^2 - D 2^-150 > f_best, since (1 - g)(1 + 8g) > (1 + g)^2.
+/// So every entry of a skipped box has an exact distance strictly above the best one found, ties
+/// included. Coordinates are below 1e15 in magnitude (the filter's norm guard), so nothing
+/// overflows; with f_best = +inf (no seed), beta = +inf and nothing is skipped until the first
+/// re-check.
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <limits>
+#include <utility>
+#include <vector>
+
+#include "cluscomp/cluster/distance_kernels.hpp"
+#include "cluscomp/core/parallel.hpp"
+
+CLUSCOMP_NAMESPACE_BEGIN
+namespace cluster_detail {
+
+/// Entries per leaf (four blocks of 8) and per super-group (8 leaves). Measured on the ffn_up
+/// weights (d = 4 / 8, K = 4096 / 65536; docs/benchmarks.md): 32 / 256 beat 8 / 64, 8 / 128,
+/// 16 / 256 (the box tests cost more than the finer pruning saves) and 32 / 512, 64 / 512,
+/// 32 / 1024 (within noise, no better).
+inline constexpr int64_t kBoxLeaf = 32;
+inline constexpr int64_t kBoxSuper = 256;
+inline constexpr int64_t kBoxLeavesPerSuper = kBoxSuper / kBoxLeaf;
+static_assert(kBoxLeaf % 8 == 0 && kBoxSuper % kBoxLeaf == 0 && kBoxLeavesPerSuper % 8 == 0,
+              "leaves are whole blocks of 8 entries; a super's leaves are whole groups of 8 boxes");
+
+struct BoxFilter {
+  std::vector<float> soa;       // (D, stride) permuted centroid coordinates
+  std::vector<int32_t> idx;     // (stride) original index of each permuted entry; kNoIndex: padding
+  SoaBlock blk;                 // over soa / idx (count = stride = leaves * kBoxLeaf)
+  std::vector<float> filter_buf;
+  FilterBlock fb;               // make_filter_block(blk)
+  std::vector<float> leaf_buf, super_buf;
+  const float* leaf_box = nullptr;   // (ceil(leaves / 8), 2, D, 8), 32-byte aligned
+  const float* super_box = nullptr;  // (ceil(supers / 8), 2, D, 8)
+  int64_t leaves = 0, supers = 0;
+  int64_t k = 0;
+};
+
+namespace box_detail {
+
+/// A centroid and its index, moved as one (the k-d ordering works on contiguous records).
+template <int D>
+struct KdEntry {
+  float x[D];
+  int32_t id;
+};
+
+/// Splits e[b, end) recursively at the median of its widest coordinate into runs of `unit`
+/// entries (split points at multiples of `unit` from b). Ties on the coordinate are ordered by
+/// index, so the order is a function of the centroids alone.
+/// Ranges longer than `stop` (a multiple of unit) are split; with `out`, the ranges left are
+/// appended to it in order (kd_order on each of them then finishes the same order).
+template <int D>
+inline void kd_order(KdEntry<D>* e, int64_t b, int64_t end, int64_t unit, int64_t stop = 0,
+                     std::vector<std::pair<int64_t, int64_t>>* out = nullptr) {
+  stop = std::max(stop, unit);
+  while (end - b > stop) {
+    float lo[D], hi[D];
+    for (int k = 0; k < D; ++k) {
+      lo[k] = std::numeric_limits<float>::infinity();
+      hi[k] = -std::numeric_limits<float>::infinity();
+    }
+    for (int64_t i = b; i < end; ++i)
+      for (int k = 0; k < D; ++k) {
+        lo[k] = std::min(lo[k], e[i].x[k]);
+        hi[k] = std::max(hi[k], e[i].x[k]);
+      }
+    int dim = 0;
+    for (int k = 1; k < D; ++k)
+      if (hi[k] - lo[k] > hi[dim] - lo[dim]) dim = k;
+    const int64_t units = (end - b + unit - 1) / unit;
+    const int64_t m = b + (units / 2) * unit;
+    std::nth_element(e + b, e + m, e + end, [dim](const KdEntry<D>& x, const KdEntry<D>& y) {
+      return x.x[dim] < y.x[dim] || (x.x[dim] == y.x[dim] && x.id < y.id);
+    });
+    kd_order<D>(e, b, m, unit, stop, out);
+    b = m;  // the right half in the loop
+  }
+  if (out) out->emplace_back(b, end);
+}
+
+/// 32-byte aligned pointer into buf, resized to n floats (+ slack), filled with `fill`.
+inline float* aligned_floats(std::vector<float>& buf, int64_t n, float fill) {
+  buf.assign(static_cast<size_t>(n) + 8, fill);
+  float* p = buf.data();
+  while (reinterpret_cast<uintptr_t>(p) % 32 != 0) ++p;
+  return p;
+}
+
+}  // namespace box_detail
+
+/// Builds bf for the k centroids c (k x D, row-major; every coordinate finite), with up to
+/// `threads` workers (the order does not depend on their number).
+template <int D>
+inline void build_box_filter(const float* c, int64_t k, BoxFilter& bf, int threads = 1) {
+  std::vector<box_detail::KdEntry<D>> ent(static_cast<size_t>(k));
+  for (int64_t j = 0; j < k; ++j) {
+    std::memcpy(ent[static_cast<size_t>(j)].x, c + j * D, sizeof(float) * D);
+    ent[static_cast<size_t>(j)].id = static_cast<int32_t>(j);
+  }
+  // The first splits in this thread, down to ranges of about k / 8; then each range's supers and
+  // leaves in parallel.
+  std::vector<std::pair<int64_t, int64_t>> ranges;
+  const int64_t stop = std::max<int64_t>(kBoxSuper, (k / 8 + kBoxSuper - 1) / kBoxSuper * kBoxSuper);
+  box_detail::kd_order<D>(ent.data(), 0, k, kBoxSuper, stop, &ranges);
+  parallel_chunks(threads, static_cast<int64_t>(ranges.size()), 1, [&](int64_t r0, int64_t r1, int) {
+    for (int64_t r = r0; r < r1; ++r) {
+      const int64_t b = ranges[static_cast<size_t>(r)].first, e = ranges[static_cast<size_t>(r)].second;
+      box_detail::kd_order<D>(ent.data(), b, e, kBoxSuper);
+      for (int64_t s = b; s < e; s += kBoxSuper) box_detail::kd_order<D>(ent.data(), s, std::min(e, s + kBoxSuper), kBoxLeaf);
+    }
+  });
+  bf.k = k;
+  bf.leaves = (k + kBoxLeaf - 1) / kBoxLeaf;
+  bf.supers = (bf.leaves + kBoxLeavesPerSuper - 1) / kBoxLeavesPerSuper;
+  const int64_t stride = bf.leaves * kBoxLeaf;
+  bf.soa.assign(static_cast<size_t>(stride) * D, std::numeric_limits<float>::quiet_NaN());
+  bf.idx.assign(static_cast<size_t>(stride), kNoIndex);
+  for (int64_t m = 0; m < k; ++m) {
+    const box_detail::KdEntry<D>& en = ent[static_cast<size_t>(m)];
+    bf.idx[static_cast<size_t>(m)] = en.id;
+    for (int kk = 0; kk < D; ++kk) bf.soa[static_cast<size_t>(kk * stride + m)] = en.x[kk];
+  }
+  bf.blk = SoaBlock{bf.soa.data(), bf.idx.data(), nullptr, stride, stride};
+  bf.fb = make_filter_block<D>(bf.blk, bf.filter_buf);
+  constexpr float kInf = std::numeric_limits<float>::infinity();
+  // Boxes: lo = +inf, hi = -inf until an entry widens them (so an empty box is never opened
+  // unless the threshold is +inf).
+  auto init_boxes = [](std::vector<float>& buf, int64_t boxes) {
+    const int64_t groups = (boxes + 7) / 8;
+    float* p = box_detail::aligned_floats(buf, groups * 2 * D * 8, kInf);
+    for (int64_t q = 0; q < groups; ++q)
+      for (int64_t i = 0; i < D * 8; ++i) p[q * 2 * D * 8 + D * 8 + i] = -kInf;
+    return p;
+  };
+  float* leaf = init_boxes(bf.leaf_buf, bf.leaves);
+  float* super = init_boxes(bf.super_buf, bf.supers);
+  auto widen = [](float* box, int64_t i, int kk, float v) {
+    float* g = box + (i / 8) * 2 * D * 8;
+    float& lo = g[kk * 8 + i % 8];
+    float& hi = g[(D + kk) * 8 + i % 8];
+    lo = std::min(lo, v);
+    hi = std::max(hi, v);
+  };
+  for (int64_t m = 0; m < k; ++m) {
+    for (int kk = 0; kk < D; ++kk) {
+      const float v = bf.soa[static_cast<size_t>(kk * stride + m)];
+      widen(leaf, m / kBoxLeaf, kk, v);
+      widen(super, m / kBoxSuper, kk, v);
+    }
+  }
+  bf.leaf_box = leaf;
+  bf.super_box = super;
+}
+
+/// Portable form of the box-pruned scan (scalar, FMA by std::fma), same decisions as the AVX2 one
+/// up to which boxes are opened (a box the AVX2 form opens for a tile may be skipped here for a
+/// point, both provably safe): for the tests and as the reference of the bound.
+template <int D, int P = kFilterTilePoints>
+inline int64_t scan_box_filtered_tile_portable(const float* const* xs, const BoxFilter& bf, float* best_d,
+                                               int32_t* best_i, int64_t* rechecks) {
+  const FilterBlock& fb = bf.fb;
+  int64_t opened = 0;
+  for (int p = 0; p < P; ++p) {
+    const float* x = xs[p];
+    float xc[D];
+    const double xx = center_point<D>(x, fb.center, xc);
+    float tau = filter_threshold<D>(best_d[p], xx);
+    float beta = filter_threshold<D>(best_d[p], 0.0);
+    auto box_dist = [x](const float* box, int64_t i) {
+      const float* g = box + (i / 8) * 2 * D * 8;
+      float acc = 0.0f;
+      for (int k = 0; k < D; ++k) {
+        const float t = std::max(std::max(g[k * 8 + i % 8] - x[k], x[k] - g[(D + k) * 8 + i % 8]), 0.0f);
+        acc = std::fma(t, t, acc);
+      }
+      return acc;
+    };
+    for (int64_t s = 0; s < bf.supers; ++s) {
+      if (!(box_dist(bf.super_box, s) <= beta)) continue;
+      const int64_t l1 = std::min(bf.leaves, (s + 1) * kBoxLeavesPerSuper);
+      for (int64_t l = s * kBoxLeavesPerSuper; l < l1; ++l) {
+        if (!(box_dist(bf.leaf_box, l) <= beta)) continue;
+        if (p == 0) opened += kBoxLeaf;
+        for (int64_t b = l * kBoxLeaf; b < (l + 1) * kBoxLeaf; b += 8) {
+          unsigned mask = 0;
+          for (int ln = 0; ln < 8; ++ln) {
+            const float* g = fb.data + b * (D + 1) + ln;
+            float acc = g[0];
+            for (int k = 0; k < D; ++k) acc = std::fma(xc[k], g[(k + 1) * 8], acc);
+            if (acc <= tau) mask |= 1u << ln;
+          }
+          if (mask) {
+            rechecks[p] += filter_recheck<D>(x, bf.blk, b, mask, best_d[p], best_i[p]);
+            tau = filter_threshold<D>(best_d[p], xx);
+            beta = filter_threshold<D>(best_d[p], 0.0);
+          }
+        }
+      }
+    }
+  }
+  return opened;
+}
+
+/// The low min(n, 8) bits set: the real boxes of a group of 8 with n real ones left.
+inline unsigned valid_bits(int64_t n) { return n >= 8 ? 0xffu : (1u << n) - 1u; }
+
+#if CLUSCOMP_KMEANS_HAVE_AVX2
+/// Bit mask of the 8 boxes of group g (lo[k][8], hi[k][8]) that some point of the tile may reach:
+/// box distance (fp32, one FMA per coordinate) <= beta[p]. xo: the points' coordinates broadcast.
+template <int D, int P>
+__attribute__((target("avx2,fma"))) CLUSCOMP_FORCEINLINE unsigned box_mask_fma(const float* g, const float (*xo)[D][8],
+                                                                               const __m256* beta) {
+  const __m256 zero = _mm256_setzero_ps();
+  __m256 hit = zero;
+  for (int p = 0; p < P; ++p) {
+    __m256 acc = zero;
+    for (int k = 0; k < D; ++k) {
+      const __m256 x = _mm256_load_ps(xo[p][k]);
+      const __m256 t = _mm256_max_ps(_mm256_max_ps(_mm256_sub_ps(_mm256_load_ps(g + k * 8), x),
+                                                   _mm256_sub_ps(x, _mm256_load_ps(g + (D + k) * 8))),
+                                     zero);
+      acc = _mm256_fmadd_ps(t, t, acc);
+    }
+    hit = _mm256_or_ps(hit, _mm256_cmp_ps(acc, beta[p], _CMP_LE_OQ));
+  }
+  return static_cast<unsigned>(_mm256_movemask_ps(hit));
+}
+
+/// AVX2 + FMA box-pruned scan (see the top of this file). Returns the entries whose stage 1 ran
+/// (the same for every point of the tile).
+template <int D, int P = kFilterTilePoints>
+__attribute__((target("avx2,fma"))) inline int64_t scan_box_filtered_tile_fma(const float* const* xs, const BoxFilter& bf,
+                                                                              float* best_d, int32_t* best_i,
+                                                                              int64_t* rechecks) {
+  const FilterBlock& fb = bf.fb;
+  alignas(32) float xb[P][D][8];  // centred coordinates (stage 1)
+  alignas(32) float xo[P][D][8];  // original coordinates (boxes)
+  double xx[P];
+  __m256 tv[P], beta[P];
+  for (int p = 0; p < P; ++p) {
+    float xc[D];
+    xx[p] = center_point<D>(xs[p], fb.center, xc);
+    for (int k = 0; k < D; ++k) {
+      _mm256_store_ps(xb[p][k], _mm256_set1_ps(xc[k]));
+      _mm256_store_ps(xo[p][k], _mm256_set1_ps(xs[p][k]));
+    }
+    tv[p] = _mm256_set1_ps(filter_threshold<D>(best_d[p], xx[p]));
+    beta[p] = _mm256_set1_ps(filter_threshold<D>(best_d[p], 0.0));
+  }
+  int64_t opened = 0;
+  const int64_t super_groups = (bf.supers + 7) / 8;
+  const int64_t leaf_groups = (bf.leaves + 7) / 8;
+  for (int64_t sg = 0; sg < super_groups; ++sg) {
+    // Padding boxes (past the last super / leaf) are empty but would pass a +inf threshold.
+    unsigned sm = box_mask_fma<D, P>(bf.super_box + sg * 2 * D * 8, xo, beta) & valid_bits(bf.supers - sg * 8);
+    while (sm) {
+      const int64_t s = sg * 8 + __builtin_ctz(sm);
+      sm &= sm - 1;
+      for (int64_t lg = s * (kBoxLeavesPerSuper / 8); lg < std::min(leaf_groups, (s + 1) * (kBoxLeavesPerSuper / 8)); ++lg) {
+        unsigned lm = box_mask_fma<D, P>(bf.leaf_box + lg * 2 * D * 8, xo, beta) & valid_bits(bf.leaves - lg * 8);
+        while (lm) {
+          const int64_t l = lg * 8 + __builtin_ctz(lm);
+          lm &= lm - 1;
+          opened += kBoxLeaf;
+          for (int64_t b = l * kBoxLeaf; b < (l + 1) * kBoxLeaf; b += 8) {
+            __m256 acc[P];
+            filter_stage1_fma<D, P>(fb.data + b * (D + 1), xb, acc);
+            __m256 hit = _mm256_cmp_ps(acc[0], tv[0], _CMP_LE_OQ);
+            for (int p = 1; p < P; ++p) hit = _mm256_or_ps(hit, _mm256_cmp_ps(acc[p], tv[p], _CMP_LE_OQ));
+            if (__builtin_expect(_mm256_movemask_ps(hit) != 0, 0))
+              filter_recheck_tile<D, P>(xs, bf.blk, acc, tv, xx, b, best_d, best_i, rechecks, beta);
+          }
+        }
+      }
+    }
+  }
+  return opened;
+}
+#endif
+
+/// Exact brute-force scan of kFilterTilePoints points against every centroid of `bf` (all_: the
+/// same centroids as an ascending SoaBlock, for the exact fallback): updates (best_d[p], best_i[p])
+/// with the lexicographic minimum of (distance, index) over the centroids and the incoming best,
+/// bit-identical to scan_ascending_tile over all_. Same guards as scan_filtered_tile (AVX2 + FMA,
+/// norms below kFilterMaxNorm2, no NaN incoming best), else the exact tiled scan over all_.
+/// Returns the entries whose stage 1 ran per point (the exact scan: all of all_); *filtered says
+/// which path ran; rechecks[p] (added to) counts point p's stage-2 exact evaluations.
+template <int D>
+inline int64_t scan_box_filtered_tile(bool use_avx2, const float* const* xs, const BoxFilter& bf, const SoaBlock& all,
+                                      float* best_d, int32_t* best_i, int64_t* rechecks, bool* filtered) {
+  const bool ok = filter_tile_ok<D>(use_avx2, xs, bf.fb, best_d);
+  *filtered = ok;
+#if CLUSCOMP_KMEANS_HAVE_AVX2
+  if (ok) return scan_box_filtered_tile_fma<D>(xs, bf, best_d, best_i, rechecks);
+#else
+  (void)rechecks;
+#endif
+  return exact_scan_tiles<D>(use_avx2, xs, all, best_d, best_i);
+}
+
+}  // namespace cluster_detail
+CLUSCOMP_NAMESPACE_END
