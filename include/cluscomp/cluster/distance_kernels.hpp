@@ -6,8 +6,9 @@
 /// never wins) and index INT32_MAX.
 ///
 /// Numerics, shared by every path: the distance of x to c is evaluated in fp32 as
-/// `s = t0*t0; s += t1*t1; ...` with t_k = x_k - c_k, in that order, without FMA. The scalar code
-/// and the AVX2 code perform the same IEEE operations per pair, so they produce bit-identical
+/// `s = t0*t0; s += t1*t1; ...` with t_k = x_k - c_k, in that order, without FMA (also when the
+/// including code is built with FMA contraction on: CLUSCOMP_NO_CONTRACT). The scalar code and
+/// the AVX2 code perform the same IEEE operations per pair, so they produce bit-identical
 /// distances and therefore identical argmins. Ties are broken towards the lower centroid index
 /// (lexicographic minimum of (distance, index)), independent of the scan order.
 
@@ -31,15 +32,33 @@ namespace cluster_detail {
 
 inline constexpr int32_t kNoIndex = std::numeric_limits<int32_t>::max();
 
+/// Marks v as a value held in a register that the compiler must treat as opaque: the operation
+/// that produced it (a product) cannot be fused with the one that consumes it (an add) into an
+/// FMA. The exact kernels put it after every product, so their per-pair arithmetic is the same
+/// IEEE operations in every path whatever the including code's flags (GCC contracts a * b + c
+/// across statements by default in C++, -ffp-contract=fast, once -march enables FMA; clang
+/// within expressions). It emits no instruction. Other compilers: no barrier (MSVC does not
+/// contract by default).
+#if (defined(__GNUC__) || defined(__clang__)) && (defined(__x86_64__) || defined(__i386__))
+#define CLUSCOMP_NO_CONTRACT(v) __asm__("" : "+x"(v))
+#elif (defined(__GNUC__) || defined(__clang__)) && defined(__aarch64__)
+#define CLUSCOMP_NO_CONTRACT(v) __asm__("" : "+w"(v))
+#else
+#define CLUSCOMP_NO_CONTRACT(v) ((void)0)
+#endif
+
 /// Squared distance of x (D contiguous floats) to c (coordinate k at c[k * cstride]), fp32,
 /// the shared evaluation order above.
 template <int D>
 CLUSCOMP_FORCEINLINE float squared_distance(const float* x, const float* c, int64_t cstride = 1) {
   float t = x[0] - c[0];
   float s = t * t;
+  CLUSCOMP_NO_CONTRACT(s);
   for (int k = 1; k < D; ++k) {
     t = x[k] - c[k * cstride];
-    s += t * t;
+    float q = t * t;
+    CLUSCOMP_NO_CONTRACT(q);
+    s += q;
   }
   return s;
 }
@@ -106,7 +125,8 @@ inline int64_t scan_ascending_tile_portable(const float* const* xs, const SoaBlo
 
 #if CLUSCOMP_KMEANS_HAVE_AVX2
 /// AVX2 scan, same contract and bit-identical results as scan_block_portable. Built with
-/// target("avx2") only (no "fma"), so the compiler cannot contract the multiply and add.
+/// target("avx2") only (no "fma"), and every product behind CLUSCOMP_NO_CONTRACT (for code built
+/// with FMA enabled anyway, e.g. -march=native), so the multiply and add are never contracted.
 template <int D, bool kSecond = false>
 __attribute__((target("avx2"))) inline int64_t scan_block_avx2(const float* x, const SoaBlock& blk,
                                                                 float limit, float& best_d,
@@ -124,9 +144,12 @@ __attribute__((target("avx2"))) inline int64_t scan_block_avx2(const float* x, c
     if (blk.center_d2 && !(blk.center_d2[b] <= limit)) break;
     __m256 t = _mm256_sub_ps(xb[0], _mm256_loadu_ps(blk.coords + b));
     __m256 acc = _mm256_mul_ps(t, t);
+    CLUSCOMP_NO_CONTRACT(acc);
     for (int k = 1; k < D; ++k) {
       t = _mm256_sub_ps(xb[k], _mm256_loadu_ps(blk.coords + k * blk.stride + b));
-      acc = _mm256_add_ps(acc, _mm256_mul_ps(t, t));
+      __m256 q = _mm256_mul_ps(t, t);
+      CLUSCOMP_NO_CONTRACT(q);
+      acc = _mm256_add_ps(acc, q);
     }
     const __m256i iv = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(blk.index + b));
     const __m256 lt = _mm256_cmp_ps(acc, bv, _CMP_LT_OQ);
@@ -189,13 +212,16 @@ __attribute__((target("avx2"))) inline int64_t scan_ascending_tile_avx2(const fl
       for (int p = 0; p < P; ++p) {
         const __m256 t = _mm256_sub_ps(_mm256_broadcast_ss(xs[p]), c);
         acc[p] = _mm256_mul_ps(t, t);
+        CLUSCOMP_NO_CONTRACT(acc[p]);
       }
     }
     for (int k = 1; k < D; ++k) {
       const __m256 c = _mm256_loadu_ps(blk.coords + k * blk.stride + b);
       for (int p = 0; p < P; ++p) {
         const __m256 t = _mm256_sub_ps(_mm256_broadcast_ss(xs[p] + k), c);
-        acc[p] = _mm256_add_ps(acc[p], _mm256_mul_ps(t, t));
+        __m256 q = _mm256_mul_ps(t, t);
+        CLUSCOMP_NO_CONTRACT(q);
+        acc[p] = _mm256_add_ps(acc[p], q);
       }
     }
     const __m256 iv = _mm256_castsi256_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(blk.index + b)));
