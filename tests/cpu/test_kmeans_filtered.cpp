@@ -5,6 +5,7 @@
 // and the reference twin.
 #include <catch2/catch.hpp>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <cstring>
@@ -526,6 +527,11 @@ TEST_CASE("kmeans with the filtered brute force is bit-identical to the exact pa
   }
   SECTION("bf16 weights with duplicates, K near N/8 (empty-cluster splits)") {
     check_kmeans_filtered(weight_like_points(8 * 1200, 8, 54), 8, 1100, 4, Path::kBox);
+  }
+  SECTION("one cluster larger than a run of the box path (split into pieces)") {
+    std::vector<float> x = weight_like_points(30000, 8, 55);
+    for (size_t i = 0; i < 3000; ++i) std::copy(x.begin(), x.begin() + 8, x.begin() + static_cast<std::ptrdiff_t>(8 * (1 + 7 * i)));
+    check_kmeans_filtered(x, 8, 300, 4, Path::kBox);
   }
 }
 

@@ -573,11 +573,34 @@ class LloydEngine {
     // over threads; each piece builds its own candidate list from its own radius.
     constexpr int64_t kPiece = 8192;
     items_.clear();
-    if (filter_all() || box_all()) {
+    constexpr int64_t kRun = 512;
+    if (box_all()) {
+      // Every point takes the box-pruned scan: items are runs of whole clusters taken in the
+      // boxes' k-d order (so that a tile's points, and the boxes they open, are close together),
+      // about kRun points each; a cluster larger than that is split into pieces of its own.
+      int64_t m0 = 0, run = 0;
+      for (int64_t m = 0; m < k_; ++m) {
+        const int64_t a = box_.idx[static_cast<size_t>(m)];
+        const int64_t b = seg_[static_cast<size_t>(a)], e = seg_[static_cast<size_t>(a + 1)];
+        if (e - b > kRun) {
+          if (m > m0) items_.push_back({kClusterRun, m0, m});
+          for (int64_t s = b; s < e; s += kRun) items_.push_back({a, s, std::min(e, s + kRun)});
+          m0 = m + 1;
+          run = 0;
+          continue;
+        }
+        run += e - b;
+        if (run >= kRun) {
+          items_.push_back({kClusterRun, m0, m + 1});
+          m0 = m + 1;
+          run = 0;
+        }
+      }
+      if (m0 < k_) items_.push_back({kClusterRun, m0, k_});
+    } else if (filter_all()) {
       // Every point takes the filtered brute force: items are runs of points in cluster order,
       // whose tiles may span clusters (no short tile at the end of every small cluster).
-      constexpr int64_t kRun = 512;
-      for (int64_t s = 0; s < n_; s += kRun) items_.push_back({-1, s, std::min(n_, s + kRun)});
+      for (int64_t s = 0; s < n_; s += kRun) items_.push_back({kPointRun, s, std::min(n_, s + kRun)});
     } else {
       for (int64_t a = 0; a < k_; ++a) {
         const int64_t b = seg_[static_cast<size_t>(a)], e = seg_[static_cast<size_t>(a + 1)];
@@ -738,8 +761,11 @@ class LloydEngine {
   const std::vector<float>& centroids() const { return centroids_; }
 
  private:
+  /// Item::cluster values that are not a cluster index.
+  static constexpr int64_t kPointRun = -1;    // [begin, end): sorted points of any clusters (filter_all())
+  static constexpr int64_t kClusterRun = -2;  // [begin, end): the clusters box_.idx[begin .. end) (box_all())
   struct Item {
-    int64_t cluster, begin, end;  // cluster -1: a run of points of any clusters (filter_all())
+    int64_t cluster, begin, end;  // a cluster index: [begin, end) are points of that cluster
   };
   struct Scratch {
     std::vector<std::pair<float, int32_t>> cand;
@@ -774,17 +800,27 @@ class LloydEngine {
   /// Lower bound (a distance) from a squared fp32 distance: rounded down by kBoundMargin.
   static float bound_from_d2(float d2) { return std::sqrt(d2) * (1.0f - kBoundMargin); }
 
-  /// filter_all(): the points of a run (any clusters), each seeded with its current centroid,
-  /// by the filtered brute force.
+  /// filter_all() / box_all(): the points of a run of sorted points or of clusters, each seeded
+  /// with its current centroid, by the (box-pruned) filtered brute force.
   void assign_run(const Item& item, Scratch& s) {
     const float* pts = pts_[0].data();
-    int64_t a = std::upper_bound(seg_.begin(), seg_.end(), item.begin) - seg_.begin() - 1;
     s.pending.clear();
-    for (int64_t i = item.begin; i < item.end; ++i) {
-      while (seg_[static_cast<size_t>(a + 1)] <= i) ++a;
+    auto seed = [&](int64_t i, int64_t a) {
       label_[static_cast<size_t>(i)] = static_cast<uint32_t>(a);
       dist_[static_cast<size_t>(i)] = squared_distance<D>(pts + i * D, &centroids_[static_cast<size_t>(a) * D]);
       s.pending.push_back(i);
+    };
+    if (item.cluster == kClusterRun) {
+      for (int64_t m = item.begin; m < item.end; ++m) {
+        const int64_t a = box_.idx[static_cast<size_t>(m)];
+        for (int64_t i = seg_[static_cast<size_t>(a)]; i < seg_[static_cast<size_t>(a + 1)]; ++i) seed(i, a);
+      }
+    } else {
+      int64_t a = std::upper_bound(seg_.begin(), seg_.end(), item.begin) - seg_.begin() - 1;
+      for (int64_t i = item.begin; i < item.end; ++i) {
+        while (seg_[static_cast<size_t>(a + 1)] <= i) ++a;
+        seed(i, a);
+      }
     }
     assign_pending_brute(s, false);
   }
