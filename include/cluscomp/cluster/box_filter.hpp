@@ -219,13 +219,7 @@ inline int64_t scan_box_filtered_tile_portable(const float* const* xs, const Box
         if (!(box_dist(bf.leaf_box, l) <= beta)) continue;
         if (p == 0) opened += kBoxLeaf;
         for (int64_t b = l * kBoxLeaf; b < (l + 1) * kBoxLeaf; b += 8) {
-          unsigned mask = 0;
-          for (int ln = 0; ln < 8; ++ln) {
-            const float* g = fb.data + b * (D + 1) + ln;
-            float acc = g[0];
-            for (int k = 0; k < D; ++k) acc = std::fma(xc[k], g[(k + 1) * 8], acc);
-            if (acc <= tau) mask |= 1u << ln;
-          }
+          const unsigned mask = filter_mask_portable<D>(fb, b, xc, tau);
           if (mask) {
             rechecks[p] += filter_recheck<D>(x, bf.blk, b, mask, best_d[p], best_i[p]);
             tau = filter_threshold<D>(best_d[p], xx);

@@ -478,6 +478,20 @@ int filter_recheck(const float* x, const SoaBlock& blk, int64_t b, unsigned mask
   return n;
 }
 
+/// Stage 1 in scalar form for the block of 8 entries at b and one centred point xc: bit l set when
+/// entry b + l's a_j (norm + one std::fma per coordinate, in coordinate order) is <= tau.
+template <int D>
+inline unsigned filter_mask_portable(const FilterBlock& fb, int64_t b, const float* xc, float tau) {
+  unsigned mask = 0;
+  for (int l = 0; l < 8; ++l) {
+    const float* g = fb.data + b * (D + 1) + l;
+    float acc = g[0];
+    for (int k = 0; k < D; ++k) acc = std::fma(xc[k], g[(k + 1) * 8], acc);
+    if (acc <= tau) mask |= 1u << l;
+  }
+  return mask;
+}
+
 /// Portable form of the filter (same stages, scalar, FMA by std::fma): used by the tests to
 /// exercise the bound without AVX2; kmeans() uses the exact scan when the CPU has no AVX2+FMA.
 template <int D, int P = kFilterTilePoints>
@@ -488,13 +502,7 @@ inline int64_t scan_filtered_tile_portable(const float* const* xs, const SoaBloc
     const double xx = center_point<D>(xs[p], fb.center, xc);
     float tau = filter_threshold<D>(best_d[p], xx);
     for (int64_t b = 0; b < fb.count; b += 8) {
-      unsigned mask = 0;
-      for (int l = 0; l < 8; ++l) {
-        const float* g = fb.data + b * (D + 1) + l;
-        float acc = g[0];
-        for (int k = 0; k < D; ++k) acc = std::fma(xc[k], g[(k + 1) * 8], acc);
-        if (acc <= tau) mask |= 1u << l;
-      }
+      const unsigned mask = filter_mask_portable<D>(fb, b, xc, tau);
       if (mask) {
         rechecks[p] += filter_recheck<D>(xs[p], blk, b, mask, best_d[p], best_i[p]);
         tau = filter_threshold<D>(best_d[p], xx);
