@@ -115,13 +115,6 @@ inline void kd_order(KdEntry<D>* e, int64_t b, int64_t end, int64_t unit, int64_
   if (out) out->emplace_back(b, end);
 }
 
-/// 32-byte aligned pointer into buf, resized to n floats (+ slack), filled with `fill`.
-inline float* aligned_floats(std::vector<float>& buf, int64_t n, float fill) {
-  buf.assign(static_cast<size_t>(n) + 8, fill);
-  float* p = buf.data();
-  while (reinterpret_cast<uintptr_t>(p) % 32 != 0) ++p;
-  return p;
-}
 
 }  // namespace box_detail
 
@@ -164,7 +157,7 @@ inline void build_box_filter(const float* c, int64_t k, BoxFilter& bf, int threa
   // unless the threshold is +inf).
   auto init_boxes = [](std::vector<float>& buf, int64_t boxes) {
     const int64_t groups = (boxes + 7) / 8;
-    float* p = box_detail::aligned_floats(buf, groups * 2 * D * 8, kInf);
+    float* p = aligned_floats(buf, groups * 2 * D * 8, kInf);
     for (int64_t q = 0; q < groups; ++q)
       for (int64_t i = 0; i < D * 8; ++i) p[q * 2 * D * 8 + D * 8 + i] = -kInf;
     return p;

@@ -384,14 +384,20 @@ struct FilterBlock {
 
 /// Fills `buf` (resized) from `blk` (padding: entries whose index is kNoIndex) and returns the
 /// FilterBlock pointing into it.
+/// A 32-byte aligned pointer into buf, resized to n floats (+ 8 spare, so that the start can move
+/// to the boundary: no split vector loads) and filled with `fill`.
+inline float* aligned_floats(std::vector<float>& buf, int64_t n, float fill) {
+  buf.assign(static_cast<size_t>(n) + 8, fill);
+  float* p = buf.data();
+  while (reinterpret_cast<uintptr_t>(p) % 32 != 0) ++p;
+  return p;
+}
+
 template <int D>
 inline FilterBlock make_filter_block(const SoaBlock& blk, std::vector<float>& buf) {
-  // 8 spare floats so that the data can start on a 32-byte boundary (no split vector loads),
-  // then the centre.
-  buf.assign(static_cast<size_t>(blk.count) * (D + 1) + 8 + D, std::numeric_limits<float>::quiet_NaN());
-  float* base = buf.data();
-  while (reinterpret_cast<uintptr_t>(base) % 32 != 0) ++base;
-  float* center = buf.data() + (buf.size() - D);
+  // The blocks, then the centre.
+  float* base = aligned_floats(buf, blk.count * (D + 1) + D, std::numeric_limits<float>::quiet_NaN());
+  float* center = base + blk.count * (D + 1);
   double sum[D] = {};
   int64_t real = 0;
   for (int64_t m = 0; m < blk.count; ++m) {

@@ -26,11 +26,12 @@
 ///  * With few points per cluster (N <= K * box_max_per_cluster(d): 16 at d < 4, 128 at d = 4, 512
 ///    from d = 5; for d >= 12 only from K = 16384) every point goes to a box-pruned form of that
 ///    filtered scan instead (box_filter.hpp): the centroids in k-d order, with bounding boxes for
-///    groups of 256 and leaves of 32; a tile of 4 points (in cluster order, so close together)
-///    skips every group whose box is provably farther from each of its points than that point's
-///    best exact distance (a rigorous fp32 bound again), and runs the filter on the rest. At
-///    d = 8, K = 65536 it scans ~1000 of the 65536 centroids per point; 5-15x faster than the
-///    lists and the tree search there (docs/benchmarks.md). KMeansOptions::box_pruning overrides
+///    groups of 256 and leaves of 32; a tile of 4 points (clusters taken in the same k-d order,
+///    so close together) skips every group whose box is provably farther from each of its points
+///    than that point's best exact distance (a rigorous fp32 bound again), and runs the filter on
+///    the rest. At d = 8, K = 65536 it runs stage 1 on ~1800 (ffn_up) to ~5000 (7B-shaped
+///    weight-like) of the 65536 centroids per point; 5-15x faster than the lists and the tree
+///    search there (docs/benchmarks.md). KMeansOptions::box_pruning overrides
 ///    the rule.
 ///  * The first labels (before the first exact assignment) are each point's nearest centroid
 ///    among ~64 k-d tree neighbours, so the first assignment's balls are already tight.
@@ -1007,7 +1008,7 @@ class LloydEngine {
   }
 
   /// True when every point goes straight to the box-pruned filtered brute force (box_filter.hpp;
-  /// the rule: kBoxMinD and box_max_per_cluster).
+  /// the rule: box_max_per_cluster and kBoxHighD; KMeansOptions::box_pruning overrides it).
   bool box_all() const {
     if (box_mode_ == KMeansBoxPruning::kNever || !use_filter() || bounds_ || !pruning_ || k_ <= kBruteMaxK) return false;
     if (box_mode_ == KMeansBoxPruning::kAlways) return true;
