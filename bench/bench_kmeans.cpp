@@ -11,7 +11,8 @@
 // 0 skips), CLUSCOMP_KMEANS_NO_PEERS=1 (ours only), CLUSCOMP_KMEANS_BOUNDS=1 (ours with
 // KMeansOptions::use_bounds, the carried Hamerly bounds; same answers), CLUSCOMP_KMEANS_CASES
 // (only the peer-table cases whose name contains one of these comma-separated strings, e.g.
-// "d=8 K=4096"), CLUSCOMP_KMEANS_NO_SCALING=1 (skip the scaling tables).
+// "d=8 K=4096"), CLUSCOMP_KMEANS_NO_SCALING=1 (skip the scaling tables), CLUSCOMP_KMEANS_BOX
+// (auto | never | always: KMeansOptions::box_pruning for ours; same answers).
 #include <algorithm>
 #include <chrono>
 #include <cmath>
@@ -92,12 +93,25 @@ struct Run {
   bool ok = false;
 };
 
+// Our options from the environment knobs (CLUSCOMP_KMEANS_BOUNDS, CLUSCOMP_KMEANS_BOX).
+KMeansOptions our_options() {
+  KMeansOptions o;
+  o.use_bounds = env_or("CLUSCOMP_KMEANS_BOUNDS", "0") == "1";
+  const std::string box = env_or("CLUSCOMP_KMEANS_BOX", "auto");
+  if (box == "never")
+    o.box_pruning = KMeansBoxPruning::kNever;
+  else if (box == "always")
+    o.box_pruning = KMeansBoxPruning::kAlways;
+  else if (box != "auto")
+    throw Error(StatusCode::kInvalidArgument, "CLUSCOMP_KMEANS_BOX must be auto, never or always, not '" + box + "'");
+  return o;
+}
+
 Run run_ours(const Case& c, const std::vector<float>& init, int iters, int repeats, KMeansResult* keep) {
   const int64_t n = static_cast<int64_t>(c.points.size()) / c.d;
-  KMeansOptions o;
+  KMeansOptions o = our_options();
   o.k = c.k;
   o.iterations = iters;
-  o.use_bounds = env_or("CLUSCOMP_KMEANS_BOUNDS", "0") == "1";
   o.initial_centroids = make_matrix_view<const float>(init.data(), c.k, c.d);
   std::vector<double> ts;
   KMeansResult r;
@@ -285,10 +299,9 @@ int main() {
     double full_iter_s = -1;
     if (full_n > 0) {
       std::vector<float> x = weight_like(full_n, 4, 3);
-      KMeansOptions o;
+      KMeansOptions o = our_options();
       o.k = 65536;
       o.iterations = 2;
-      o.use_bounds = env_or("CLUSCOMP_KMEANS_BOUNDS", "0") == "1";
       double last = 0;
       std::vector<double> per_iter;
       const double t0 = now_s();
