@@ -464,7 +464,10 @@ inline double center_point(const float* x, const float* center, float* xc) {
 /// Stage 2 for one block of 8 entries starting at b: the exact distance of every entry whose bit
 /// is set in `mask` (the shared fp32 sequence; this function has the default target, without
 /// "fma", and is never inlined into the FMA filter, so the compiler cannot contract it), merged
-/// lexicographically into (best_d, best_i). Returns the number of entries evaluated.
+/// lexicographically into (best_d, best_i). The entry that is the current best (most often the
+/// seed: the point's own centroid, which always passes stage 1) is not evaluated again: the same
+/// kernel on the same centroid gives the same distance, which cannot precede itself. Returns the
+/// number of entries evaluated.
 template <int D>
 #if defined(__GNUC__) || defined(__clang__)
 __attribute__((noinline))
@@ -474,6 +477,7 @@ int filter_recheck(const float* x, const SoaBlock& blk, int64_t b, unsigned mask
   for (int l = 0; l < 8; ++l) {
     if (!((mask >> l) & 1u)) continue;
     const int64_t m = b + l;
+    if (blk.index[m] == best_i) continue;
     const float d = squared_distance<D>(x, blk.coords + m, blk.stride);
     ++n;
     if (precedes(d, blk.index[m], best_d, best_i)) {
@@ -536,9 +540,13 @@ __attribute__((noinline, target("avx2,fma"))) void filter_recheck_tile(const flo
   for (int p = 0; p < P; ++p) {
     const unsigned mask = static_cast<unsigned>(_mm256_movemask_ps(_mm256_cmp_ps(acc[p], tv[p], _CMP_LE_OQ)));
     if (!mask) continue;
+    const float d0 = best_d[p];
     rechecks[p] += filter_recheck<D>(xs[p], blk, b, mask, best_d[p], best_i[p]);
-    tv[p] = _mm256_set1_ps(filter_threshold<D>(best_d[p], xx[p]));
-    if (beta) beta[p] = _mm256_set1_ps(filter_threshold<D>(best_d[p], 0.0));
+    // The thresholds depend on best_d only (a new best with an equal distance leaves them).
+    if (!(best_d[p] == d0)) {
+      tv[p] = _mm256_set1_ps(filter_threshold<D>(best_d[p], xx[p]));
+      if (beta) beta[p] = _mm256_set1_ps(filter_threshold<D>(best_d[p], 0.0));
+    }
   }
 }
 
