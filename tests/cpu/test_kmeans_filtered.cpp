@@ -548,3 +548,41 @@ TEST_CASE("kmeans with the filtered brute force is bit-identical to the exact pa
   // K <= 64: every point brute force (no boxes), also at d < 5.
   SECTION("d = 3, small K") { check_kmeans_filtered(gaussian_points(20000, 3, 10, 66), 3, 40, 4, Path::kFilterAll); }
 }
+
+namespace {
+// The split tree of the box k-d order (first labels of the box path) must mirror kd_order: with
+// distinct coordinates, every centroid descends to its own leaf and is its own guess. Coordinates
+// from a bf16 grid (ties) still give a real centroid index.
+template <int D>
+void check_box_guess(int64_t k, bool ties, uint64_t seed) {
+  std::mt19937_64 rng(seed);
+  std::student_t_distribution<float> st(4.0f);
+  std::vector<float> cen(static_cast<size_t>(k * D));
+  for (auto& v : cen) v = ties ? std::round(st(rng) * 8.0f) / 8.0f : st(rng);
+  BoxFilter bf;
+  build_box_filter<D>(cen.data(), k, bf, 2);
+  build_box_guess<D>(bf);
+  REQUIRE(static_cast<int64_t>(bf.guess.nodes.size()) == 2 * bf.leaves - 1);
+  int64_t own = 0;
+  for (int64_t j = 0; j < k; ++j) {
+    for (bool simd : {false, true}) {
+      const int32_t g = box_region_guess<D>(simd && cpu_has_avx2(), bf, &cen[static_cast<size_t>(j * D)]);
+      REQUIRE(g >= 0);
+      REQUIRE(g < k);
+      if (!ties) REQUIRE(g == j);
+      if (g == j && simd) ++own;
+    }
+  }
+  INFO("k = " << k << ", own guesses " << own);
+  if (ties) CHECK(own > k / 2);  // most grid points are unique enough to find themselves
+}
+}  // namespace
+
+TEST_CASE("box split tree: each centroid's first guess is itself", "[kmeans][filter][box]") {
+  for (int64_t k : {int64_t{1}, int64_t{7}, int64_t{32}, int64_t{33}, int64_t{257}, int64_t{1000}, int64_t{5000}}) {
+    check_box_guess<4>(k, false, 71 + static_cast<uint64_t>(k));
+    check_box_guess<8>(k, false, 72 + static_cast<uint64_t>(k));
+  }
+  check_box_guess<4>(3000, true, 73);
+  check_box_guess<2>(700, false, 74);
+}

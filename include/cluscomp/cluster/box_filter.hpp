@@ -59,6 +59,20 @@ inline constexpr int64_t kBoxLeavesPerSuper = kBoxSuper / kBoxLeaf;
 static_assert(kBoxLeaf % 8 == 0 && kBoxSuper % kBoxLeaf == 0 && kBoxLeavesPerSuper % 8 == 0,
               "leaves are whole blocks of 8 entries; a super's leaves are whole groups of 8 boxes");
 
+/// The split tree of a BoxFilter's k-d order, for first guesses of labels (box_region_guess):
+/// node n splits its range at coordinate `dim` (the widest of the range's bounding box, as
+/// kd_order chose it) at `split` (the smallest such coordinate in its right half); a leaf node
+/// (dim < 0) names the leaf of kBoxLeaf entries `left`. Built bottom-up from the leaf boxes
+/// (build_box_guess), so it costs O(leaves x D).
+struct BoxGuessTree {
+  struct Node {
+    float split;
+    int32_t dim;
+    int32_t left, right;
+  };
+  std::vector<Node> nodes;
+};
+
 struct BoxFilter {
   std::vector<float> soa;       // (D, stride) permuted centroid coordinates
   std::vector<int32_t> idx;     // (stride) original index of each permuted entry; kNoIndex: padding
@@ -70,6 +84,7 @@ struct BoxFilter {
   const float* super_box = nullptr;  // (ceil(supers / 8), 2, D, 8)
   int64_t leaves = 0, supers = 0;
   int64_t k = 0;
+  BoxGuessTree guess;           // only after build_box_guess
 };
 
 namespace box_detail {
@@ -180,6 +195,73 @@ inline void build_box_filter(const float* c, int64_t k, BoxFilter& bf, int threa
   }
   bf.leaf_box = leaf;
   bf.super_box = super;
+}
+
+namespace box_detail {
+/// The node of range [b, end) of the k-d order (the splits kd_order made there with `unit`, then
+/// with kBoxLeaf inside a super-group); fills the range's bounding box into lo / hi.
+template <int D>
+inline int32_t build_guess_node(const BoxFilter& bf, int64_t b, int64_t end, int64_t unit, float* lo, float* hi,
+                                std::vector<BoxGuessTree::Node>& nodes) {
+  if (end - b <= unit && unit == kBoxSuper) unit = kBoxLeaf;  // a super-group: its leaves
+  const int32_t id = static_cast<int32_t>(nodes.size());
+  nodes.push_back({0.0f, -1, 0, 0});
+  if (end - b <= unit) {  // a leaf
+    const int64_t l = b / kBoxLeaf;
+    const float* g = bf.leaf_box + (l / 8) * 2 * D * 8;
+    for (int k = 0; k < D; ++k) {
+      lo[k] = g[k * 8 + l % 8];
+      hi[k] = g[(D + k) * 8 + l % 8];
+    }
+    nodes[static_cast<size_t>(id)].left = static_cast<int32_t>(l);
+    return id;
+  }
+  const int64_t m = b + ((end - b + unit - 1) / unit / 2) * unit;  // kd_order's split point
+  float rlo[D], rhi[D];
+  const int32_t left = build_guess_node<D>(bf, b, m, unit, lo, hi, nodes);
+  const int32_t right = build_guess_node<D>(bf, m, end, unit, rlo, rhi, nodes);
+  float blo[D], bhi[D];
+  for (int k = 0; k < D; ++k) {
+    blo[k] = std::min(lo[k], rlo[k]);
+    bhi[k] = std::max(hi[k], rhi[k]);
+  }
+  int dim = 0;
+  for (int k = 1; k < D; ++k)
+    if (bhi[k] - blo[k] > bhi[dim] - blo[dim]) dim = k;
+  nodes[static_cast<size_t>(id)] = {rlo[dim], dim, left, right};
+  for (int k = 0; k < D; ++k) {
+    lo[k] = blo[k];
+    hi[k] = bhi[k];
+  }
+  return id;
+}
+}  // namespace box_detail
+
+/// Fills bf.guess (after build_box_filter).
+template <int D>
+inline void build_box_guess(BoxFilter& bf) {
+  bf.guess.nodes.clear();
+  bf.guess.nodes.reserve(static_cast<size_t>(2 * bf.leaves));
+  float lo[D], hi[D];
+  box_detail::build_guess_node<D>(bf, 0, bf.k, kBoxSuper, lo, hi, bf.guess.nodes);
+}
+
+/// A first guess of x's nearest centroid (an index): descend bf.guess to a leaf and take the
+/// nearest entry (exact distances) of the `leaves` consecutive leaves (a power of 2 up to
+/// kBoxLeavesPerSuper) around it, aligned (a leaf and its sibling for 2). Not the nearest in
+/// general; only a seed.
+template <int D>
+inline int32_t box_region_guess(bool use_avx2, const BoxFilter& bf, const float* x, int64_t leaves = 1) {
+  const BoxGuessTree::Node* nodes = bf.guess.nodes.data();
+  int32_t n = 0;
+  while (nodes[n].dim >= 0) n = x[nodes[n].dim] < nodes[n].split ? nodes[n].left : nodes[n].right;
+  const int64_t first = static_cast<int64_t>(nodes[n].left) / leaves * leaves * kBoxLeaf;
+  const SoaBlock leaf{bf.soa.data() + first, bf.idx.data() + first, nullptr,
+                      std::min(leaves * kBoxLeaf, bf.blk.stride - first), bf.blk.stride};
+  float bd = std::numeric_limits<float>::infinity();
+  int32_t bi = kNoIndex;
+  scan_block<D>(use_avx2, x, leaf, 0.0f, bd, bi);
+  return bi == kNoIndex ? bf.idx[static_cast<size_t>(first)] : bi;
 }
 
 /// Portable form of the box-pruned scan (scalar, FMA by std::fma), same decisions as the AVX2 one

@@ -36,16 +36,6 @@ class CentroidTree {
       for (int c = 0; c < D; ++c)
         coords_[static_cast<size_t>(i) * D + c] = centroids[static_cast<size_t>(ids_[static_cast<size_t>(i)]) * D + c];
     src_ = nullptr;
-    // All centroids in tree order as one SoA block with >= 8 NaN padding entries past the end,
-    // so that any subtree's range rounded up to whole blocks of 8 stays inside it.
-    tree_stride_ = (k + 7) / 8 * 8 + 8;
-    tree_soa_.assign(static_cast<size_t>(tree_stride_) * D, std::numeric_limits<float>::quiet_NaN());
-    tree_idx_.assign(static_cast<size_t>(tree_stride_), kNoIndex);
-    for (int64_t i = 0; i < k; ++i) {
-      tree_idx_[static_cast<size_t>(i)] = ids_[static_cast<size_t>(i)];
-      for (int c = 0; c < D; ++c)
-        tree_soa_[static_cast<size_t>(c * tree_stride_ + i)] = coords_[static_cast<size_t>(i) * D + c];
-    }
     // Leaf blocks in SoA form (see SoaBlock), so that leaf scans use the SIMD kernel.
     leaf_soa_.clear();
     leaf_idx_.clear();
@@ -203,34 +193,9 @@ class CentroidTree {
     return best;
   }
 
-  /// A first guess for q's nearest centroid (any answer is valid; a closer one prunes more): the
-  /// nearest, by the SIMD kernel's fp32 distance, among the centroids of the smallest subtree on
-  /// q's descent path that still holds >= min_size of them (plus up to 7 tree-order neighbours,
-  /// from rounding the scan up to whole blocks of 8). Deterministic; O(min_size) distances.
-  int32_t region_guess(bool use_avx2, const float* q, int64_t min_size) const {
-    int32_t ni = 0;
-    while (nodes_[static_cast<size_t>(ni)].left >= 0) {
-      const Node& n = nodes_[static_cast<size_t>(ni)];
-      const int32_t child = q[n.dim] < n.split ? n.left : n.right;
-      const Node& c = nodes_[static_cast<size_t>(child)];
-      if (c.end - c.begin < min_size) break;
-      ni = child;
-    }
-    const Node& n = nodes_[static_cast<size_t>(ni)];
-    const int64_t count = (static_cast<int64_t>(n.end - n.begin) + 7) / 8 * 8;
-    const SoaBlock blk{&tree_soa_[static_cast<size_t>(n.begin)], &tree_idx_[static_cast<size_t>(n.begin)], nullptr,
-                       count, tree_stride_};
-    float bd = std::numeric_limits<float>::infinity();
-    int32_t bi = kNoIndex;
-    scan_block<D>(use_avx2, q, blk, 0.0f, bd, bi);
-    return bi == kNoIndex ? ids_[static_cast<size_t>(n.begin)] : bi;
-  }
-
  private:
   struct Node {
     float lo[D], hi[D];
-    float split;
-    int32_t dim;
     int32_t begin, end;
     int32_t left, right;  // -1 for a leaf
     int64_t soa_offset = 0, stride = 0;  // leaves: their block in leaf_soa_/leaf_idx_
@@ -275,18 +240,12 @@ class CentroidTree {
         return a < c || (a == c && x < y);
       };
       std::nth_element(ids_.begin() + b, ids_.begin() + mid, ids_.begin() + e, less);
-      n.dim = dim;
-      n.split = src_[static_cast<size_t>(ids_[static_cast<size_t>(mid)]) * D + dim];
-      // Descent goes right when q[dim] >= split; items equal to split may sit on either side,
-      // which only affects the quality of region_guess, never exactness of within().
       nodes_[static_cast<size_t>(id)] = n;
       const int32_t l = build_node(b, mid);
       const int32_t r = build_node(mid, e);
       nodes_[static_cast<size_t>(id)].left = l;
       nodes_[static_cast<size_t>(id)].right = r;
     } else {
-      n.dim = 0;
-      n.split = 0.0f;
       nodes_[static_cast<size_t>(id)] = n;
     }
     return id;
@@ -298,9 +257,6 @@ class CentroidTree {
   std::vector<Node> nodes_;
   std::vector<float> leaf_soa_;
   std::vector<int32_t> leaf_idx_;
-  std::vector<float> tree_soa_;   // (D, tree_stride_) all centroids in tree order, NaN padded
-  std::vector<int32_t> tree_idx_;  // (tree_stride_) their ids, kNoIndex on padding
-  int64_t tree_stride_ = 0;
   const float* src_ = nullptr;
   std::vector<float> values_;    // (k) set_values() in tree order
   std::vector<float> node_max_;  // (nodes) max of values_ over each subtree

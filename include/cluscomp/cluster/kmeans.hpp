@@ -34,7 +34,8 @@
 ///    search there (docs/benchmarks.md). KMeansOptions::box_pruning overrides
 ///    the rule.
 ///  * The first labels (before the first exact assignment) are each point's nearest centroid
-///    among ~64 k-d tree neighbours, so the first assignment's balls are already tight.
+///    among the 64 of two sibling leaves of the box k-d order (box_region_guess), so the first
+///    assignment's balls are already tight.
 ///  * Distances come from one SIMD kernel (AVX2 when the CPU has it, else portable code) whose
 ///    per-pair arithmetic is the same in every path, so the pruned scan returns exactly what a
 ///    brute-force scan with the same kernel returns: the lowest index among the minimal fp32
@@ -68,7 +69,6 @@
 #include <random>
 #include <string>
 #include <type_traits>
-#include <unordered_set>
 #include <utility>
 #include <vector>
 
@@ -189,7 +189,7 @@ inline constexpr int64_t kSharedListMaxPerPoint = 64;  // wider shared lists: po
 inline constexpr double kSharedListQuantile = 0.99;    // list radius: this quantile's ball
 inline constexpr int kTreeMaxD = 8;                    // from this d, per-point tree search ...
 inline constexpr int64_t kTreeMinKHighD = 16384;       // ... only pays from this K on
-inline constexpr int64_t kGuessRegion = 64;            // first labels: best of ~this many tree neighbours
+inline constexpr int64_t kGuessLeaves = 2;             // first labels: best of this many box leaves (64 centroids)
 // With the filtered brute force (scan_filtered_tile: AVX2 + FMA, d >= kFilterMinD; about 2.5x
 // cheaper per pair than the exact tiled scan), brute force pays in more places. Measured on the
 // ffn_up weights (d = 3..16) and gaussian data (N = 1M), docs/benchmarks.md, kmeans-vs-faiss:
@@ -246,29 +246,51 @@ inline double hashed_uniform(uint64_t seed, uint64_t stream, uint64_t i) {
   return static_cast<double>(z >> 11) * (1.0 / 9007199254740992.0);
 }
 
-/// Hash/equality of a point by value (+0 and -0 equal), for the distinct-point checks.
-struct PointKey {
-  const float* data;
-  int d;
-};
-struct PointKeyHash {
-  size_t operator()(const PointKey& p) const {
+/// Open-addressing set of d-dimensional points compared by value (-0 equals +0), held as row
+/// indices into a caller-owned row-major array (the initialisation's walk over distinct points; a
+/// node-free table: std::unordered_set took ~10 ms at K = 65536). At most `capacity` rows; rows
+/// must not change while they are in the set.
+class FlatPointSet {
+ public:
+  FlatPointSet(const float* rows, int d, int64_t capacity) : rows_(rows), d_(d) {
+    size_t cap = 16;
+    while (cap < static_cast<size_t>(capacity) * 2) cap *= 2;
+    slots_.assign(cap, kEmpty);
+    mask_ = cap - 1;
+  }
+  /// Adds row r unless an equal row is present; returns that row's index, or r when added.
+  int64_t insert(int64_t r) {
+    const float* x = rows_ + r * d_;
+    for (size_t h = hash(x) & mask_;; h = (h + 1) & mask_) {
+      if (slots_[h] == kEmpty) {
+        slots_[h] = static_cast<uint32_t>(r);
+        return r;
+      }
+      if (equal(rows_ + static_cast<int64_t>(slots_[h]) * d_, x)) return slots_[h];
+    }
+  }
+
+ private:
+  static constexpr uint32_t kEmpty = 0xffffffffu;
+  size_t hash(const float* x) const {
     uint64_t h = 1469598103934665603ull;
-    for (int c = 0; c < p.d; ++c) {
-      const float v = p.data[c] == 0.0f ? 0.0f : p.data[c];
+    for (int c = 0; c < d_; ++c) {
+      const float v = x[c] == 0.0f ? 0.0f : x[c];
       uint32_t u;
       std::memcpy(&u, &v, 4);
       h = (h ^ u) * 1099511628211ull;
     }
     return static_cast<size_t>(h ^ (h >> 29));
   }
-};
-struct PointKeyEq {
-  bool operator()(const PointKey& a, const PointKey& b) const {
-    for (int c = 0; c < a.d; ++c)
-      if (!(a.data[c] == b.data[c])) return false;
+  bool equal(const float* a, const float* b) const {
+    for (int c = 0; c < d_; ++c)
+      if (!(a[c] == b[c])) return false;
     return true;
   }
+  const float* rows_;
+  int d_;
+  std::vector<uint32_t> slots_;
+  size_t mask_ = 0;
 };
 
 inline Error too_few_distinct(int64_t k, int64_t distinct) {
@@ -349,8 +371,7 @@ inline std::vector<float> init_random_permutation(MatrixView<const float> p, int
   for (int64_t i = 0; i < n; ++i) perm[static_cast<size_t>(i)] = static_cast<uint32_t>(i);
   std::mt19937_64 rng(seed);
   std::vector<float> out(static_cast<size_t>(k * d));
-  std::unordered_set<PointKey, PointKeyHash, PointKeyEq> seen;
-  seen.reserve(static_cast<size_t>(k) * 2);
+  FlatPointSet seen(out.data(), d, k);
   int64_t chosen = 0;
   for (int64_t i = 0; i < n && chosen < k; ++i) {
     const int64_t j = i + static_cast<int64_t>(uniform_below(rng, static_cast<uint64_t>(n - i)));
@@ -358,7 +379,7 @@ inline std::vector<float> init_random_permutation(MatrixView<const float> p, int
     const int64_t idx = perm[static_cast<size_t>(i)];
     float* dst = &out[static_cast<size_t>(chosen * d)];
     for (int c = 0; c < d; ++c) dst[c] = p(idx, c);
-    if (seen.insert(PointKey{dst, d}).second) ++chosen;
+    if (seen.insert(chosen) == chosen) ++chosen;
   }
   if (chosen < k) throw too_few_distinct(k, chosen);
   return out;
@@ -560,10 +581,20 @@ class LloydEngine {
     }
     std::copy(init, init + k_ * D, centroids_.begin());
     set_centroids(true);
+    // The first labels come from the boxes' split tree in every mode (with the lists it is built
+    // for this alone): the same first labels give the same point order within each cluster, so
+    // the same double sums, so the answers stay bit-identical across box_pruning, use_pruning,
+    // use_bounds and use_simd.
+    BoxFilter own;
+    if (!box_all()) {
+      build_box_filter<D>(centroids_.data(), k_, own, threads_);
+      build_box_guess<D>(own);
+    }
+    const BoxFilter& guess = box_all() ? box_ : own;
     parallel_chunks(threads_, n_, 1 << 14, [&](int64_t b, int64_t e, int) {
       for (int64_t i = b; i < e; ++i)
-        label_[static_cast<size_t>(i)] =
-            static_cast<uint32_t>(tree_.region_guess(simd_, &pts_[0][static_cast<size_t>(i) * D], kGuessRegion));
+        label_[static_cast<size_t>(i)] = static_cast<uint32_t>(
+            box_region_guess<D>(simd_, guess, &pts_[0][static_cast<size_t>(i) * D], kGuessLeaves));
     });
     sort_by_label();
   }
@@ -779,10 +810,10 @@ class LloydEngine {
     int64_t evals = 0, brute = 0, tree_points = 0, skipped = 0, filter_evals = 0, rechecks = 0, box = 0;
   };
 
-  /// The centroids' search structures. With box_all() the k-d tree only serves start()'s first
-  /// labels (`first`).
+  /// The centroids' search structures. With box_all() there is no k-d tree (the boxes' split
+  /// tree, built at the start, `first`, gives the first labels).
   void set_centroids(bool first = false) {
-    if (first || !box_all()) tree_.build(centroids_.data(), k_);
+    if (!box_all()) tree_.build(centroids_.data(), k_);
     const int64_t stride = (k_ + 7) / 8 * 8;
     all_soa_.assign(static_cast<size_t>(stride) * D, std::numeric_limits<float>::quiet_NaN());
     all_idx_.assign(static_cast<size_t>(stride), kNoIndex);
@@ -792,9 +823,10 @@ class LloydEngine {
     }
     all_ = SoaBlock{all_soa_.data(), all_idx_.data(), nullptr, stride, stride};
     // The filtered brute force's form of all_, only where a brute-force scan can happen.
-    if (box_all())
+    if (box_all()) {
       build_box_filter<D>(centroids_.data(), k_, box_, threads_);
-    else if (use_filter() && (!pruning_ || k_ <= kBruteMaxK || k_ < kTreeMinKHighD || filter_all()))
+      if (first) build_box_guess<D>(box_);
+    } else if (use_filter() && (!pruning_ || k_ <= kBruteMaxK || k_ < kTreeMinKHighD || filter_all()))
       all_filter_ = make_filter_block<D>(all_, all_filter_buf_);
   }
 
