@@ -639,6 +639,9 @@ int compress_cmd(const std::string& model_path, const Options& opt) {
   o.iterations = static_cast<int>(iters);
   o.seed = static_cast<uint64_t>(opt.get_int("seed", 1234));
   o.threads = static_cast<int>(opt.get_int("threads", 0));
+  const int64_t jobs = opt.get_int("jobs", 0);
+  if (jobs < 0 || jobs > 4096) throw cc::Error(cc::StatusCode::kInvalidArgument, "--jobs must be in 0..4096 (0: automatic)");
+  o.jobs = static_cast<int>(jobs);
   if (opt.values.count("dense-dtype")) o.dense_dtype = parse_float_dtype(opt.values.at("dense-dtype"), "--dense-dtype");
   o.reference_layout = opt.flag("reference-layout");
   if (opt.values.count("work-dir")) o.work_dir = opt.values.at("work-dir");
@@ -688,7 +691,6 @@ int compress_cmd(const std::string& model_path, const Options& opt) {
   const cc::SourceModel src = cc::read_source_model(model_path);
   fmt::print(stderr, "read {} tensors in {:.2f} s\n", src.tensors.size(), seconds_since(t0));
   const bool tty = isatty(2) != 0;
-  int64_t last_matrix = -1;
   auto last_draw = Clock::now();
   o.progress = [&](const cc::CompressProgress& p) {
     using S = cc::CompressProgress::Stage;
@@ -705,15 +707,14 @@ int compress_cmd(const std::string& model_path, const Options& opt) {
     const bool done = p.stage == S::kMatrixDone;
     // On a terminal redraw at most 10 times a second; in a log, one line per finished matrix.
     if (!tty && !done) return true;
-    if (tty && !done && p.matrix == last_matrix && seconds_since(last_draw) < 0.1) return true;
-    last_matrix = p.matrix;
+    if (tty && !done && seconds_since(last_draw) < 0.1) return true;
     last_draw = Clock::now();
     const std::string what = done ? (p.resumed ? "resumed" : fmt::format("done {}", format_seconds(p.matrix_elapsed_s)))
                                   : p.stage == S::kIteration
                                         ? fmt::format("it {}/{} {} eta {}", p.iteration + 1, p.iterations + 1,
                                                       format_seconds(p.matrix_elapsed_s), format_seconds(p.matrix_eta_s))
                                         : std::string("start");
-    progress_bar(p.matrix + (done ? 1 : 0), p.matrices,
+    progress_bar(p.done, p.matrices,
                  fmt::format("{} [{}] | total {} eta {}      ", p.name, what, format_seconds(p.total_elapsed_s),
                              p.total_eta_s > 0 ? format_seconds(p.total_eta_s) : std::string("?")));
     if (!tty) fmt::print(stderr, "\n");
@@ -773,8 +774,10 @@ int compress_cmd(const std::string& model_path, const Options& opt) {
   fmt::print("overall bpw: {:.4f} (projection matrices: packed codes + codebooks, or RTN codes + fp16 scales/mins)\n", rep.bpw);
   fmt::print("output:      {} ({:.2f} MiB{})\n", out, static_cast<double>(rep.output_bytes) / (1 << 20),
              o.reference_layout ? ", reference layout" : "");
-  fmt::print("time:        {} ({} of {} matrices resumed from {})\n", format_seconds(rep.seconds), rep.resumed,
-             rep.matrices.size(), o.work_dir.empty() ? out + ".work" : o.work_dir);
+  fmt::print("time:        {} ({} of {} matrices resumed from {}; {} job{} of {} thread{} at a time{})\n",
+             format_seconds(rep.seconds), rep.resumed, rep.matrices.size(), o.work_dir.empty() ? out + ".work" : o.work_dir,
+             rep.jobs, rep.jobs == 1 ? "" : "s", rep.job_threads, rep.job_threads == 1 ? "" : "s",
+             rep.jobs > 1 ? ": the per-kind times overlap" : "");
   return 0;
 }
 
@@ -989,7 +992,9 @@ int usage(int rc) {
              "                         [--search-d 4,8] [--method cluscomp|rtn] [--bits N] [--group-size N] [--matrices PATTERNS]\n"
              "                         [--iterations N] [--seed N] [--code-bits N] [--centroid-dtype f16|bf16|f32]\n"
              "                         [--dense-dtype f16|bf16|f32] [--reference-layout] [--work-dir D] [--threads N]\n"
-             "                         [--activations TEXT [--act-samples N] [--act-window N] [--importance-damp X]]\n"
+             "                         [--jobs N] [--activations TEXT [--act-samples N] [--act-window N] [--importance-damp X]]\n"
+             "         --jobs: matrices compressed at once, threads / N threads each (default min(threads, 2));\n"
+             "                 the output is the same for any N\n"
              "         --activations: activation-aware clustering, input statistics from N windows of the text\n"
              "                        (default 16 x 256 tokens at offsets from --seed; damping 0.01)\n"
              "         PATTERNS: q,k,v,o,gate,up,down,attn,mlp,all; SPEC: \"KINDS:d=N,k=N,s=N;KINDS:...\"\n"
@@ -1038,7 +1043,7 @@ int run(int argc, char** argv) {
     return compress_cmd(model, parse_options(argc, argv, 3,
                                              {"out", "bpw", "d", "k", "s", "per-kind", "method", "bits", "group-size",
                                               "matrices", "iterations", "seed", "code-bits", "search-d", "centroid-dtype",
-                                              "dense-dtype", "work-dir", "threads", "activations", "act-samples",
+                                              "dense-dtype", "work-dir", "threads", "jobs", "activations", "act-samples",
                                               "act-window", "importance-damp"},
                                              {"reference-layout"}));
   if (cmd == "calibrate") {

@@ -10,6 +10,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <csignal>
 #include <cmath>
 #include <filesystem>
@@ -270,7 +271,8 @@ TEST_CASE("compress: RTN 2/3/4 bits within the rounding bound, stored dense-deco
 TEST_CASE("compress: an interrupted run resumes to a byte-identical file without redoing matrices",
           "[pipeline][compress][resume]") {
   Fixture fx;
-  const CompressOptions o = explicit_options(4, 32);
+  CompressOptions o = explicit_options(4, 32);
+  o.jobs = 1;  // one matrix at a time: the interruptions below happen after an exact count
   const std::filesystem::path a = fx.dir / "a.safetensors", b = fx.dir / "b.safetensors";
   compress_model(fx.src, a.string(), o);
   // Interrupt after 5 finished matrices.
@@ -332,6 +334,66 @@ TEST_CASE("compress: an interrupted run resumes to a byte-identical file without
   other.seed = 7;
   const CompressReport ro = compress_model(fx.src, b.string(), other);
   CHECK(ro.resumed == 0);
+}
+
+TEST_CASE("compress: several matrices at once give the same bytes; a cancel stops every job",
+          "[pipeline][compress][jobs]") {
+  Fixture fx;
+  CompressOptions o = explicit_options(4, 32);
+  o.jobs = 1;
+  o.threads = 1;
+  const std::filesystem::path a = fx.dir / "a.safetensors";
+  const CompressReport ra = compress_model(fx.src, a.string(), o);
+  CHECK(ra.jobs == 1);
+  for (int jobs : {2, 3, 0}) {
+    INFO("jobs " << jobs);
+    CompressOptions j = o;
+    j.jobs = jobs;
+    j.threads = 3;
+    const std::filesystem::path b = fx.dir / ("j" + std::to_string(jobs) + ".safetensors");
+    // The callback is never entered by two jobs at once, and `done` counts finished matrices.
+    std::atomic<int> inside{0};
+    int64_t last_done = 0;
+    bool overlap = false, monotone = true;
+    j.progress = [&](const CompressProgress& p) {
+      overlap = overlap || inside.fetch_add(1) != 0;
+      monotone = monotone && p.done >= last_done;
+      last_done = p.done;
+      inside.fetch_sub(1);
+      return true;
+    };
+    const CompressReport rb = compress_model(fx.src, b.string(), j);
+    CHECK(rb.jobs == (jobs == 0 ? 2 : jobs));
+    CHECK(rb.job_threads == 1);  // 3 threads / 2 or 3 jobs
+    CHECK_FALSE(overlap);
+    CHECK(monotone);
+    CHECK(last_done == static_cast<int64_t>(rb.matrices.size()));
+    CHECK(file_bytes(a) == file_bytes(b));
+    REQUIRE(rb.matrices.size() == ra.matrices.size());
+    for (size_t i = 0; i < rb.matrices.size(); ++i) CHECK(rb.matrices[i].plan.name == ra.matrices[i].plan.name);
+  }
+  // Cancel with 3 jobs: the call throws kCancelled, no output, the work files that exist are
+  // whole matrices, and a resume with 2 jobs reuses them and ends with the same bytes.
+  CompressOptions cut = o;
+  cut.jobs = 3;
+  cut.threads = 3;
+  int done = 0;
+  cut.progress = [&](const CompressProgress& p) {
+    if (p.stage == CompressProgress::Stage::kMatrixDone) ++done;
+    return done < 4;
+  };
+  const std::filesystem::path c = fx.dir / "c.safetensors";
+  require_error([&] { compress_model(fx.src, c.string(), cut); }, StatusCode::kCancelled, "cancelled at matrix");
+  CHECK_FALSE(std::filesystem::exists(c));
+  int work_files = 0;
+  for (const auto& e : std::filesystem::directory_iterator(c.string() + ".work")) work_files += e.is_regular_file();
+  CHECK(work_files >= 4);
+  CompressOptions resume = o;
+  resume.jobs = 2;
+  resume.threads = 2;
+  const CompressReport rc = compress_model(fx.src, c.string(), resume);
+  CHECK(rc.resumed == work_files);
+  CHECK(file_bytes(a) == file_bytes(c));
 }
 
 TEST_CASE("compress: bad input gives a clear error and no output", "[pipeline][compress][errors]") {

@@ -39,16 +39,20 @@
 
 #include <algorithm>
 #include <array>
+#include <atomic>
 #include <chrono>
 #include <cmath>
 #include <cstdint>
 #include <cstdio>
 #include <cstring>
+#include <exception>
 #include <filesystem>
 #include <functional>
 #include <limits>
 #include <map>
+#include <mutex>
 #include <string>
+#include <thread>
 #include <utility>
 #include <vector>
 
@@ -225,11 +229,13 @@ struct CompressProgress {
   int64_t matrices = 0;  // total
   std::string name;
   bool resumed = false;  // kMatrixDone: taken from the work directory
+  int64_t done = 0;      // matrices finished so far (with `jobs` > 1 they finish out of order)
   int iteration = 0, iterations = 0;
   double matrix_elapsed_s = 0, total_elapsed_s = 0;
   double matrix_eta_s = 0, total_eta_s = 0;  // estimates; 0 when unknown
 };
 /// Return false to cancel: compress_model then throws Error(kCancelled) and keeps the work files.
+/// Never called by two threads at once, also with CompressOptions::jobs > 1.
 using CompressCallback = std::function<bool(const CompressProgress&)>;
 
 struct CompressOptions {
@@ -249,6 +255,13 @@ struct CompressOptions {
   int iterations = 20;  // Lloyd iterations of the final k-means (the reference: 20)
   uint64_t seed = 1234;
   int threads = 0;  // 0: all hardware threads
+  /// Matrices compressed at the same time, each by threads / jobs threads (at least 1); the
+  /// output is the same bytes for any value (k-means is deterministic for any thread count).
+  /// 0: min(threads, 2). A small matrix's k-means uses many threads poorly (SmolLM2-135M, 2
+  /// threads: 1 job 30 s, 2 jobs of 1 thread 24 s; docs/results.md), so on many cores and small
+  /// matrices more jobs pay; each job holds one matrix's k-means buffers (~50 bytes per weight
+  /// at d = 4).
+  int jobs = 0;
   DType dense_dtype = DType::kF16;  // storage of the tensors that stay dense (embeddings, norms)
   bool reference_layout = false;    // write the reference's layout (a directory; S = 1, one K and d)
   std::string work_dir;             // "" : <out>.work
@@ -301,6 +314,8 @@ struct CompressReport {
   int64_t output_bytes = 0;            // size of the output (file, or directory total)
   double seconds = 0;
   int64_t resumed = 0;  // matrices taken from the work directory
+  int jobs = 1;         // matrices that were compressed at the same time (their `seconds` overlap)
+  int job_threads = 1;  // threads of each
 };
 
 // ---------------------------------------------------------------------------------------------
@@ -806,12 +821,26 @@ inline CompressReport compress_model(const SourceModel& m, const std::string& ou
                         (o.iterations + 1) / p.cluster.num_codebooks;
     total_cost += cost[i];
   }
-  double done_cost = 0, computed_cost = 0, computed_s = 0;
+  double done_cost = 0, computed_cost = 0;
 
   CompressReport rep;
+  rep.matrices.resize(plans.size());
   std::map<std::string, CodebookTensor> clustered;
   std::map<std::string, std::vector<float>> rtn_values;
-  for (size_t mi = 0; mi < plans.size(); ++mi) {
+  const int threads = resolve_thread_count(o.threads);
+  const int jobs = static_cast<int>(std::max<int64_t>(
+      1, std::min<int64_t>(o.jobs > 0 ? o.jobs : std::min(threads, 2), static_cast<int64_t>(plans.size()))));
+  const int job_threads = std::max(1, threads / jobs);
+  rep.jobs = jobs;
+  rep.job_threads = job_threads;
+  // Shared state of the jobs: under `mu` (the callback, the maps, the cost counters).
+  std::mutex mu;
+  std::atomic<bool> stop{false};
+  std::exception_ptr failure;  // what stopped the jobs: the first error, or the cancel
+  int64_t finished = 0;
+  const auto t_compute = Clock::now();
+
+  auto process = [&](size_t mi) {
     const MatrixPlan& p = plans[mi];
     const std::string job = compress_detail::job_string(p, o, m, source_bytes);
     const fs::path wf = work / (p.name + ".safetensors");
@@ -819,11 +848,15 @@ inline CompressReport compress_model(const SourceModel& m, const std::string& ou
     mr.plan = p;
     const std::vector<float>& w = compress_detail::find_tensor(m, p.name).values;
     auto notify = [&](CompressProgress::Stage stage, int it, double mat_s, double mat_eta) {
+      std::lock_guard<std::mutex> lock(mu);
+      if (stop.load()) throw Error(StatusCode::kCancelled, "compress: stopped");  // another job failed or cancelled
+      if (stage == CompressProgress::Stage::kMatrixDone) ++finished;
       if (!o.progress) return;
       CompressProgress pr;
       pr.stage = stage;
       pr.matrix = static_cast<int64_t>(mi);
       pr.matrices = static_cast<int64_t>(plans.size());
+      pr.done = finished;
       pr.name = p.name;
       pr.resumed = mr.resumed;
       pr.iteration = it;
@@ -831,18 +864,26 @@ inline CompressReport compress_model(const SourceModel& m, const std::string& ou
       pr.matrix_elapsed_s = mat_s;
       pr.total_elapsed_s = since(t_start);
       pr.matrix_eta_s = mat_eta;
-      const double rate = computed_cost > 0 ? computed_s / computed_cost : 0.0;
+      // Wall seconds per unit of cost over the computed matrices (the jobs overlap).
+      const double rate = computed_cost > 0 ? since(t_compute) / computed_cost : 0.0;
       const double frac = stage == CompressProgress::Stage::kMatrixDone ? 1.0
                           : (p.method == CompressMethod::kCluster && o.iterations > 0)
                               ? std::min(1.0, (it + 1.0) / (o.iterations + 1.0))
                               : 0.0;
       const double left = total_cost - done_cost - (stage == CompressProgress::Stage::kMatrixDone ? 0.0 : frac * cost[mi]);
-      pr.total_eta_s = rate > 0 ? rate * left : 0.0;
-      if (!o.progress(pr))
-        throw Error(StatusCode::kCancelled, "compress: cancelled at matrix " + std::to_string(mi + 1) + " of " +
-                                                std::to_string(plans.size()) + "; finished matrices are kept in " + work.string());
+      pr.total_eta_s = rate > 0 ? rate * std::max(0.0, left) : 0.0;
+      if (!o.progress(pr)) {
+        const Error e(StatusCode::kCancelled, "compress: cancelled at matrix " + std::to_string(mi + 1) + " of " +
+                                                  std::to_string(plans.size()) + "; finished matrices are kept in " +
+                                                  work.string());
+        failure = std::make_exception_ptr(e);  // recorded before `stop`, so no job records its own stop
+        stop.store(true);
+        throw e;
+      }
     };
     bool reused = false;
+    CodebookTensor reused_t;
+    std::vector<float> reused_rtn;
     if (fs::exists(wf)) {
       try {
         CluscompModel cm = read_cluscomp_model(wf.string());
@@ -853,13 +894,13 @@ inline CompressReport compress_model(const SourceModel& m, const std::string& ou
           if (p.method == CompressMethod::kRtn) {
             const TensorRef* t = cm.find_dense(p.name);
             if (t && t->shape == std::vector<int64_t>{p.out, p.in}) {
-              rtn_values[p.name] = tensor_to_float(*t);
+              reused_rtn = tensor_to_float(*t);
               reused = true;
             }
           } else {
             auto it = cm.clustered.find(p.name);
             if (it != cm.clustered.end() && it->second.shape() == compress_detail::shape_of(p)) {
-              clustered[p.name] = std::move(it->second);
+              reused_t = std::move(it->second);
               reused = true;
             }
           }
@@ -879,8 +920,13 @@ inline CompressReport compress_model(const SourceModel& m, const std::string& ou
     }
     if (reused) {
       mr.resumed = true;
-      ++rep.resumed;
       notify(CompressProgress::Stage::kMatrixStart, 0, 0, 0);
+      std::lock_guard<std::mutex> lock(mu);
+      ++rep.resumed;
+      if (p.method == CompressMethod::kRtn)
+        rtn_values[p.name] = std::move(reused_rtn);
+      else
+        clustered[p.name] = std::move(reused_t);
     } else {
       const auto t0 = Clock::now();
       notify(CompressProgress::Stage::kMatrixStart, 0, 0, 0);
@@ -892,8 +938,9 @@ inline CompressReport compress_model(const SourceModel& m, const std::string& ou
       std::vector<TensorRef> dense_refs;
       std::map<std::string, CodebookTensor> one;
       std::vector<uint16_t> half;
+      std::vector<float> q;
       if (p.method == CompressMethod::kRtn) {
-        std::vector<float> q = rtn_quantize(w, p.out, p.in, p.rtn);
+        q = rtn_quantize(w, p.out, p.in, p.rtn);
         half.resize(q.size());
         double e = 0;
         for (size_t i = 0; i < q.size(); ++i) {
@@ -903,12 +950,11 @@ inline CompressReport compress_model(const SourceModel& m, const std::string& ou
           e += diff * diff;
         }
         mr.sq_error = e;
-        rtn_values[p.name] = std::move(q);
         dense_refs.push_back(TensorRef{p.name, DType::kF16, {p.out, p.in},
                                        reinterpret_cast<const unsigned char*>(half.data()), half.size() * 2});
       } else {
         const int nsub = p.cluster.num_codebooks;
-        CodebookTensor t = cluster_matrix(w, p.out, p.in, p.cluster, p.name, o.iterations, o.seed, o.threads,
+        CodebookTensor t = cluster_matrix(w, p.out, p.in, p.cluster, p.name, o.iterations, o.seed, job_threads,
                                           [&](int s, int it) {
                                             const double el = since(t0);
                                             const double frac = (s * (o.iterations + 1.0) + it + 1.0) /
@@ -931,20 +977,48 @@ inline CompressReport compress_model(const SourceModel& m, const std::string& ou
       }
       sj["seconds"] = mr.seconds;
       write_cluscomp_model(wf.string(), dense_refs, one, {{"compress.job", job}, {"compress.stats", sj.dump()}});
-      if (!one.empty()) clustered[p.name] = std::move(one.begin()->second);
+      std::lock_guard<std::mutex> lock(mu);
+      if (p.method == CompressMethod::kRtn)
+        rtn_values[p.name] = std::move(q);
+      else
+        clustered[p.name] = std::move(one.begin()->second);
       computed_cost += cost[mi];
-      computed_s += mr.seconds;
     }
-    done_cost += cost[mi];
-    rep.matrices.push_back(mr);
+    {
+      std::lock_guard<std::mutex> lock(mu);
+      done_cost += cost[mi];
+    }
+    rep.matrices[mi] = mr;
     notify(CompressProgress::Stage::kMatrixDone, o.iterations, mr.seconds, 0);
-  }
+  };
+  // Jobs take the matrices in plan order; the first error (or a cancel) stops the others at
+  // their next progress point, and is what compress_model throws. Finished matrices are in the
+  // work directory either way.
+  std::atomic<size_t> next{0};
+  auto worker = [&] {
+    for (size_t mi = next++; mi < plans.size() && !stop.load(); mi = next++) {
+      try {
+        process(mi);
+      } catch (...) {
+        std::lock_guard<std::mutex> lock(mu);
+        if (!stop.load()) {  // the first error; later ones are jobs leaving because of it
+          failure = std::current_exception();
+          stop.store(true);
+        }
+      }
+    }
+  };
+  std::vector<std::thread> pool;
+  for (int j = 1; j < jobs; ++j) pool.emplace_back(worker);
+  worker();
+  for (std::thread& t : pool) t.join();
+  if (failure) std::rethrow_exception(failure);
 
   // --- assemble the output ---
   if (o.progress) {
     CompressProgress pr;
     pr.stage = CompressProgress::Stage::kWriting;
-    pr.matrix = pr.matrices = static_cast<int64_t>(plans.size());
+    pr.matrix = pr.matrices = pr.done = static_cast<int64_t>(plans.size());
     pr.total_elapsed_s = since(t_start);
     if (!o.progress(pr)) throw Error(StatusCode::kCancelled, "compress: cancelled before writing the output");
   }
