@@ -695,9 +695,10 @@ int compress_cmd(const std::string& model_path, const Options& opt) {
   o.progress = [&](const cc::CompressProgress& p) {
     using S = cc::CompressProgress::Stage;
     if (p.stage == S::kSearch) {
-      if (tty || p.matrix == 0 || p.matrix + 1 == p.matrices)
-        progress_bar(p.matrix + 1, p.matrices, fmt::format("bpw search: {}          ", p.name));
-      if (!tty) fmt::print(stderr, "\n");
+      if (tty || p.done == 0 || p.done + 1 == p.matrices) {
+        progress_bar(p.done + 1, p.matrices, fmt::format("bpw search: {}          ", p.name));
+        if (!tty) fmt::print(stderr, "\n");
+      }
       return true;
     }
     if (p.stage == S::kWriting) {

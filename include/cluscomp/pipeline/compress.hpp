@@ -322,6 +322,53 @@ struct CompressReport {
 
 namespace compress_detail {
 
+/// Runs task(i) for i in [0, n) on `jobs` threads (the caller's among them), which take the
+/// indices in order. The first exception a task throws, or the first fail(), stops the other jobs:
+/// they take no new index, and tasks poll stopped() at their progress points to leave early (what
+/// they throw then is ignored). run() rethrows that first exception.
+class JobRunner {
+ public:
+  explicit JobRunner(int jobs) : jobs_(std::max(1, jobs)) {}
+  template <class F>
+  void run(size_t n, F&& task) {
+    std::atomic<size_t> next{0};
+    auto worker = [&] {
+      for (size_t i = next++; i < n && !stop_.load(); i = next++) {
+        try {
+          task(i);
+        } catch (...) {
+          fail(std::current_exception());
+        }
+      }
+    };
+    std::vector<std::thread> pool;
+    for (int j = 1; j < jobs_ && static_cast<size_t>(j) < n; ++j) pool.emplace_back(worker);
+    worker();
+    for (std::thread& t : pool) t.join();
+    if (failure_) std::rethrow_exception(failure_);
+  }
+  /// Records e as the outcome unless another came first, and stops the jobs.
+  void fail(std::exception_ptr e) {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (stop_.load()) return;  // jobs leaving because of the first one
+    failure_ = std::move(e);
+    stop_.store(true);
+  }
+  bool stopped() const { return stop_.load(); }
+
+ private:
+  int jobs_;
+  std::mutex mu_;
+  std::atomic<bool> stop_{false};
+  std::exception_ptr failure_;
+};
+
+/// Matrices at once for CompressOptions::jobs (0: min(threads, 2)), at most `matrices`.
+inline int resolve_jobs(int requested, int threads, size_t matrices) {
+  const int64_t j = requested > 0 ? requested : std::min(threads, 2);
+  return static_cast<int>(std::max<int64_t>(1, std::min<int64_t>(j, static_cast<int64_t>(matrices))));
+}
+
 inline double rtn_bpw(const RtnSettings& r, int64_t in) {
   const int64_t groups = (in + r.group_size - 1) / r.group_size;
   return r.bits + 32.0 * static_cast<double>(groups) / static_cast<double>(in);
@@ -635,16 +682,29 @@ inline std::vector<MatrixPlan> plan_compression(const SourceModel& m, const Comp
   };
   std::vector<std::vector<Candidate>> cands(plans.size());
   double total_weights = 0;
-  for (size_t mi = 0; mi < plans.size(); ++mi) {
-    MatrixPlan& p = plans[mi];
-    total_weights += static_cast<double>(p.out) * static_cast<double>(p.in);
-    if (o.progress) {
+  for (const MatrixPlan& p : plans) total_weights += static_cast<double>(p.out) * static_cast<double>(p.in);
+  // Matrices in parallel as compress_model runs them (the estimates do not depend on it).
+  const int threads = resolve_thread_count(o.threads);
+  const int jobs = compress_detail::resolve_jobs(o.jobs, threads, plans.size());
+  compress_detail::JobRunner runner(jobs);
+  std::mutex mu;
+  int64_t searched = 0;
+  runner.run(plans.size(), [&](size_t mi) {
+    const MatrixPlan& p = plans[mi];
+    {
+      std::lock_guard<std::mutex> lock(mu);
+      if (runner.stopped()) return;
       CompressProgress pr;
       pr.stage = CompressProgress::Stage::kSearch;
       pr.matrix = static_cast<int64_t>(mi);
       pr.matrices = static_cast<int64_t>(plans.size());
+      pr.done = searched++;
       pr.name = p.name;
-      if (!o.progress(pr)) throw Error(StatusCode::kCancelled, "compress: cancelled during the bpw search");
+      if (o.progress && !o.progress(pr)) {
+        const Error e(StatusCode::kCancelled, "compress: cancelled during the bpw search");
+        runner.fail(std::make_exception_ptr(e));
+        throw e;
+      }
     }
     const std::vector<float>& w = compress_detail::find_tensor(m, p.name).values;
     const std::vector<float> colw = compress_detail::column_weights(o, p.name, p.in);
@@ -664,7 +724,7 @@ inline std::vector<MatrixPlan> plan_compression(const SourceModel& m, const Comp
       ko.k = std::min<int64_t>(o.search_k, std::max<int64_t>(2, ns / 8));
       ko.iterations = o.search_iterations;
       ko.seed = compress_detail::matrix_seed(o.seed, p.name, 1000 + d);
-      ko.threads = o.threads;
+      ko.threads = std::max(1, threads / jobs);
       if (!sub_w.empty()) ko.point_weights = sub_w.data();  // D_s becomes the weighted (output) error
       KMeansResult r;
       const Status st = kmeans(make_matrix_view<const float>(sub.data(), ns, d), ko, &r);
@@ -688,7 +748,7 @@ inline std::vector<MatrixPlan> plan_compression(const SourceModel& m, const Comp
     }
     if (cands[mi].empty())
       throw Error(StatusCode::kInvalidArgument, "bpw search: no candidate settings for " + p.name);
-  }
+  });
   const double budget = o.target_bpw * total_weights;
   double min_bits = 0;
   for (const auto& cs : cands) {
@@ -828,15 +888,12 @@ inline CompressReport compress_model(const SourceModel& m, const std::string& ou
   std::map<std::string, CodebookTensor> clustered;
   std::map<std::string, std::vector<float>> rtn_values;
   const int threads = resolve_thread_count(o.threads);
-  const int jobs = static_cast<int>(std::max<int64_t>(
-      1, std::min<int64_t>(o.jobs > 0 ? o.jobs : std::min(threads, 2), static_cast<int64_t>(plans.size()))));
+  const int jobs = compress_detail::resolve_jobs(o.jobs, threads, plans.size());
   const int job_threads = std::max(1, threads / jobs);
   rep.jobs = jobs;
   rep.job_threads = job_threads;
-  // Shared state of the jobs: under `mu` (the callback, the maps, the cost counters).
-  std::mutex mu;
-  std::atomic<bool> stop{false};
-  std::exception_ptr failure;  // what stopped the jobs: the first error, or the cancel
+  compress_detail::JobRunner runner(jobs);
+  std::mutex mu;  // the callback, the maps, the cost counters
   int64_t finished = 0;
   const auto t_compute = Clock::now();
 
@@ -849,7 +906,7 @@ inline CompressReport compress_model(const SourceModel& m, const std::string& ou
     const std::vector<float>& w = compress_detail::find_tensor(m, p.name).values;
     auto notify = [&](CompressProgress::Stage stage, int it, double mat_s, double mat_eta) {
       std::lock_guard<std::mutex> lock(mu);
-      if (stop.load()) throw Error(StatusCode::kCancelled, "compress: stopped");  // another job failed or cancelled
+      if (runner.stopped()) throw Error(StatusCode::kCancelled, "compress: stopped");  // another job failed or cancelled
       if (stage == CompressProgress::Stage::kMatrixDone) ++finished;
       if (!o.progress) return;
       CompressProgress pr;
@@ -876,8 +933,7 @@ inline CompressReport compress_model(const SourceModel& m, const std::string& ou
         const Error e(StatusCode::kCancelled, "compress: cancelled at matrix " + std::to_string(mi + 1) + " of " +
                                                   std::to_string(plans.size()) + "; finished matrices are kept in " +
                                                   work.string());
-        failure = std::make_exception_ptr(e);  // recorded before `stop`, so no job records its own stop
-        stop.store(true);
+        runner.fail(std::make_exception_ptr(e));  // before any job can see stopped() and throw its own
         throw e;
       }
     };
@@ -991,28 +1047,9 @@ inline CompressReport compress_model(const SourceModel& m, const std::string& ou
     rep.matrices[mi] = mr;
     notify(CompressProgress::Stage::kMatrixDone, o.iterations, mr.seconds, 0);
   };
-  // Jobs take the matrices in plan order; the first error (or a cancel) stops the others at
-  // their next progress point, and is what compress_model throws. Finished matrices are in the
-  // work directory either way.
-  std::atomic<size_t> next{0};
-  auto worker = [&] {
-    for (size_t mi = next++; mi < plans.size() && !stop.load(); mi = next++) {
-      try {
-        process(mi);
-      } catch (...) {
-        std::lock_guard<std::mutex> lock(mu);
-        if (!stop.load()) {  // the first error; later ones are jobs leaving because of it
-          failure = std::current_exception();
-          stop.store(true);
-        }
-      }
-    }
-  };
-  std::vector<std::thread> pool;
-  for (int j = 1; j < jobs; ++j) pool.emplace_back(worker);
-  worker();
-  for (std::thread& t : pool) t.join();
-  if (failure) std::rethrow_exception(failure);
+  // The first error (or a cancel) stops the other jobs at their next progress point and is what
+  // compress_model throws; finished matrices are in the work directory either way.
+  runner.run(plans.size(), process);
 
   // --- assemble the output ---
   if (o.progress) {
