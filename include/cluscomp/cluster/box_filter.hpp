@@ -130,7 +130,6 @@ inline void kd_order(KdEntry<D>* e, int64_t b, int64_t end, int64_t unit, int64_
   if (out) out->emplace_back(b, end);
 }
 
-
 }  // namespace box_detail
 
 /// Builds bf for the k centroids c (k x D, row-major; every coordinate finite), with up to

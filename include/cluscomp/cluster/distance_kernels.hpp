@@ -382,8 +382,6 @@ struct FilterBlock {
   int64_t count = 0;              // entries, = the SoaBlock's count (a multiple of 8)
 };
 
-/// Fills `buf` (resized) from `blk` (padding: entries whose index is kNoIndex) and returns the
-/// FilterBlock pointing into it.
 /// A 32-byte aligned pointer into buf, resized to n floats (+ 8 spare, so that the start can move
 /// to the boundary: no split vector loads) and filled with `fill`.
 inline float* aligned_floats(std::vector<float>& buf, int64_t n, float fill) {
@@ -393,6 +391,8 @@ inline float* aligned_floats(std::vector<float>& buf, int64_t n, float fill) {
   return p;
 }
 
+/// Fills `buf` (resized) from `blk` (padding: entries whose index is kNoIndex) and returns the
+/// FilterBlock pointing into it.
 template <int D>
 inline FilterBlock make_filter_block(const SoaBlock& blk, std::vector<float>& buf) {
   // The blocks, then the centre.
