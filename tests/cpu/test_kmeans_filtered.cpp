@@ -434,6 +434,7 @@ enum class Path {
   kLists,      // shared candidate lists, the uncovered points by the filtered brute force
   kFilterAll,  // every point by the filtered brute force
   kBox,        // every point by the box-pruned filtered brute force
+  kBoxFirst,   // the first assignment by the box-pruned scan, the later ones as kLists
 };
 
 // kmeans() against the exact paths: portable kernels (no filter: lists, tree search and exact
@@ -466,7 +467,7 @@ void check_kmeans_filtered(const std::vector<float>& x, int d, int64_t k, int it
     REQUIRE(base.stats.filter_evaluations > 0);
     REQUIRE(base.stats.filter_rechecks > 0);
     REQUIRE(base.stats.filter_rechecks < base.stats.assignments * 8);
-    if (expect != Path::kLists) {
+    if (expect != Path::kLists && expect != Path::kBoxFirst) {
       REQUIRE(base.stats.tree_search_points == 0);
       REQUIRE(base.stats.brute_force_points == base.stats.assignments);
     }
@@ -475,6 +476,9 @@ void check_kmeans_filtered(const std::vector<float>& x, int d, int64_t k, int it
       // The boxes pruned: fewer first-stage pairs than K per point (few, wide boxes at K <= 1100
       // and d >= 5 prune only 15-50% here; the kernel test checks the pruning on its own).
       REQUIRE(base.stats.filter_evaluations < base.stats.assignments * k);
+    } else if (expect == Path::kBoxFirst) {
+      REQUIRE(base.stats.box_points == static_cast<int64_t>(x.size()) / d);  // the first assignment only
+      REQUIRE(base.stats.assignments > base.stats.box_points);
     } else {
       REQUIRE(base.stats.box_points == 0);
     }
@@ -538,6 +542,8 @@ TEST_CASE("kmeans with the filtered brute force is bit-identical to the exact pa
 TEST_CASE("kmeans with the filtered brute force is bit-identical to the exact paths (other d)", "[kmeans][filter]") {
   SECTION("d = 4, box") { check_kmeans_filtered(weight_like_points(40000, 4, 60), 4, 1000, 4, Path::kBox); }
   SECTION("d = 5") { check_kmeans_filtered(weight_like_points(20000, 5, 61), 5, 300, 4, Path::kBox); }
+  // 200 points per cluster at d = 4: lists, but the first assignment takes the boxes.
+  SECTION("d = 4, boxes first") { check_kmeans_filtered(weight_like_points(60000, 4, 68), 4, 300, 3, Path::kBoxFirst); }
   SECTION("d = 3, box (few points per cluster)") { check_kmeans_filtered(weight_like_points(12000, 3, 67), 3, 1000, 3, Path::kBox); }
   // d >= 12 below K = 16384: the plain filtered scan for every point.
   SECTION("d = 12") { check_kmeans_filtered(gaussian_points(9000, 12, 20, 62), 12, 150, 4, Path::kFilterAll); }
@@ -585,4 +591,68 @@ TEST_CASE("box split tree: each centroid's first guess is itself", "[kmeans][fil
   }
   check_box_guess<4>(3000, true, 73);
   check_box_guess<2>(700, false, 74);
+}
+
+namespace {
+// Batched first guesses (box_region_guess_many: descents advanced together with branch-free
+// selects, AVX2 region scans four points at a time) against a plain twin written here: descend
+// the split tree one point at a time, then the lexicographic minimum of (exact distance, index)
+// over the aligned region of `leaves` leaves. Grid coordinates make distance ties, so the index
+// order of the minimum is checked too; the point counts leave partial batches and partial tiles.
+template <int D>
+void check_guess_batches(int64_t k, int64_t n, int64_t leaves, uint64_t seed) {
+  std::mt19937_64 rng(seed);
+  std::student_t_distribution<float> st(4.0f);
+  std::vector<float> cen(static_cast<size_t>(k * D)), pts(static_cast<size_t>(n * D));
+  for (auto& v : cen) v = std::round(st(rng) * 4.0f) / 4.0f;
+  for (auto& v : pts) v = std::round(st(rng) * 4.0f) / 4.0f;
+  BoxFilter bf;
+  build_box_filter<D>(cen.data(), k, bf, 1);
+  build_box_guess<D>(bf);
+  std::vector<uint32_t> want(static_cast<size_t>(n));
+  for (int64_t i = 0; i < n; ++i) {
+    const float* x = &pts[static_cast<size_t>(i * D)];
+    int32_t node = 0;
+    while (bf.guess.nodes[static_cast<size_t>(node)].dim >= 0) {
+      const auto& nd = bf.guess.nodes[static_cast<size_t>(node)];
+      node = x[nd.dim] < nd.split ? nd.left : nd.right;
+    }
+    const int64_t first = bf.guess.nodes[static_cast<size_t>(node)].left / leaves * leaves * kBoxLeaf;
+    const int64_t last = std::min(first + leaves * kBoxLeaf, bf.blk.stride);
+    float bd = std::numeric_limits<float>::infinity();
+    int32_t bi = kNoIndex;
+    for (int64_t m = first; m < last; ++m) {
+      const int32_t id = bf.idx[static_cast<size_t>(m)];
+      if (id == kNoIndex) continue;
+      float d2 = 0.0f;
+      for (int c = 0; c < D; ++c) {
+        const float t = x[c] - cen[static_cast<size_t>(id) * D + static_cast<size_t>(c)];
+        float q = t * t;
+        CLUSCOMP_NO_CONTRACT(q);  // the library's evaluation order: no FMA
+        d2 += q;
+      }
+      if (d2 < bd || (d2 == bd && id < bi)) {
+        bd = d2;
+        bi = id;
+      }
+    }
+    want[static_cast<size_t>(i)] = static_cast<uint32_t>(bi);
+  }
+  for (bool simd : {false, true}) {
+    std::vector<uint32_t> got(static_cast<size_t>(n), 0xffffffffu);
+    box_region_guess_many<D>(simd && cpu_has_avx2(), bf, pts.data(), n, leaves, got.data());
+    INFO("k = " << k << ", n = " << n << ", leaves = " << leaves << ", simd = " << simd);
+    REQUIRE(got == want);
+  }
+}
+}  // namespace
+
+TEST_CASE("box split tree: batched first guesses equal a one-point twin", "[kmeans][filter][box]") {
+  for (int64_t leaves : {int64_t{1}, int64_t{2}, int64_t{8}}) {
+    check_guess_batches<4>(1000, 1237, leaves, 81);
+    check_guess_batches<8>(333, 1001, leaves, 82);
+    check_guess_batches<2>(4096, 2051, leaves, 83);
+    check_guess_batches<3>(90, 515, leaves, 84);
+  }
+  check_guess_batches<4>(5, 13, 2, 85);  // one short leaf
 }

@@ -34,8 +34,11 @@
 ///    search there (docs/benchmarks.md). KMeansOptions::box_pruning overrides
 ///    the rule.
 ///  * The first labels (before the first exact assignment) are each point's nearest centroid
-///    among the 64 of two sibling leaves of the box k-d order (box_region_guess), so the first
-///    assignment's balls are already tight.
+///    among the 64 of two sibling leaves of the box k-d order (box_region_guess_many, eight
+///    points' descents at a time), so the first assignment's balls are already tight. Where the
+///    lists serve later assignments, the first one still takes the box scan for 4 <= d < 12 with
+///    K >= 16384 or <= 256 points per cluster (kBoxFirstMinK): seeded with guesses, not with the
+///    last assignment, the first lists are long, and the box scan tightens as it goes.
 ///  * Distances come from one SIMD kernel (AVX2 when the CPU has it, else portable code) whose
 ///    per-pair arithmetic is the same in every path, so the pruned scan returns exactly what a
 ///    brute-force scan with the same kernel returns: the lowest index among the minimal fp32
@@ -79,6 +82,7 @@
 #include "cluscomp/core/checked.hpp"
 #include "cluscomp/core/config.hpp"
 #include "cluscomp/core/error.hpp"
+#include "cluscomp/core/uninit.hpp"
 #include "cluscomp/core/view.hpp"
 
 CLUSCOMP_NAMESPACE_BEGIN
@@ -213,6 +217,19 @@ constexpr int64_t filter_all_max_per_cluster(int d) { return d < 8 ? 192 : 512; 
 inline constexpr int kBoxHighD = 12;
 inline constexpr int64_t kBoxHighDMinK = 16384;
 constexpr int64_t box_max_per_cluster(int d) { return d < 4 ? 16 : d == 4 ? 128 : 512; }
+// Where the lists serve the later assignments, the FIRST one (from the initial centroids, seeded
+// with the split tree's guesses) still takes the box-pruned scan when kBoxFirstMinD <= d <
+// kBoxHighD and (K >= kBoxFirstMinK or N <= K * kBoxFirstMaxPerCluster): the guesses are far
+// from exact there, and a list's radius comes from its points' seed distances, so the first
+// lists are long, while the box scan tightens each point's threshold as it goes. Same answer
+// either way (both exact). Measured (first assignment, 2 threads, lists -> boxes): weight-like
+// d = 4 K = 65536 N = 16.8M 3.5 -> 2.5 s and N = 58.7M 10.4 -> 7.6 s; d = 8 K = 16384 N = 16.8M
+// 25.9 -> 11.9 s; gaussian d = 4 K = 4096 N = 1M 0.098 -> 0.071 s. Not taken, slower there with
+// boxes: d = 2, 3; d = 4, 5, 6 with K <= 4096 and 1024 points per cluster (+7 to +30%); d = 12.
+// Neutral: d = 8 K = 4096 N = 4M.
+inline constexpr int kBoxFirstMinD = 4;
+inline constexpr int64_t kBoxFirstMinK = 16384;
+inline constexpr int64_t kBoxFirstMaxPerCluster = 256;
 // Points the lists do not cover go to the filtered brute force instead of the tree search from
 // this d (below kTreeMinKHighD); kTreeMaxD without the filter.
 inline constexpr int kTreeMaxDFilter = 4;
@@ -577,9 +594,13 @@ class LloydEngine {
     weighted_ = weights != nullptr;
     if (weighted_) {
       for (auto& b : w_) b.resize(static_cast<size_t>(n_));
-      std::copy(weights, weights + n_, w_[0].begin());
+      parallel_chunks(threads_, n_, 1 << 15, [&](int64_t b, int64_t e, int) {
+        std::copy(weights + b, weights + e, w_[0].begin() + b);
+      });
     }
     std::copy(init, init + k_ * D, centroids_.begin());
+    box_first_ = box_mode_ == KMeansBoxPruning::kAuto && box_possible() && !box_rule() && D >= kBoxFirstMinD &&
+                 D < kBoxHighD && (k_ >= kBoxFirstMinK || n_ <= k_ * kBoxFirstMaxPerCluster);
     set_centroids(true);
     // The first labels come from the boxes' split tree in every mode (with the lists it is built
     // for this alone): the same first labels give the same point order within each cluster, so
@@ -592,9 +613,7 @@ class LloydEngine {
     }
     const BoxFilter& guess = box_all() ? box_ : own;
     parallel_chunks(threads_, n_, 1 << 14, [&](int64_t b, int64_t e, int) {
-      for (int64_t i = b; i < e; ++i)
-        label_[static_cast<size_t>(i)] = static_cast<uint32_t>(
-            box_region_guess<D>(simd_, guess, &pts_[0][static_cast<size_t>(i) * D], kGuessLeaves));
+      box_region_guess_many<D>(simd_, guess, pts_[0].data() + b * D, e - b, kGuessLeaves, label_.data() + b);
     });
     sort_by_label();
   }
@@ -653,6 +672,10 @@ class LloydEngine {
       st.box_points += s.box;
     }
     st.assignments += n_;
+    if (box_first_) {
+      box_first_ = false;
+      box_ = BoxFilter();
+    }
     // Objective: double partial sums over fixed chunks, combined in chunk order; with weights,
     // each fp32 distance times its weight in double.
     constexpr int64_t kChunk = 1 << 16;
@@ -1041,8 +1064,14 @@ class LloydEngine {
 
   /// True when every point goes straight to the box-pruned filtered brute force (box_filter.hpp;
   /// the rule: box_max_per_cluster and kBoxHighD; KMeansOptions::box_pruning overrides it).
-  bool box_all() const {
-    if (box_mode_ == KMeansBoxPruning::kNever || !use_filter() || bounds_ || !pruning_ || k_ <= kBruteMaxK) return false;
+  bool box_all() const { return box_first_ || box_rule(); }
+  /// The preconditions of the box-pruned scan (box_all()).
+  bool box_possible() const {
+    return box_mode_ != KMeansBoxPruning::kNever && use_filter() && !bounds_ && pruning_ && k_ > kBruteMaxK;
+  }
+  /// box_all() for every assignment (box_first_ aside).
+  bool box_rule() const {
+    if (!box_possible()) return false;
     if (box_mode_ == KMeansBoxPruning::kAlways) return true;
     return (D < kBoxHighD || k_ >= kBoxHighDMinK) && n_ <= k_ * box_max_per_cluster(D);
   }
@@ -1171,28 +1200,29 @@ class LloydEngine {
   //   ||x - c_a|| < min(lb - local_drift_[a], rho_[a] - ||x - c_a|| - drift_[a]):
   // centroids whose new position lies within rho_[a] of c_a's old one moved by at most
   // local_drift_[a], and every other one is farther than rho_[a] - ||x - old c_a||.
-  std::vector<float> lb_;           // (N)
+  uninit_vector<float> lb_;         // (N)
   std::vector<float> drift_;        // (K) upper bound on how far each centroid moved
   std::vector<float> local_drift_;  // (K)
   std::vector<float> rho_;          // (K)
   std::vector<uint8_t> dirty_;      // (K) 1: the points of this cluster are all searched
   std::vector<float> old_centroids_;  // (K, D) the centroids before the last update
   std::vector<std::pair<int64_t, int64_t>> split_pairs_;  // (empty, donor) of the last update
-  std::vector<float> pts_[2];     // (N, D) points in cluster order; [1] is the sort target
-  std::vector<uint32_t> ids_[2];  // (N) input index of each sorted point
-  bool weighted_ = false;         // KMeansOptions::point_weights given (start())
-  std::vector<float> w_[2];       // (N) weight of each sorted point, only when weighted_; [1] sort target
-  std::vector<uint32_t> label_;   // (N) label of each sorted point, last assignment
-  std::vector<float> dist_;       // (N) fp32 squared distance to that label
-  std::vector<int64_t> seg_;      // (K+1) segment offsets of each cluster in sorted order
-  std::vector<int64_t> counts_;   // (K)
-  std::vector<float> centroids_;  // (K, D)
+  uninit_vector<float> pts_[2];     // (N, D) points in cluster order; [1] is the sort target
+  uninit_vector<uint32_t> ids_[2];  // (N) input index of each sorted point
+  bool weighted_ = false;           // KMeansOptions::point_weights given (start())
+  uninit_vector<float> w_[2];       // (N) weight of each sorted point, only when weighted_; [1] sort target
+  uninit_vector<uint32_t> label_;   // (N) label of each sorted point, last assignment
+  uninit_vector<float> dist_;       // (N) fp32 squared distance to that label
+  std::vector<int64_t> seg_;        // (K+1) segment offsets of each cluster in sorted order
+  std::vector<int64_t> counts_;     // (K)
+  std::vector<float> centroids_;    // (K, D)
   CentroidTree<D> tree_;
   std::vector<float> all_soa_;
   std::vector<int32_t> all_idx_;
   SoaBlock all_;
   std::vector<float> all_filter_buf_;
   FilterBlock all_filter_;  // all_ for the filtered brute force
+  bool box_first_ = false;  // the first assignment takes the box path though later ones do not (start())
   BoxFilter box_;           // the centroids for the box-pruned filtered brute force (box_all())
   std::vector<Item> items_;
   std::vector<Scratch> scratch_;
