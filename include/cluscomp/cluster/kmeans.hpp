@@ -878,6 +878,14 @@ class LloydEngine {
         seed(i, a);
       }
     }
+    // Box scans: points already on a centroid (seed distance 0: with few points per cluster most
+    // of them, e.g. every one-point cluster after an update) open next to nothing, so they share
+    // tiles with each other and not with points that open many boxes. Order within the run only
+    // (each point's answer is its own exact minimum; tiles just share loads). Kept order
+    // otherwise: sorting by distance breaks the tiles' locality (+30-50% pairs, measured).
+    if (box_all())
+      std::stable_partition(s.pending.begin(), s.pending.end(),
+                            [&](int64_t i) { return dist_[static_cast<size_t>(i)] == 0.0f; });
     assign_pending_brute(s, false);
   }
 
