@@ -249,29 +249,6 @@ inline void build_box_guess(BoxFilter& bf) {
 inline constexpr int kGuessBatch = 8;
 
 #if CLUSCOMP_KMEANS_HAVE_AVX2
-/// One block of 8 entries (from entry m) of point x into its lane-wise lexicographic minimum.
-template <int D>
-__attribute__((target("avx2"))) CLUSCOMP_FORCEINLINE void region_step_avx2(const float* x, const float* coords,
-                                                                            const int32_t* index, int64_t stride,
-                                                                            int64_t m, __m256& bv, __m256i& bi) {
-  __m256 t = _mm256_sub_ps(_mm256_set1_ps(x[0]), _mm256_loadu_ps(coords + m));
-  __m256 acc = _mm256_mul_ps(t, t);
-  CLUSCOMP_NO_CONTRACT(acc);
-  for (int k = 1; k < D; ++k) {
-    t = _mm256_sub_ps(_mm256_set1_ps(x[k]), _mm256_loadu_ps(coords + k * stride + m));
-    __m256 sq = _mm256_mul_ps(t, t);
-    CLUSCOMP_NO_CONTRACT(sq);
-    acc = _mm256_add_ps(acc, sq);
-  }
-  const __m256i iv = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(index + m));
-  const __m256 lt = _mm256_cmp_ps(acc, bv, _CMP_LT_OQ);
-  const __m256 eq = _mm256_cmp_ps(acc, bv, _CMP_EQ_OQ);
-  const __m256 ilt = _mm256_castsi256_ps(_mm256_cmpgt_epi32(bi, iv));
-  const __m256 mk = _mm256_or_ps(lt, _mm256_and_ps(eq, ilt));
-  bv = _mm256_blendv_ps(bv, acc, mk);
-  bi = _mm256_castps_si256(_mm256_blendv_ps(_mm256_castsi256_ps(bi), _mm256_castsi256_ps(iv), mk));
-}
-
 /// The lexicographic minimum of (distance, index) over entries [first[p], first[p] + len[p]) of
 /// bf.blk for each of kGuessBatch points, the scans of four points interleaved (independent
 /// chains) over their common length. Same fp32 distances as scan_block (no contraction) and the
@@ -287,9 +264,11 @@ __attribute__((target("avx2"))) inline void scan_regions_avx2(const float* x, co
   const int64_t stride = bf.blk.stride;
   for (int p0 = 0; p0 < np; p0 += P) {
     const int q = std::min(P, np - p0);
+    __m256 xb[P][D];
     __m256 bv[P];
     __m256i bi[P];
     for (int p = 0; p < P; ++p) {
+      for (int k = 0; k < D; ++k) xb[p][k] = _mm256_set1_ps(x[(p0 + std::min(p, q - 1)) * D + k]);
       bv[p] = _mm256_set1_ps(std::numeric_limits<float>::infinity());
       bi[p] = _mm256_set1_epi32(kNoIndex);
     }
@@ -297,12 +276,16 @@ __attribute__((target("avx2"))) inline void scan_regions_avx2(const float* x, co
     for (int p = 1; p < q; ++p) common = std::min(common, len[p0 + p]);
     if (q == P) {
       for (int64_t b = 0; b < common; b += 8)
-        for (int p = 0; p < P; ++p)
-          region_step_avx2<D>(x + (p0 + p) * D, coords, index, stride, first[p0 + p] + b, bv[p], bi[p]);
+        for (int p = 0; p < P; ++p) {
+          const int64_t m = first[p0 + p] + b;
+          (void)lex_block_avx2<D>(xb[p], coords + m, index + m, stride, bv[p], bi[p]);
+        }
     }
     for (int p = 0; p < q; ++p)
-      for (int64_t b = q == P ? common : 0; b < len[p0 + p]; b += 8)
-        region_step_avx2<D>(x + (p0 + p) * D, coords, index, stride, first[p0 + p] + b, bv[p], bi[p]);
+      for (int64_t b = q == P ? common : 0; b < len[p0 + p]; b += 8) {
+        const int64_t m = first[p0 + p] + b;
+        (void)lex_block_avx2<D>(xb[p], coords + m, index + m, stride, bv[p], bi[p]);
+      }
     for (int p = 0; p < q; ++p) {
       // Lexicographic minimum across lanes: the smallest distance, then the smallest index
       // among the lanes holding it (each lane holds its own lexicographic minimum).

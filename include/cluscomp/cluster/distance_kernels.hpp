@@ -124,6 +124,33 @@ inline int64_t scan_ascending_tile_portable(const float* const* xs, const SoaBlo
 }
 
 #if CLUSCOMP_KMEANS_HAVE_AVX2
+/// One block of 8 entries (coordinate k of lane l at c[k * stride + l], indices idx[0..8)) for
+/// one point (xb: its coordinates broadcast): the exact fp32 distances (no contraction, the
+/// shared order) folded into the lane-wise lexicographic minimum (bv, bi); NaN never wins.
+/// Returns the distances.
+template <int D>
+__attribute__((target("avx2"))) CLUSCOMP_FORCEINLINE __m256 lex_block_avx2(const __m256* xb, const float* c,
+                                                                            const int32_t* idx, int64_t stride,
+                                                                            __m256& bv, __m256i& bi) {
+  __m256 t = _mm256_sub_ps(xb[0], _mm256_loadu_ps(c));
+  __m256 acc = _mm256_mul_ps(t, t);
+  CLUSCOMP_NO_CONTRACT(acc);
+  for (int k = 1; k < D; ++k) {
+    t = _mm256_sub_ps(xb[k], _mm256_loadu_ps(c + k * stride));
+    __m256 q = _mm256_mul_ps(t, t);
+    CLUSCOMP_NO_CONTRACT(q);
+    acc = _mm256_add_ps(acc, q);
+  }
+  const __m256i iv = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(idx));
+  const __m256 lt = _mm256_cmp_ps(acc, bv, _CMP_LT_OQ);
+  const __m256 eq = _mm256_cmp_ps(acc, bv, _CMP_EQ_OQ);
+  const __m256 ilt = _mm256_castsi256_ps(_mm256_cmpgt_epi32(bi, iv));
+  const __m256 m = _mm256_or_ps(lt, _mm256_and_ps(eq, ilt));
+  bv = _mm256_blendv_ps(bv, acc, m);
+  bi = _mm256_castps_si256(_mm256_blendv_ps(_mm256_castsi256_ps(bi), _mm256_castsi256_ps(iv), m));
+  return acc;
+}
+
 /// AVX2 scan, same contract and bit-identical results as scan_block_portable. Built with
 /// target("avx2") only (no "fma"), and every product behind CLUSCOMP_NO_CONTRACT (for code built
 /// with FMA enabled anyway, e.g. -march=native), so the multiply and add are never contracted.
@@ -142,23 +169,9 @@ __attribute__((target("avx2"))) inline int64_t scan_block_avx2(const float* x, c
   int64_t b = 0;
   for (; b < blk.count; b += 8) {
     if (blk.center_d2 && !(blk.center_d2[b] <= limit)) break;
-    __m256 t = _mm256_sub_ps(xb[0], _mm256_loadu_ps(blk.coords + b));
-    __m256 acc = _mm256_mul_ps(t, t);
-    CLUSCOMP_NO_CONTRACT(acc);
-    for (int k = 1; k < D; ++k) {
-      t = _mm256_sub_ps(xb[k], _mm256_loadu_ps(blk.coords + k * blk.stride + b));
-      __m256 q = _mm256_mul_ps(t, t);
-      CLUSCOMP_NO_CONTRACT(q);
-      acc = _mm256_add_ps(acc, q);
-    }
-    const __m256i iv = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(blk.index + b));
-    const __m256 lt = _mm256_cmp_ps(acc, bv, _CMP_LT_OQ);
-    const __m256 eq = _mm256_cmp_ps(acc, bv, _CMP_EQ_OQ);
-    const __m256 ilt = _mm256_castsi256_ps(_mm256_cmpgt_epi32(bi, iv));
-    const __m256 m = _mm256_or_ps(lt, _mm256_and_ps(eq, ilt));
-    if (kSecond) b2 = _mm256_min_ps(_mm256_max_ps(bv, acc), b2);
-    bv = _mm256_blendv_ps(bv, acc, m);
-    bi = _mm256_castps_si256(_mm256_blendv_ps(_mm256_castsi256_ps(bi), _mm256_castsi256_ps(iv), m));
+    const __m256 old = bv;
+    const __m256 acc = lex_block_avx2<D>(xb, blk.coords + b, blk.index + b, blk.stride, bv, bi);
+    if (kSecond) b2 = _mm256_min_ps(_mm256_max_ps(old, acc), b2);
   }
   alignas(32) float vd[8];
   alignas(32) int32_t vi[8];
