@@ -10,6 +10,7 @@
 #include <cstdint>
 #include <cstring>
 #include <limits>
+#include <numeric>
 #include <random>
 #include <utility>
 #include <vector>
@@ -127,6 +128,7 @@ struct KernelCounts {
   // Box-pruned AVX2 path: tiles, entries scanned of all; and the same for gaussian data, K = 700,
   // d <= 4, seeded with the answer (where the boxes must prune: 4 random points per tile).
   int64_t box_tiles = 0, box_opened = 0, box_total = 0, seeded_opened = 0, seeded_total = 0;
+  int64_t wide_tile_pairs = 0, wide_point_pairs = 0;  // d >= kBoxPerPointMinD: P x max and sum of visited
 };
 
 // One D: for every data set, several K and incoming bests, scan_filtered_tile (AVX2 when the CPU
@@ -237,10 +239,17 @@ void check_filtered_kernel(uint64_t seed, KernelCounts& counts) {
                 REQUIRE_FALSE(filtered);
               }
             } else if (path == 3) {
-              const int64_t opened = scan_box_filtered_tile<D>(cpu_has_avx2(), xs, bf, blk, bd, bi, rc, &filtered);
+              int64_t visited[kFilterTilePoints] = {};
+              scan_box_filtered_tile<D>(cpu_has_avx2(), xs, bf, blk, bd, bi, rc, visited, &filtered);
               REQUIRE(filtered == (cpu_has_avx2() && cpu_has_fma() && v != Data::kGuard));
+              const int64_t opened = *std::max_element(visited, visited + kFilterTilePoints);
               if (filtered) {
+                for (int p = 0; p < kFilterTilePoints; ++p) REQUIRE(visited[p] % kBoxLeaf == 0);  // whole leaves
                 REQUIRE(opened <= bf.leaves * kBoxLeaf);
+                if (D >= kBoxPerPointMinD) {  // leaves only some points open run for them alone
+                  counts.wide_tile_pairs += kFilterTilePoints * opened;
+                  counts.wide_point_pairs += std::accumulate(visited, visited + kFilterTilePoints, int64_t{0});
+                }
                 ++counts.box_tiles;
                 counts.box_opened += opened;
                 counts.box_total += bf.leaves * kBoxLeaf;
@@ -255,8 +264,10 @@ void check_filtered_kernel(uint64_t seed, KernelCounts& counts) {
               if (v == Data::kGuard) continue;  // the portable forms have no guard of their own
               if (path == 2)
                 scan_filtered_tile_portable<D>(xs, blk, fb, bd, bi, rc);
-              else
-                scan_box_filtered_tile_portable<D>(xs, bf, bd, bi, rc);
+              else {
+                int64_t visited_portable[kFilterTilePoints] = {};
+                scan_box_filtered_tile_portable<D>(xs, bf, bd, bi, rc, visited_portable);
+              }
             }
             for (int p = 0; p < kFilterTilePoints; ++p) {
               INFO("D " << D << " data " << data_name(v) << " K " << k << " trial " << trial << " mode " << mode
@@ -293,6 +304,9 @@ TEST_CASE("filtered brute-force scan equals the exact scan bit for bit, every d 
                         << counts.seeded_opened << " of " << counts.seeded_total);
     REQUIRE(counts.box_tiles > 0);
     REQUIRE(counts.box_opened < counts.box_total);
+    INFO("d >= " << kBoxPerPointMinD << ": " << counts.wide_point_pairs << " point-entry pairs, " << counts.wide_tile_pairs
+                 << " if every point ran every leaf its tile opened");
+    REQUIRE(counts.wide_point_pairs < counts.wide_tile_pairs);
     REQUIRE(counts.seeded_opened * 2 < counts.seeded_total);
   }
 }

@@ -20,8 +20,10 @@
 /// The scan, per tile of kFilterTilePoints points (AVX2 + FMA): for 8 boxes at a time and each
 /// point, b = sum_k max(lo_k - x_k, x_k - hi_k, 0)^2 in fp32 (one FMA per coordinate); a box is
 /// opened only if b <= beta(f_best) for some point of the tile, beta = filter_threshold(f_best, 0).
-/// Supers first, then the leaves of every opened super, then the two blocks of 8 entries of every
-/// opened leaf through the filter's stage 1 and stage 2 (which lower f_best, tau and beta).
+/// Supers first, then the leaves of every opened super, then the blocks of 8 entries of every
+/// opened leaf through the filter's stage 1 and stage 2 (which lower f_best, tau and beta); from
+/// d = kBoxPerPointMinD on, a leaf that only some points of the tile open runs stages 1 and 2 for
+/// those points alone (skipping a box for one point is as safe as for the tile).
 ///
 /// Why a skipped box holds no answer (u = 2^-24, g = (D + 2) u as in distance_kernels.hpp): every
 /// entry c of the box lies inside it (the box is made of its exact coordinates), so its real
@@ -368,10 +370,9 @@ inline int32_t box_region_guess(bool use_avx2, const BoxFilter& bf, const float*
 /// up to which boxes are opened (a box the AVX2 form opens for a tile may be skipped here for a
 /// point, both provably safe): for the tests and as the reference of the bound.
 template <int D, int P = kFilterTilePoints>
-inline int64_t scan_box_filtered_tile_portable(const float* const* xs, const BoxFilter& bf, float* best_d,
-                                               int32_t* best_i, int64_t* rechecks) {
+inline void scan_box_filtered_tile_portable(const float* const* xs, const BoxFilter& bf, float* best_d,
+                                            int32_t* best_i, int64_t* rechecks, int64_t* visited) {
   const FilterBlock& fb = bf.fb;
-  int64_t opened = 0;
   for (int p = 0; p < P; ++p) {
     const float* x = xs[p];
     float xc[D];
@@ -392,7 +393,7 @@ inline int64_t scan_box_filtered_tile_portable(const float* const* xs, const Box
       const int64_t l1 = std::min(bf.leaves, (s + 1) * kBoxLeavesPerSuper);
       for (int64_t l = s * kBoxLeavesPerSuper; l < l1; ++l) {
         if (!(box_dist(bf.leaf_box, l) <= beta)) continue;
-        if (p == 0) opened += kBoxLeaf;
+        visited[p] += kBoxLeaf;
         for (int64_t b = l * kBoxLeaf; b < (l + 1) * kBoxLeaf; b += 8) {
           const unsigned mask = filter_mask_portable<D>(fb, b, xc, tau);
           if (mask) {
@@ -404,7 +405,6 @@ inline int64_t scan_box_filtered_tile_portable(const float* const* xs, const Box
       }
     }
   }
-  return opened;
 }
 
 /// The low min(n, 8) bits set: the real boxes of a group of 8 with n real ones left.
@@ -432,12 +432,58 @@ __attribute__((target("avx2,fma"))) CLUSCOMP_FORCEINLINE unsigned box_mask_fma(c
   return static_cast<unsigned>(_mm256_movemask_ps(hit));
 }
 
-/// AVX2 + FMA box-pruned scan (see the top of this file). Returns the entries whose stage 1 ran
-/// (the same for every point of the tile).
+/// Stage 1 and, where it hits, stage 2 of the Q points at xs (pre-broadcast xb, thresholds tv /
+/// beta, ...: arrays of the tile offset to the first of them) over the kBoxLeaf entries of leaf l.
+template <int D, int Q>
+__attribute__((target("avx2,fma"))) CLUSCOMP_FORCEINLINE void box_leaf_stage(const BoxFilter& bf, int64_t l,
+                                                                             const float* const* xs,
+                                                                             const float (*xb)[D][8], __m256* tv,
+                                                                             const double* xx, float* best_d,
+                                                                             int32_t* best_i, int64_t* rechecks,
+                                                                             __m256* beta) {
+  if constexpr (Q == 1) {
+    // One point: its four blocks' FMA chains interleaved (one chain alone waits on FMA latency).
+    constexpr int kBlocks = static_cast<int>(kBoxLeaf / 8);
+    const int64_t b0 = l * kBoxLeaf;
+    const float* g = bf.fb.data + b0 * (D + 1);
+    __m256 acc[kBlocks];
+    for (int j = 0; j < kBlocks; ++j)
+      acc[j] = _mm256_fmadd_ps(_mm256_load_ps(xb[0][0]), _mm256_load_ps(g + j * (D + 1) * 8 + 8), _mm256_load_ps(g + j * (D + 1) * 8));
+    for (int k = 1; k < D; ++k)
+      for (int j = 0; j < kBlocks; ++j)
+        acc[j] = _mm256_fmadd_ps(_mm256_load_ps(xb[0][k]), _mm256_load_ps(g + j * (D + 1) * 8 + (k + 1) * 8), acc[j]);
+    __m256 hit = _mm256_cmp_ps(acc[0], tv[0], _CMP_LE_OQ);
+    for (int j = 1; j < kBlocks; ++j) hit = _mm256_or_ps(hit, _mm256_cmp_ps(acc[j], tv[0], _CMP_LE_OQ));
+    if (__builtin_expect(_mm256_movemask_ps(hit) != 0, 0))
+      for (int j = 0; j < kBlocks; ++j)  // each re-tests against the threshold as lowered so far
+        filter_recheck_tile<D, 1>(xs, bf.blk, acc + j, tv, xx, b0 + 8 * j, best_d, best_i, rechecks, beta);
+    return;
+  }
+  for (int64_t b = l * kBoxLeaf; b < (l + 1) * kBoxLeaf; b += 8) {
+    __m256 acc[Q];
+    filter_stage1_fma<D, Q>(bf.fb.data + b * (D + 1), xb, acc);
+    __m256 hit = _mm256_cmp_ps(acc[0], tv[0], _CMP_LE_OQ);
+    for (int p = 1; p < Q; ++p) hit = _mm256_or_ps(hit, _mm256_cmp_ps(acc[p], tv[p], _CMP_LE_OQ));
+    if (__builtin_expect(_mm256_movemask_ps(hit) != 0, 0))
+      filter_recheck_tile<D, Q>(xs, bf.blk, acc, tv, xx, b, best_d, best_i, rechecks, beta);
+  }
+}
+
+/// From this dimension on, a leaf that not every point of the tile opens by its own box test runs
+/// stage 1 only for the points that do (one point at a time, its four blocks interleaved); below
+/// it, for the whole tile. At d = 8 the points of a tile need only ~half of the union of their
+/// leaves (32-entry boxes are wide there), but one point alone reuses no centroid load, so the
+/// halved stage-1 pairs gave only: 2 threads, assignment time of 3 iterations + final, d = 8
+/// K = 65536 2.1M weight-like points 8.9 -> 7.7 s, ffn_up d = 8 K = 65536 -10%, K = 4096 -4%,
+/// d = 10 -7%, d = 7 -2%; d = 6 +2 to +5% (docs/benchmarks.md, eighth round).
+inline constexpr int kBoxPerPointMinD = 7;
+
+/// AVX2 + FMA box-pruned scan (see the top of this file). Adds to visited[p] the entries whose
+/// stage 1 ran for point p.
 template <int D, int P = kFilterTilePoints>
-__attribute__((target("avx2,fma"))) inline int64_t scan_box_filtered_tile_fma(const float* const* xs, const BoxFilter& bf,
-                                                                              float* best_d, int32_t* best_i,
-                                                                              int64_t* rechecks) {
+__attribute__((target("avx2,fma"))) inline void scan_box_filtered_tile_fma(const float* const* xs, const BoxFilter& bf,
+                                                                           float* best_d, int32_t* best_i,
+                                                                           int64_t* rechecks, int64_t* visited) {
   const FilterBlock& fb = bf.fb;
   alignas(32) float xb[P][D][8];  // centred coordinates (stage 1)
   alignas(32) float xo[P][D][8];  // original coordinates (boxes)
@@ -453,7 +499,6 @@ __attribute__((target("avx2,fma"))) inline int64_t scan_box_filtered_tile_fma(co
     tv[p] = _mm256_set1_ps(filter_threshold<D>(best_d[p], xx[p]));
     beta[p] = _mm256_set1_ps(filter_threshold<D>(best_d[p], 0.0));
   }
-  int64_t opened = 0;
   const int64_t super_groups = (bf.supers + 7) / 8;
   const int64_t leaf_groups = (bf.leaves + 7) / 8;
   for (int64_t sg = 0; sg < super_groups; ++sg) {
@@ -463,24 +508,46 @@ __attribute__((target("avx2,fma"))) inline int64_t scan_box_filtered_tile_fma(co
       const int64_t s = sg * 8 + __builtin_ctz(sm);
       sm &= sm - 1;
       for (int64_t lg = s * (kBoxLeavesPerSuper / 8); lg < std::min(leaf_groups, (s + 1) * (kBoxLeavesPerSuper / 8)); ++lg) {
-        unsigned lm = box_mask_fma<D, P>(bf.leaf_box + lg * 2 * D * 8, xo, beta) & valid_bits(bf.leaves - lg * 8);
-        while (lm) {
-          const int64_t l = lg * 8 + __builtin_ctz(lm);
-          lm &= lm - 1;
-          opened += kBoxLeaf;
-          for (int64_t b = l * kBoxLeaf; b < (l + 1) * kBoxLeaf; b += 8) {
-            __m256 acc[P];
-            filter_stage1_fma<D, P>(fb.data + b * (D + 1), xb, acc);
-            __m256 hit = _mm256_cmp_ps(acc[0], tv[0], _CMP_LE_OQ);
-            for (int p = 1; p < P; ++p) hit = _mm256_or_ps(hit, _mm256_cmp_ps(acc[p], tv[p], _CMP_LE_OQ));
-            if (__builtin_expect(_mm256_movemask_ps(hit) != 0, 0))
-              filter_recheck_tile<D, P>(xs, bf.blk, acc, tv, xx, b, best_d, best_i, rechecks, beta);
+        const float* lb = bf.leaf_box + lg * 2 * D * 8;
+        const unsigned valid = valid_bits(bf.leaves - lg * 8);
+        if constexpr (D >= kBoxPerPointMinD) {
+          unsigned pm[P];  // per point: which of the 8 leaves its own box test opens
+          unsigned lm = 0;
+          for (int p = 0; p < P; ++p) {
+            pm[p] = box_mask_fma<D, 1>(lb, xo + p, beta + p) & valid;
+            lm |= pm[p];
+          }
+          while (lm) {
+            const int bit = __builtin_ctz(lm);
+            lm &= lm - 1;
+            const int64_t l = lg * 8 + bit;
+            unsigned who = 0;  // the points that open leaf l
+            for (int p = 0; p < P; ++p) who |= ((pm[p] >> bit) & 1u) << p;
+            if (who == (1u << P) - 1) {
+              for (int p = 0; p < P; ++p) visited[p] += kBoxLeaf;
+              box_leaf_stage<D, P>(bf, l, xs, xb, tv, xx, best_d, best_i, rechecks, beta);
+            } else {
+              while (who) {
+                const int p = __builtin_ctz(who);
+                who &= who - 1;
+                visited[p] += kBoxLeaf;
+                box_leaf_stage<D, 1>(bf, l, xs + p, xb + p, tv + p, xx + p, best_d + p, best_i + p, rechecks + p,
+                                     beta + p);
+              }
+            }
+          }
+        } else {
+          unsigned lm = box_mask_fma<D, P>(lb, xo, beta) & valid;
+          while (lm) {
+            const int64_t l = lg * 8 + __builtin_ctz(lm);
+            lm &= lm - 1;
+            for (int p = 0; p < P; ++p) visited[p] += kBoxLeaf;
+            box_leaf_stage<D, P>(bf, l, xs, xb, tv, xx, best_d, best_i, rechecks, beta);
           }
         }
       }
     }
   }
-  return opened;
 }
 #endif
 
@@ -489,19 +556,25 @@ __attribute__((target("avx2,fma"))) inline int64_t scan_box_filtered_tile_fma(co
 /// with the lexicographic minimum of (distance, index) over the centroids and the incoming best,
 /// bit-identical to scan_ascending_tile over all_. Same guards as scan_filtered_tile (AVX2 + FMA,
 /// norms below kFilterMaxNorm2, no NaN incoming best), else the exact tiled scan over all_.
-/// Returns the entries whose stage 1 ran per point (the exact scan: all of all_); *filtered says
-/// which path ran; rechecks[p] (added to) counts point p's stage-2 exact evaluations.
+/// visited[p] (added to) counts the entries whose stage 1 ran for point p (the exact scan: all
+/// of all_); *filtered says which path ran; rechecks[p] (added to) counts point p's stage-2 exact
+/// evaluations.
 template <int D>
-inline int64_t scan_box_filtered_tile(bool use_avx2, const float* const* xs, const BoxFilter& bf, const SoaBlock& all,
-                                      float* best_d, int32_t* best_i, int64_t* rechecks, bool* filtered) {
+inline void scan_box_filtered_tile(bool use_avx2, const float* const* xs, const BoxFilter& bf, const SoaBlock& all,
+                                   float* best_d, int32_t* best_i, int64_t* rechecks, int64_t* visited,
+                                   bool* filtered) {
   const bool ok = filter_tile_ok<D>(use_avx2, xs, bf.fb, best_d);
   *filtered = ok;
 #if CLUSCOMP_KMEANS_HAVE_AVX2
-  if (ok) return scan_box_filtered_tile_fma<D>(xs, bf, best_d, best_i, rechecks);
+  if (ok) {
+    scan_box_filtered_tile_fma<D>(xs, bf, best_d, best_i, rechecks, visited);
+    return;
+  }
 #else
   (void)rechecks;
 #endif
-  return exact_scan_tiles<D>(use_avx2, xs, all, best_d, best_i);
+  const int64_t v = exact_scan_tiles<D>(use_avx2, xs, all, best_d, best_i);
+  for (int p = 0; p < kFilterTilePoints; ++p) visited[p] += v;
 }
 
 }  // namespace cluster_detail

@@ -1111,17 +1111,23 @@ class LloydEngine {
       if (filter) {
         int64_t rc[kFilterTilePoints] = {};
         bool filtered = false;
-        const int64_t v = boxed ? scan_box_filtered_tile<D>(simd_, xs, box_, all_, bd, bi, rc, &filtered)
-                                : scan_filtered_tile<D>(simd_, xs, all_, all_filter_, bd, bi, rc, &filtered);
+        int64_t v = 0;  // entries visited by the tile's first np points together
+        if (boxed) {
+          int64_t vp[kFilterTilePoints] = {};
+          scan_box_filtered_tile<D>(simd_, xs, box_, all_, bd, bi, rc, vp, &filtered);
+          for (int64_t p = 0; p < np; ++p) v += vp[p];
+        } else {
+          v = np * scan_filtered_tile<D>(simd_, xs, all_, all_filter_, bd, bi, rc, &filtered);
+        }
         int64_t exact = 0;
         for (int64_t p = 0; p < np; ++p) exact += rc[p];
         s.rechecks += exact;
         if (filtered) {
-          s.filter_evals += np * v;
-          s.evals += np * v + exact;
+          s.filter_evals += v;
+          s.evals += v + exact;
           if (boxed) s.box += np;
         } else {
-          s.evals += np * v;
+          s.evals += v;
         }
       } else {
         s.evals += np * scan_ascending_tile<D>(simd_, xs, all_, bd, bi);
