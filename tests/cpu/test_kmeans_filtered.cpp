@@ -481,12 +481,14 @@ void check_kmeans_filtered(const std::vector<float>& x, int d, int64_t k, int it
     REQUIRE(base.stats.filter_evaluations > 0);
     REQUIRE(base.stats.filter_rechecks > 0);
     REQUIRE(base.stats.filter_rechecks < base.stats.assignments * 8);
+    // Box mode: a point whose centroid did not move scans only the moved centroids (unmoved_points).
     if (expect != Path::kLists && expect != Path::kBoxFirst) {
       REQUIRE(base.stats.tree_search_points == 0);
-      REQUIRE(base.stats.brute_force_points == base.stats.assignments);
+      REQUIRE(base.stats.brute_force_points + base.stats.unmoved_points == base.stats.assignments);
     }
     if (expect == Path::kBox) {
-      REQUIRE(base.stats.box_points == base.stats.assignments);
+      REQUIRE(base.stats.box_points + base.stats.unmoved_points == base.stats.assignments);
+      REQUIRE(base.stats.unmoved_points > 0);
       // The boxes pruned: fewer first-stage pairs than K per point (few, wide boxes at K <= 1100
       // and d >= 5 prune only 15-50% here; the kernel test checks the pruning on its own).
       REQUIRE(base.stats.filter_evaluations < base.stats.assignments * k);
@@ -496,6 +498,7 @@ void check_kmeans_filtered(const std::vector<float>& x, int d, int64_t k, int it
     } else {
       REQUIRE(base.stats.box_points == 0);
     }
+    if (expect != Path::kBox) REQUIRE(base.stats.unmoved_points == 0);
   }
   o.progress = nullptr;
   o.report_codes = false;
@@ -506,6 +509,7 @@ void check_kmeans_filtered(const std::vector<float>& x, int d, int64_t k, int it
     same(r);
     REQUIRE(r.stats.filter_evaluations == base.stats.filter_evaluations);
     REQUIRE(r.stats.box_points == base.stats.box_points);
+    REQUIRE(r.stats.unmoved_points == base.stats.unmoved_points);
   }
   o.threads = 2;
   {
@@ -515,7 +519,8 @@ void check_kmeans_filtered(const std::vector<float>& x, int d, int64_t k, int it
     INFO("box pruning forced " << (expect == Path::kBox ? "off" : "on"));
     same(r);
     // (No boxes at K <= 64, where every point takes the plain brute force.)
-    if (fma) REQUIRE((r.stats.box_points == r.stats.assignments) == (expect != Path::kBox && k > 64));
+    if (fma)
+      REQUIRE((r.stats.box_points + r.stats.unmoved_points == r.stats.assignments) == (expect != Path::kBox && k > 64));
     o.box_pruning = KMeansBoxPruning::kAuto;
   }
   o.use_simd = false;  // the exact path of before: portable kernels, no filter

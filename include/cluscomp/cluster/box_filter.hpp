@@ -135,13 +135,14 @@ inline void kd_order(KdEntry<D>* e, int64_t b, int64_t end, int64_t unit, int64_
 }  // namespace box_detail
 
 /// Builds bf for the k centroids c (k x D, row-major; every coordinate finite), with up to
-/// `threads` workers (the order does not depend on their number).
+/// `threads` workers (the order does not depend on their number). `ids` (k ascending indices, or
+/// nullptr for 0..k-1): the index each centroid answers as (a subset of a larger set).
 template <int D>
-inline void build_box_filter(const float* c, int64_t k, BoxFilter& bf, int threads = 1) {
+inline void build_box_filter(const float* c, int64_t k, BoxFilter& bf, int threads = 1, const int32_t* ids = nullptr) {
   std::vector<box_detail::KdEntry<D>> ent(static_cast<size_t>(k));
   for (int64_t j = 0; j < k; ++j) {
     std::memcpy(ent[static_cast<size_t>(j)].x, c + j * D, sizeof(float) * D);
-    ent[static_cast<size_t>(j)].id = static_cast<int32_t>(j);
+    ent[static_cast<size_t>(j)].id = ids ? ids[j] : static_cast<int32_t>(j);
   }
   // The first splits in this thread, down to ranges of about k / 8; then each range's supers and
   // leaves in parallel.

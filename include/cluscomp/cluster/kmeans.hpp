@@ -161,6 +161,10 @@ struct KMeansStats {
   /// Of brute_force_points: assignments by the box-pruned filtered scan (KMeansOptions::box_pruning),
   /// which runs the first stage only on the centroid groups whose bounding box is within reach.
   int64_t box_points = 0;
+  /// Point assignments (box-pruned path) whose centroid did not move in the last update: the
+  /// previous assignment was exact and no unmoved centroid got closer, so only the centroids that
+  /// moved were scanned (none when nothing moved). Not in brute_force_points / box_points.
+  int64_t unmoved_points = 0;
   double init_s = 0, assign_s = 0, sort_s = 0, update_s = 0;
 };
 
@@ -658,7 +662,7 @@ class LloydEngine {
         for (int64_t s = b; s < e; s += kPiece) items_.push_back({a, s, std::min(e, s + kPiece)});
       }
     }
-    for (auto& s : scratch_) s.evals = s.brute = s.tree_points = s.skipped = s.filter_evals = s.rechecks = s.box = 0;
+    for (auto& s : scratch_) s.evals = s.brute = s.tree_points = s.skipped = s.filter_evals = s.rechecks = s.box = s.unmoved = 0;
     parallel_chunks(threads_, static_cast<int64_t>(items_.size()), 32, [&](int64_t b, int64_t e, int w) {
       for (int64_t it = b; it < e; ++it) assign_piece(items_[static_cast<size_t>(it)], scratch_[static_cast<size_t>(w)]);
     });
@@ -670,6 +674,7 @@ class LloydEngine {
       st.filter_evaluations += s.filter_evals;
       st.filter_rechecks += s.rechecks;
       st.box_points += s.box;
+      st.unmoved_points += s.unmoved;
     }
     st.assignments += n_;
     if (box_first_) {
@@ -756,7 +761,7 @@ class LloydEngine {
   /// weighted mean, products w * x in double, same order; a zero total weight falls back to the
   /// plain mean); then the split rule (point counts). Returns the number of splits.
   int64_t update(uint64_t split_seed) {
-    if (bounds_) old_centroids_ = centroids_;
+    if (bounds_ || box_all()) old_centroids_ = centroids_;
     auto plain_mean = [this](int64_t a, int64_t lo, int64_t hi) {
       double s[D] = {};
       for (int64_t i = lo; i < hi; ++i)
@@ -796,6 +801,7 @@ class LloydEngine {
     const int64_t splits = split_empty(split_seed);
     set_centroids();
     if (bounds_) update_bounds();
+    if (box_all()) find_moved();
     return splits;
   }
 
@@ -829,8 +835,9 @@ class LloydEngine {
     std::vector<float> cd2;
     std::vector<float> u2;
     std::vector<int64_t> pending;  // sorted points waiting for a tiled brute-force scan
+    std::vector<int64_t> pending2;  // assign_run: points whose centroid did not move
     std::vector<int64_t> active;   // points of the piece that the bounds do not certify
-    int64_t evals = 0, brute = 0, tree_points = 0, skipped = 0, filter_evals = 0, rechecks = 0, box = 0;
+    int64_t evals = 0, brute = 0, tree_points = 0, skipped = 0, filter_evals = 0, rechecks = 0, box = 0, unmoved = 0;
   };
 
   /// The centroids' search structures. With box_all() there is no k-d tree (the boxes' split
@@ -851,6 +858,39 @@ class LloydEngine {
       if (first) build_box_guess<D>(box_);
     } else if (use_filter() && (!pruning_ || k_ <= kBruteMaxK || k_ < kTreeMinKHighD || filter_all()))
       all_filter_ = make_filter_block<D>(all_, all_filter_buf_);
+  }
+
+  /// After an update in box mode: which centroids changed (any bit of a coordinate; splits
+  /// included), and the box filter and ascending block of those alone, for the points whose own
+  /// centroid did not change (assign_run). Why that is exact: the labels are the exact
+  /// lexicographic minimum of (fp32 distance, index) over the centroids before the update; an
+  /// unchanged centroid has bit for bit the same distance to every point as then, so against a
+  /// point's unchanged centroid every other unchanged one loses as before, and the new minimum is
+  /// that of the point's centroid and the moved ones.
+  void find_moved() {
+    moved_ids_.clear();
+    for (int64_t a = 0; a < k_; ++a)
+      if (std::memcmp(&old_centroids_[static_cast<size_t>(a) * D], &centroids_[static_cast<size_t>(a) * D],
+                      sizeof(float) * D) != 0)
+        moved_ids_.push_back(static_cast<int32_t>(a));
+    moved_.assign(static_cast<size_t>(k_), 0);
+    for (int32_t a : moved_ids_) moved_[static_cast<size_t>(a)] = 1;
+    const int64_t m = static_cast<int64_t>(moved_ids_.size());
+    moved_valid_ = m < k_;
+    if (!moved_valid_ || m == 0) return;
+    std::vector<float> c(static_cast<size_t>(m) * D);
+    for (int64_t j = 0; j < m; ++j)
+      std::memcpy(&c[static_cast<size_t>(j) * D], &centroids_[static_cast<size_t>(moved_ids_[static_cast<size_t>(j)]) * D],
+                  sizeof(float) * D);
+    build_box_filter<D>(c.data(), m, moved_box_, threads_, moved_ids_.data());
+    const int64_t stride = (m + 7) / 8 * 8;
+    moved_soa_.assign(static_cast<size_t>(stride) * D, std::numeric_limits<float>::quiet_NaN());
+    moved_idx_.assign(static_cast<size_t>(stride), kNoIndex);
+    for (int64_t j = 0; j < m; ++j) {
+      for (int cc = 0; cc < D; ++cc) moved_soa_[static_cast<size_t>(cc * stride + j)] = c[static_cast<size_t>(j) * D + cc];
+      moved_idx_[static_cast<size_t>(j)] = moved_ids_[static_cast<size_t>(j)];
+    }
+    moved_all_ = SoaBlock{moved_soa_.data(), moved_idx_.data(), nullptr, stride, stride};
   }
 
   /// Lower bound (a distance) from a squared fp32 distance: rounded down by kBoundMargin.
@@ -883,9 +923,24 @@ class LloydEngine {
     // tiles with each other and not with points that open many boxes. Order within the run only
     // (each point's answer is its own exact minimum; tiles just share loads). Kept order
     // otherwise: sorting by distance breaks the tiles' locality (+30-50% pairs, measured).
-    if (box_all())
-      std::stable_partition(s.pending.begin(), s.pending.end(),
-                            [&](int64_t i) { return dist_[static_cast<size_t>(i)] == 0.0f; });
+    auto on_centroid = [&](int64_t i) { return dist_[static_cast<size_t>(i)] == 0.0f; };
+    if (box_all() && moved_valid_) {
+      // Points whose centroid did not move: only the moved centroids can take them (find_moved).
+      s.pending2.clear();
+      for (int64_t i : s.pending)
+        if (!moved_[label_[static_cast<size_t>(i)]]) s.pending2.push_back(i);
+      s.unmoved += static_cast<int64_t>(s.pending2.size());
+      s.pending.erase(std::remove_if(s.pending.begin(), s.pending.end(),
+                                     [&](int64_t i) { return !moved_[label_[static_cast<size_t>(i)]]; }),
+                      s.pending.end());
+      if (!moved_ids_.empty() && !s.pending2.empty()) {
+        std::stable_partition(s.pending2.begin(), s.pending2.end(), on_centroid);
+        std::swap(s.pending, s.pending2);
+        assign_pending_brute(s, false, &moved_box_, &moved_all_);
+        std::swap(s.pending, s.pending2);
+      }
+    }
+    if (box_all()) std::stable_partition(s.pending.begin(), s.pending.end(), on_centroid);
     assign_pending_brute(s, false);
   }
 
@@ -1091,7 +1146,10 @@ class LloydEngine {
   /// scan_ascending_tile, kTilePoints per pass. Both return the lexicographic minimum of
   /// (fp32 distance, index) over all K centroids bit for bit (the seed is one of them). Clears
   /// s.pending.
-  void assign_pending_brute(Scratch& s, bool count_as_search) {
+  /// `moved_bf` / `moved_all` (assign_run, points whose centroid did not move): scan these
+  /// (the moved centroids) instead of all; such points are counted in s.unmoved, not s.brute.
+  void assign_pending_brute(Scratch& s, bool count_as_search, const BoxFilter* moved_bf = nullptr,
+                            const SoaBlock* moved_all = nullptr) {
     const float* pts = pts_[0].data();
     const int64_t m = static_cast<int64_t>(s.pending.size());
     const bool boxed = box_all();
@@ -1114,7 +1172,8 @@ class LloydEngine {
         int64_t v = 0;  // entries visited by the tile's first np points together
         if (boxed) {
           int64_t vp[kFilterTilePoints] = {};
-          scan_box_filtered_tile<D>(simd_, xs, box_, all_, bd, bi, rc, vp, &filtered);
+          scan_box_filtered_tile<D>(simd_, xs, moved_bf ? *moved_bf : box_, moved_all ? *moved_all : all_, bd, bi, rc,
+                                    vp, &filtered);
           for (int64_t p = 0; p < np; ++p) v += vp[p];
         } else {
           v = np * scan_filtered_tile<D>(simd_, xs, all_, all_filter_, bd, bi, rc, &filtered);
@@ -1125,7 +1184,7 @@ class LloydEngine {
         if (filtered) {
           s.filter_evals += v;
           s.evals += v + exact;
-          if (boxed) s.box += np;
+          if (boxed && !moved_bf) s.box += np;
         } else {
           s.evals += v;
         }
@@ -1139,7 +1198,7 @@ class LloydEngine {
         if (bounds_) lb_[i] = 0.0f;  // no bound from the tiled scan: searched again next time
       }
     }
-    s.brute += m;
+    if (!moved_bf) s.brute += m;
     if (count_as_search) s.tree_points += m;
     s.pending.clear();
   }
@@ -1238,6 +1297,14 @@ class LloydEngine {
   FilterBlock all_filter_;  // all_ for the filtered brute force
   bool box_first_ = false;  // the first assignment takes the box path though later ones do not (start())
   BoxFilter box_;           // the centroids for the box-pruned filtered brute force (box_all())
+  // find_moved(): the centroids the last update changed (box mode; moved_valid_: not all of them).
+  bool moved_valid_ = false;
+  std::vector<uint8_t> moved_;     // (K) 1: changed
+  std::vector<int32_t> moved_ids_;  // ascending
+  BoxFilter moved_box_;             // the changed centroids only (original indices)
+  std::vector<float> moved_soa_;
+  std::vector<int32_t> moved_idx_;
+  SoaBlock moved_all_;              // the same, ascending (the exact fallback)
   std::vector<Item> items_;
   std::vector<Scratch> scratch_;
 };
