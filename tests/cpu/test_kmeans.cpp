@@ -158,6 +158,66 @@ TEST_CASE("empty clusters split as faiss does, matching the reference twin exact
   REQUIRE(pairs_apart >= 2);
 }
 
+TEST_CASE("a Lloyd fixed point ends the computing, not the iterations: every one equals the twin's", "[kmeans]") {
+  // Small-integer points in clumps: every centroid sum is exact in double, so the engine and the
+  // twin (which recomputes every iteration) must agree bit for bit, whatever the summation order.
+  for (int d : {2, 4, 8}) {
+    for (int64_t k : {int64_t{24}, int64_t{300}}) {
+      std::mt19937_64 rng(40 + static_cast<uint64_t>(d) + static_cast<uint64_t>(k));
+      const int64_t n = 6000;
+      std::vector<float> x(static_cast<size_t>(n * d));
+      std::vector<int> centre(static_cast<size_t>(32 * d));
+      for (auto& c : centre) c = static_cast<int>(rng() % 200) - 100;
+      for (int64_t i = 0; i < n; ++i) {
+        const size_t m = static_cast<size_t>(rng() % 32);
+        for (int e = 0; e < d; ++e)
+          x[static_cast<size_t>(i * d + e)] = static_cast<float>(centre[m * static_cast<size_t>(d) + static_cast<size_t>(e)] +
+                                                                 static_cast<int>(rng() % 7) - 3);
+      }
+      KMeansOptions o;
+      o.k = k;
+      o.iterations = 80;
+      o.seed = 5;
+      o.threads = 2;
+      int calls = 0;
+      std::vector<double> seen;
+      o.progress = [&](const KMeansProgress& p) {
+        REQUIRE(p.iteration == calls);
+        ++calls;
+        seen.push_back(p.objective);
+        return true;
+      };
+      const KMeansResult r = kmeans(view(x, d), o);
+      const std::vector<float> init = kmeans_initial_centroids(view(x, d), o);
+      const reference::KMeansRefResult ref = reference::kmeans_ref(x, static_cast<size_t>(d), init, 80, 5);
+      INFO("d = " << d << " K = " << k << " fixed point at " << r.stats.fixed_point_iteration);
+      // Reached well before the cap, and nothing after it was recomputed.
+      REQUIRE(r.stats.fixed_point_iteration >= 1);
+      REQUIRE(r.stats.fixed_point_iteration < 70);
+      REQUIRE(r.stats.assignments == (r.stats.fixed_point_iteration + 1) * n);
+      REQUIRE(calls == 80);
+      REQUIRE(r.iterations_run == 80);
+      REQUIRE(seen == r.objective);
+      // Objectives: fp32 distances summed in double here, double distances in the twin.
+      REQUIRE(r.objective.size() == ref.objective.size());
+      for (size_t t = 0; t < ref.objective.size(); ++t)
+        REQUIRE(std::fabs(r.objective[t] - ref.objective[t]) <= 1e-6 * ref.objective[t]);
+      REQUIRE(std::fabs(r.final_objective - ref.final_objective) <= 1e-6 * ref.final_objective);
+      REQUIRE(r.centroids == ref.centroids);
+      REQUIRE(r.stats.splits == ref.splits);
+      for (int64_t i = 0; i < n; ++i) REQUIRE(r.codes[static_cast<size_t>(i)] == ref.labels[static_cast<size_t>(i)]);
+      // Running exactly to the fixed point and no further gives the same answer.
+      KMeansOptions o2 = o;
+      o2.progress = nullptr;
+      o2.iterations = r.stats.fixed_point_iteration;
+      const KMeansResult r2 = kmeans(view(x, d), o2);
+      REQUIRE(r2.stats.fixed_point_iteration == r.stats.fixed_point_iteration);  // found by the final reassignment
+      REQUIRE(r2.centroids == r.centroids);
+      REQUIRE(r2.codes == r.codes);
+    }
+  }
+}
+
 TEST_CASE("kmeans is bit-identical across thread counts, SIMD and pruning", "[kmeans]") {
   const std::vector<float> x = weight_like_points(60000, 4, 9);
   KMeansOptions o;

@@ -165,6 +165,12 @@ struct KMeansStats {
   /// previous assignment was exact and no unmoved centroid got closer, so only the centroids that
   /// moved were scanned (none when nothing moved). Not in brute_force_points / box_points.
   int64_t unmoved_points = 0;
+  /// The iteration whose assignment reproduced the previous labels after an update that split no
+  /// cluster, or -1. From there on Lloyd is at a fixed point: the next update would compute the
+  /// same centroids bit for bit (same points in the same order per cluster, no empty cluster), so
+  /// every later assignment would repeat this one. Those iterations are reported (same objective,
+  /// progress callback) but not recomputed, and are not counted in `assignments`.
+  int fixed_point_iteration = -1;
   double init_s = 0, assign_s = 0, sort_s = 0, update_s = 0;
 };
 
@@ -603,6 +609,7 @@ class LloydEngine {
       });
     }
     std::copy(init, init + k_ * D, centroids_.begin());
+    moved_valid_ = false;  // the first labels are guesses: no previous exact assignment
     box_first_ = box_mode_ == KMeansBoxPruning::kAuto && box_possible() && !box_rule() && D >= kBoxFirstMinD &&
                  D < kBoxHighD && (k_ >= kBoxFirstMinK || n_ <= k_ * kBoxFirstMaxPerCluster);
     set_centroids(true);
@@ -677,6 +684,18 @@ class LloydEngine {
       st.unmoved_points += s.unmoved;
     }
     st.assignments += n_;
+    // Points whose label differs from the cluster they were sorted under (the last labels).
+    const int nt = std::max(1, threads_);
+    std::vector<int64_t> ch(static_cast<size_t>(nt), 0);
+    parallel_static(nt, k_, [&](int t, int64_t b, int64_t e) {
+      int64_t c = 0;
+      for (int64_t a = b; a < e; ++a)
+        for (int64_t i = seg_[static_cast<size_t>(a)]; i < seg_[static_cast<size_t>(a + 1)]; ++i)
+          c += label_[static_cast<size_t>(i)] != static_cast<uint32_t>(a);
+      ch[static_cast<size_t>(t)] = c;
+    });
+    changed_ = 0;
+    for (int64_t c : ch) changed_ += c;
     if (box_first_) {
       box_first_ = false;
       box_ = BoxFilter();
@@ -820,6 +839,9 @@ class LloydEngine {
   }
 
   const std::vector<float>& centroids() const { return centroids_; }
+
+  /// Points the last assignment moved to another cluster than the one they were sorted under.
+  int64_t changed() const { return changed_; }
 
  private:
   /// Item::cluster values that are not a cluster index.
@@ -1307,6 +1329,7 @@ class LloydEngine {
   SoaBlock moved_all_;              // the same, ascending (the exact fallback)
   std::vector<Item> items_;
   std::vector<Scratch> scratch_;
+  int64_t changed_ = 0;  // changed()
 };
 
 inline double seconds_since(std::chrono::steady_clock::time_point t0) {
@@ -1321,11 +1344,19 @@ Status run_lloyd(MatrixView<const float> p, const KMeansOptions& o, int threads,
   eng.start(p, init.data(), o.point_weights);
   r->stats.sort_s += seconds_since(t);
   r->codes.resize(static_cast<size_t>(p.rows));
-  std::vector<float> used;  // centroids the current assignment used
+  int64_t last_splits = -1;  // splits of the last update (-1: none yet)
+  bool fixed = false;        // at a Lloyd fixed point (KMeansStats::fixed_point_iteration)
+  double obj = 0;
   for (int it = 0;; ++it) {
-    t = std::chrono::steady_clock::now();
-    const double obj = eng.assign(r->stats);
-    r->stats.assign_s += seconds_since(t);
+    if (!fixed) {
+      t = std::chrono::steady_clock::now();
+      obj = eng.assign(r->stats);
+      r->stats.assign_s += seconds_since(t);
+      if (last_splits == 0 && eng.changed() == 0) {
+        fixed = true;
+        r->stats.fixed_point_iteration = it;
+      }
+    }
     if (it == o.iterations) {  // final reassignment
       r->final_objective = obj;
       break;
@@ -1354,12 +1385,15 @@ Status run_lloyd(MatrixView<const float> p, const KMeansOptions& o, int threads,
         break;
       }
     }
-    t = std::chrono::steady_clock::now();
-    eng.sort_by_label();
-    r->stats.sort_s += seconds_since(t);
-    t = std::chrono::steady_clock::now();
-    r->stats.splits += eng.update(o.seed ^ (0x5851f42d4c957f2dull * static_cast<uint64_t>(it + 1)));
-    r->stats.update_s += seconds_since(t);
+    if (!fixed) {
+      t = std::chrono::steady_clock::now();
+      eng.sort_by_label();
+      r->stats.sort_s += seconds_since(t);
+      t = std::chrono::steady_clock::now();
+      last_splits = eng.update(o.seed ^ (0x5851f42d4c957f2dull * static_cast<uint64_t>(it + 1)));
+      r->stats.splits += last_splits;
+      r->stats.update_s += seconds_since(t);
+    }
     r->iterations_run = it + 1;
   }
   eng.codes(r->codes.data());
