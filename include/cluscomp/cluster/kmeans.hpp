@@ -39,6 +39,14 @@
 ///    lists serve later assignments, the first one still takes the box scan for 4 <= d < 12 with
 ///    K >= 16384 or <= 256 points per cluster (kBoxFirstMinK): seeded with guesses, not with the
 ///    last assignment, the first lists are long, and the box scan tightens as it goes.
+///  * After an update in box mode, a point whose centroid did not move scans only the centroids
+///    that moved (a box filter of those alone, find_moved): every unmoved centroid has the same
+///    fp32 distance to it as in the last exact assignment, where it lost. Late iterations at
+///    large K, where few centroids still move, cost next to nothing.
+///  * An assignment that repeats the previous labels after an update that split no cluster is a
+///    Lloyd fixed point: the next update would give the same centroids bit for bit (same points
+///    in the same order per cluster), so the remaining iterations are reported with the same
+///    objective and not recomputed (KMeansStats::fixed_point_iteration).
 ///  * Distances come from one SIMD kernel (AVX2 when the CPU has it, else portable code) whose
 ///    per-pair arithmetic is the same in every path, so the pruned scan returns exactly what a
 ///    brute-force scan with the same kernel returns: the lowest index among the minimal fp32
