@@ -257,6 +257,9 @@ int main() {
                    c.name.c_str(), mine_r.stats.assign_s, mine_r.stats.sort_s, mine_r.stats.update_s, mine_r.stats.init_s,
                    static_cast<double>(mine_r.stats.distance_evaluations - mine_r.stats.filter_evaluations) / na,
                    static_cast<double>(mine_r.stats.filter_rechecks) / na, static_cast<double>(mine_r.stats.filter_evaluations) / na);
+      std::fprintf(stderr, "  ours %s (last run): %lld of %lld point assignments scanned only the moved centroids; fixed point at iteration %d (-1: none)\n",
+                   c.name.c_str(), static_cast<long long>(mine_r.stats.unmoved_points),
+                   static_cast<long long>(mine_r.stats.assignments), mine_r.stats.fixed_point_iteration);
       if (!peers) continue;
       const Run fa = run_peer(python, script, dir, c, "faiss", iters);
       row("faiss-cpu", fa);
