@@ -2,8 +2,11 @@
 // format (safetensors with packed codes), round trips and negative tests.
 #include <catch2/catch.hpp>
 
+#include <csignal>
 #include <cstring>
 #include <filesystem>
+#include <fstream>
+#include <sstream>
 #include <map>
 #include <random>
 #include <string>
@@ -12,6 +15,10 @@
 #include "cluscomp/io/cluscomp_format.hpp"
 #include "cluscomp/io/reference_checkpoint.hpp"
 #include "support/test_data.hpp"
+
+#include <sys/resource.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 using namespace cluscomp;
 namespace fs = std::filesystem;
@@ -221,6 +228,64 @@ TEST_CASE("sharded reference checkpoints are read through the index", "[referenc
   write_text_file_atomic((dir / "model.safetensors.index.json").string(), index.dump());
   expect_error([&] { (void)read_reference_checkpoint(dir.path().string()); }, StatusCode::kFormatError,
                {"not a plain file name"});
+}
+
+TEST_CASE("a full disk while rewriting a reference checkpoint keeps the old pair", "[reference]") {
+  cluscomp_test::TempDir dir;
+  const LlamaConfig cfg = tiny_config();
+  const Dense dense(cfg);
+  const std::string path = (dir / "ck").string();
+  write_reference_checkpoint(path, cfg, dense.refs, tiny_clustered(cfg, 16, 4, DType::kF16));
+  auto bytes = [](const fs::path& p) {
+    std::ifstream f(p, std::ios::binary);
+    std::stringstream ss;
+    ss << f.rdbuf();
+    return ss.str();
+  };
+  const std::string old_model = bytes(fs::path(path) / "model.safetensors");
+  const std::string old_config = bytes(fs::path(path) / "config.json");
+  // A limit the new config.json fits under and the new model.safetensors does not: the config
+  // is staged first, then the model's write fails; neither may appear.
+  const int64_t limit = 2048;
+  REQUIRE(static_cast<int64_t>(old_config.size()) < limit);
+  REQUIRE(static_cast<int64_t>(old_model.size()) > limit);
+  const auto other = tiny_clustered(cfg, 8, 2, DType::kF32);
+  const pid_t pid = ::fork();
+  REQUIRE(pid >= 0);
+  if (pid == 0) {
+    ::signal(SIGXFSZ, SIG_IGN);  // EFBIG instead of being killed
+    struct rlimit lim = {static_cast<rlim_t>(limit), static_cast<rlim_t>(limit)};
+    if (::setrlimit(RLIMIT_FSIZE, &lim) != 0) ::_exit(10);
+    try {
+      write_reference_checkpoint(path, cfg, dense.refs, other);
+      ::_exit(11);  // must not succeed
+    } catch (const Error& e) {
+      const std::string msg = e.what();
+      if (e.code() != StatusCode::kIoError) ::_exit(12);
+      if (msg.find("model.safetensors") == std::string::npos) ::_exit(13);
+      if (msg.find("disk full or file size limit") == std::string::npos) ::_exit(14);
+    } catch (...) {
+      ::_exit(15);
+    }
+    ::_exit(0);
+  }
+  int status = 0;
+  REQUIRE(::waitpid(pid, &status, 0) == pid);
+  REQUIRE(WIFEXITED(status));
+  REQUIRE(WEXITSTATUS(status) == 0);
+  REQUIRE(bytes(fs::path(path) / "model.safetensors") == old_model);
+  REQUIRE(bytes(fs::path(path) / "config.json") == old_config);
+  int64_t files = 0;
+  for (const auto& e : fs::directory_iterator(path)) {
+    INFO(e.path().string());
+    REQUIRE(e.path().filename().string().find(".tmp.") == std::string::npos);
+    ++files;
+  }
+  REQUIRE(files == 2);
+  // The same write without the limit replaces both, and they load together.
+  write_reference_checkpoint(path, cfg, dense.refs, other);
+  REQUIRE(read_llama_config(path + "/config.json").num_clusters == 8);
+  REQUIRE(read_reference_checkpoint(path).clustered.size() == other.size());
 }
 
 TEST_CASE("reference checkpoint errors", "[reference]") {

@@ -128,15 +128,28 @@ class AtomicFileWriter {
   uint64_t bytes_written() const { return written_; }
   const std::string& path() const { return path_; }
 
-  /// Makes the file visible at `path`, atomically.
+  /// Makes the file visible at `path`, atomically: finish() then publish().
   void commit() {
-    if (fd_ < 0) throw Error(StatusCode::kIoError, path_ + ": commit twice");
+    finish();
+    publish();
+  }
+
+  /// Flushes, fsyncs and closes the temporary: the bytes are on disk, `path` is still untouched.
+  /// For files that must appear together: finish() every one of them, then publish() each (only
+  /// a failed rename, not a full disk, can then leave some published and others not).
+  void finish() {
+    if (fd_ < 0) throw Error(StatusCode::kIoError, path_ + ": finish twice, or after commit");
     if (::fsync(fd_) != 0) fail("fsync failed");
     if (::close(fd_) != 0) {
       fd_ = -1;
       fail("close failed");
     }
     fd_ = -1;
+  }
+
+  /// Renames the finished temporary over `path`.
+  void publish() {
+    if (fd_ >= 0 || tmp_.empty()) throw Error(StatusCode::kIoError, path_ + ": publish before finish, or twice");
     if (::rename(tmp_.c_str(), path_.c_str()) != 0) fail("rename into place failed");
     tmp_.clear();
   }

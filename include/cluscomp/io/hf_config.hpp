@@ -304,11 +304,17 @@ inline nlohmann::json llama_config_to_json(const LlamaConfig& c) {
   return j;
 }
 
+/// Validates `c` and returns the text of its config.json (keys sorted, 2-space indent, trailing
+/// newline: deterministic). Throws Error from validate().
+inline std::string llama_config_text(const LlamaConfig& c) {
+  throw_if_error(c.validate());
+  return llama_config_to_json(c).dump(2) + "\n";
+}
+
 /// Validates and writes config.json atomically (keys sorted, 2-space indent, trailing newline:
 /// deterministic). Throws Error from validate() or kIoError.
 inline void write_llama_config(const std::string& path, const LlamaConfig& c) {
-  throw_if_error(c.validate());
-  write_text_file_atomic(path, llama_config_to_json(c).dump(2) + "\n");
+  write_text_file_atomic(path, llama_config_text(c));
 }
 
 /// (out, in) of the HF weight of a decoder-block projection named like

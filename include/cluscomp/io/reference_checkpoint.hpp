@@ -288,8 +288,9 @@ inline ReferenceCheckpoint read_reference_checkpoint(const std::string& dir, con
 
 /// Writes a reference checkpoint into `dir` (created if needed): model.safetensors (dense tensors
 /// as given, then per matrix `<prefix>.cluster` and `<prefix>.index`, see SafetensorsWriter for
-/// the order) and config.json with num_clusters / cluster_dim set. Each file is written
-/// atomically; codes are converted one matrix at a time while streaming. Exact, deterministic.
+/// the order) and config.json with num_clusters / cluster_dim set. Both files are complete on disk
+/// before either is renamed into place (AtomicFileWriter::finish), so an error while writing
+/// leaves the directory as it was; codes are converted one matrix at a time while streaming. Exact, deterministic.
 /// Throws Error: kUnsupported when a matrix has S != 1 or the matrices disagree on K or d (the
 /// reference cannot load that), kInvalidArgument for name clashes, kIoError from the OS.
 inline void write_reference_checkpoint(const std::string& dir, LlamaConfig config,
@@ -331,13 +332,22 @@ inline void write_reference_checkpoint(const std::string& dir, LlamaConfig confi
     config.num_clusters = k;
     config.cluster_dim = d;
   }
-  throw_if_error(config.validate());
+  const std::string config_text = llama_config_text(config);
   std::error_code ec;
   std::filesystem::create_directories(dir, ec);
   if (ec) throw Error(StatusCode::kIoError, dir + ": cannot create directory: " + ec.message());
   const std::filesystem::path root(dir);
-  w.write((root / "model.safetensors").string());
-  write_llama_config((root / "config.json").string(), config);
+  // Both files are written and synced before either is renamed into place, so a full disk or a
+  // failing producer leaves the previous pair (or nothing) as it was, never a new model with an
+  // old config.json.
+  AtomicFileWriter cf((root / "config.json").string());
+  cf.write(config_text);
+  AtomicFileWriter mf((root / "model.safetensors").string());
+  w.write_to(mf);
+  cf.finish();
+  mf.finish();
+  mf.publish();
+  cf.publish();
 }
 
 CLUSCOMP_NAMESPACE_END

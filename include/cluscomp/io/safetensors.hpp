@@ -550,8 +550,14 @@ class SafetensorsWriter {
   /// disk included); the destination is then absent or untouched and no temporary remains.
   void write(const std::string& path) const {
     AtomicFileWriter w(path);
-    emit([&w](const void* p, size_t n) { w.write(p, n); });
+    write_to(w);
     w.commit();
+  }
+
+  /// Writes the whole file into `w` without committing it (for files that appear together, see
+  /// AtomicFileWriter::finish).
+  void write_to(AtomicFileWriter& w) const {
+    emit([&w](const void* p, size_t n) { w.write(p, n); });
   }
 
   /// The whole file in memory (tests, fuzz seeds, small files).
