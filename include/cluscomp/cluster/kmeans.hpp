@@ -692,18 +692,6 @@ class LloydEngine {
       st.unmoved_points += s.unmoved;
     }
     st.assignments += n_;
-    // Points whose label differs from the cluster they were sorted under (the last labels).
-    const int nt = std::max(1, threads_);
-    std::vector<int64_t> ch(static_cast<size_t>(nt), 0);
-    parallel_static(nt, k_, [&](int t, int64_t b, int64_t e) {
-      int64_t c = 0;
-      for (int64_t a = b; a < e; ++a)
-        for (int64_t i = seg_[static_cast<size_t>(a)]; i < seg_[static_cast<size_t>(a + 1)]; ++i)
-          c += label_[static_cast<size_t>(i)] != static_cast<uint32_t>(a);
-      ch[static_cast<size_t>(t)] = c;
-    });
-    changed_ = 0;
-    for (int64_t c : ch) changed_ += c;
     if (box_first_) {
       box_first_ = false;
       box_ = BoxFilter();
@@ -848,8 +836,23 @@ class LloydEngine {
 
   const std::vector<float>& centroids() const { return centroids_; }
 
-  /// Points the last assignment moved to another cluster than the one they were sorted under.
-  int64_t changed() const { return changed_; }
+  /// Whether the last assignment kept every point in the cluster it was sorted under (the labels
+  /// before it). Each worker stops at its first changed point: next to free while labels change.
+  bool labels_unchanged() const {
+    const int nt = std::max(1, threads_);
+    std::vector<uint8_t> changed(static_cast<size_t>(nt), 0);
+    parallel_static(nt, k_, [&](int t, int64_t b, int64_t e) {
+      for (int64_t a = b; a < e; ++a)
+        for (int64_t i = seg_[static_cast<size_t>(a)]; i < seg_[static_cast<size_t>(a + 1)]; ++i)
+          if (label_[static_cast<size_t>(i)] != static_cast<uint32_t>(a)) {
+            changed[static_cast<size_t>(t)] = 1;
+            return;
+          }
+    });
+    for (uint8_t c : changed)
+      if (c) return false;
+    return true;
+  }
 
  private:
   /// Item::cluster values that are not a cluster index.
@@ -1337,7 +1340,6 @@ class LloydEngine {
   SoaBlock moved_all_;              // the same, ascending (the exact fallback)
   std::vector<Item> items_;
   std::vector<Scratch> scratch_;
-  int64_t changed_ = 0;  // changed()
 };
 
 inline double seconds_since(std::chrono::steady_clock::time_point t0) {
@@ -1360,7 +1362,7 @@ Status run_lloyd(MatrixView<const float> p, const KMeansOptions& o, int threads,
       t = std::chrono::steady_clock::now();
       obj = eng.assign(r->stats);
       r->stats.assign_s += seconds_since(t);
-      if (last_splits == 0 && eng.changed() == 0) {
+      if (last_splits == 0 && eng.labels_unchanged()) {
         fixed = true;
         r->stats.fixed_point_iteration = it;
       }
