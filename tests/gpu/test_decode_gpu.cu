@@ -24,26 +24,41 @@ using cluscomp_test::random_tensor;
 
 namespace {
 
-// A tensor's centroids and codes copied to the device, and its untyped device view.
+// A tensor's centroids and codes copied to the device, and its untyped device view. The
+// centroids start `shift` bytes into their buffer: a shift that is not a multiple of the vector
+// load makes the launcher take the generic kernels instead of the specialised ones.
 struct DeviceCodebook {
   DeviceBuffer<unsigned char> centroids;
   DeviceBuffer<uint32_t> codes;
   AnyCodebookView view;
-  explicit DeviceCodebook(const CodebookTensor& t)
-      : centroids(t.centroid_bytes().data(), t.centroid_bytes().size()),
+  explicit DeviceCodebook(const CodebookTensor& t, size_t shift = 0)
+      : centroids(t.centroid_bytes().size() + shift),
         codes(t.code_words().data(), t.code_words().size()),
-        view(make_any_codebook_view(t.shape(), centroids.get(), codes.get())) {}
+        view(make_any_codebook_view(t.shape(), centroids.get() + shift, codes.get())) {
+    CLUSCOMP_CUDA_REQUIRE(cudaMemcpy(centroids.get() + shift, t.centroid_bytes().data(),
+                                     t.centroid_bytes().size(), cudaMemcpyHostToDevice));
+  }
 };
 
-// Decodes on the device (reference W of `t` given) into a strided buffer (row_stride = cols + 5, col_stride 1, gaps filled
+// How the output and the table are laid out for one check: the row pitch's padding (5: rows not
+// 16-byte aligned; kAlignedPad: the pitch a multiple of 4 floats, so Wt takes float4 stores where
+// d % 4 == 0) and the table's byte shift (0: aligned).
+constexpr int64_t kAlignedPad = -1;
+struct Layout {
+  int64_t pad = 5;
+  size_t shift = 0;
+};
+
+// Decodes on the device (reference W of `t` given) into a strided buffer (row_stride = cols + pad, col_stride 1, gaps filled
 // with a sentinel byte pattern) and compares with the reference; the gaps must stay untouched.
 void check_gpu_decode(const CodebookTensor& t, const std::vector<double>& ref, DecodeLayout layout,
-                      cudaStream_t stream) {
+                      cudaStream_t stream, Layout lay = {}) {
   const CodebookShape& sh = t.shape();
-  INFO(describe(sh) << " layout=" << decode_layout_name(layout));
   const bool w = layout == DecodeLayout::kW;
-  const int64_t rows = w ? sh.out : sh.in, cols = w ? sh.in : sh.out, rs = cols + 5;
-  DeviceCodebook dc(t);
+  const int64_t rows = w ? sh.out : sh.in, cols = w ? sh.in : sh.out;
+  const int64_t pad = lay.pad == kAlignedPad ? 4 + (4 - cols % 4) % 4 : lay.pad, rs = cols + pad;
+  INFO(describe(sh) << " layout=" << decode_layout_name(layout) << " row_stride=" << rs << " shift=" << lay.shift);
+  DeviceCodebook dc(t, lay.shift);
   DeviceBuffer<float> out(static_cast<size_t>(rows * rs));
   out.fill_bytes(0x7f);  // 0x7f7f7f7f: a finite float no centroid of these tests decodes to in a gap check
   DecodeGpuArgs args;
@@ -78,7 +93,7 @@ TEST_CASE("GPU decode matches decode_dense_ref bit for bit for every configurati
   std::mt19937_64 rng(777);
   int cases = 0;
   const int widths[] = {1, 2, 3, 4, 5, 7, 8, 11, 13, 15, 16};
-  const int ds[] = {1, 3, 4, 8, 16};
+  const int ds[] = {1, 3, 4, 8, 16, 2};
   const int ss[] = {1, 3, 7};
   for_each_type(CentroidTypes{}, [&](auto tag) {
     using T = typename decltype(tag)::type;
@@ -87,7 +102,7 @@ TEST_CASE("GPU decode matches decode_dense_ref bit for bit for every configurati
       std::vector<int64_t> ks = {full};
       if (bits >= 3) ks.push_back(full - 3);  // a non-power of two
       for (int64_t k : ks)
-        for (int di = 0; di < 5; ++di)
+        for (int di = 0; di < 6; ++di)
           for (int si = 0; si < 3; ++si) {
             if (bits > 11 && (di + si) % 3 != 0) continue;  // wide codebooks are large
             const int64_t out = (cases % 3 == 0) ? 5 : (cases % 3 == 1 ? 37 : 48);  // 5, 37: padded
@@ -95,8 +110,10 @@ TEST_CASE("GPU decode matches decode_dense_ref bit for bit for every configurati
             const CodebookTensor t =
                 random_tensor(make_shape(out, in, ds[di], k, ss[si], bits, centroid_dtype_of<T>), rng);
             const std::vector<double> ref = reference::decode_dense_ref(t);
-            check_gpu_decode(t, ref, DecodeLayout::kW, stream);
-            check_gpu_decode(t, ref, DecodeLayout::kWt, stream);
+            for (const Layout lay : {Layout{}, Layout{kAlignedPad, 0}, Layout{kAlignedPad, sizeof(T)}}) {
+              check_gpu_decode(t, ref, DecodeLayout::kW, stream, lay);
+              check_gpu_decode(t, ref, DecodeLayout::kWt, stream, lay);
+            }
             ++cases;
           }
     }
@@ -113,7 +130,20 @@ TEST_CASE("GPU decode of a larger matrix with many blocks", "[gpu][decode]") {
     const std::vector<double> ref = reference::decode_dense_ref(t);
     check_gpu_decode(t, ref, DecodeLayout::kW, nullptr);
     check_gpu_decode(t, ref, DecodeLayout::kWt, nullptr);
+    check_gpu_decode(t, ref, DecodeLayout::kWt, nullptr, Layout{kAlignedPad, 0});
   }
+  // The specialised kernels' tiles (32 input columns x 64 output rows) cut by the matrix edges,
+  // codebook boundaries inside a tile, and rows that end in a partial vector (out % d != 0).
+  for (int d : {2, 4, 8, 16})
+    for (const int64_t out : {int64_t{64}, int64_t{150}, int64_t{203}})
+      for (const int64_t in : {int64_t{32}, int64_t{70}}) {
+        const CodebookTensor t = random_tensor(make_shape(out, in, d, 300, 3, 0, DType::kBF16), rng);
+        const std::vector<double> ref = reference::decode_dense_ref(t);
+        for (const Layout lay : {Layout{}, Layout{kAlignedPad, 0}}) {
+          check_gpu_decode(t, ref, DecodeLayout::kW, nullptr, lay);
+          check_gpu_decode(t, ref, DecodeLayout::kWt, nullptr, lay);
+        }
+      }
 }
 
 TEST_CASE("GPU decode refuses bad arguments with a Status naming them", "[gpu][decode][status]") {
@@ -161,7 +191,7 @@ TEST_CASE("GPU decode refuses bad arguments with a Status naming them", "[gpu][d
   const Status pending = decode_dense_gpu(good, nullptr);
   INFO(pending.to_string());
   REQUIRE(pending.code() == StatusCode::kCudaError);
-  REQUIRE(pending.message().find("decode_dense_w_kernel<F16>") != std::string::npos);
+  REQUIRE(pending.message().find("decode_dense_w_tiled_kernel<F16>") != std::string::npos);
   REQUIRE(cudaGetLastError() == cudaSuccess);
   CLUSCOMP_CUDA_REQUIRE(cudaDeviceSynchronize());
 }

@@ -24,6 +24,7 @@ CLUSCOMP_HOST_DEVICE CLUSCOMP_FORCEINLINE int64_t codebook_row_begin(int64_t s, 
 /// The codebook that owns input row i: the largest s with codebook_row_begin(s) <= i.
 CLUSCOMP_HOST_DEVICE CLUSCOMP_FORCEINLINE int64_t codebook_of_row(int64_t i, int64_t num_codebooks,
                                                                   int64_t in) {
+  if (num_codebooks == 1) return 0;  // the common case, without a 64-bit division
   return ((i + 1) * num_codebooks - 1) / in;
 }
 

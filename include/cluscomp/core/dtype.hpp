@@ -64,26 +64,15 @@ CLUSCOMP_HOST_DEVICE inline uint16_t float_to_half_bits(float f) {
 CLUSCOMP_HOST_DEVICE inline float half_bits_to_float(uint16_t h) {
   const uint32_t sign = static_cast<uint32_t>(h & 0x8000u) << 16;
   const uint32_t e = (h >> 10) & 0x1fu;
-  uint32_t m = h & 0x3ffu;
-  uint32_t out;
-  if (e == 0) {
-    if (m == 0) {
-      out = sign;
-    } else {  // subnormal: normalise
-      int shift = 0;
-      while ((m & 0x400u) == 0) {
-        m <<= 1;
-        ++shift;
-      }
-      m &= 0x3ffu;
-      out = sign | (static_cast<uint32_t>(113 - shift) << 23) | (m << 13);
-    }
-  } else if (e == 31) {
-    out = sign | 0x7f800000u | (m << 13);
-  } else {
-    out = sign | ((e + 112) << 23) | (m << 13);
-  }
-  return bits_float(out);
+  const uint32_t m = h & 0x3ffu;
+  // All three cases computed and one selected: no branch, so no warp divergence on a GPU (random
+  // or outlier centroids mix the cases within a warp).
+  const uint32_t normal = sign | ((e + 112) << 23) | (m << 13);
+  const uint32_t special = sign | 0x7f800000u | (m << 13);  // inf, NaN with its payload
+  // Zero or subnormal: m * 2^-24, exact in float (m < 2^10 converts exactly and the product by a
+  // power of two is 0 or a normal float, so flush-to-zero modes cannot change it).
+  const uint32_t tiny = sign | float_bits(static_cast<float>(m) * 0x1p-24f);
+  return bits_float(e == 0 ? tiny : (e == 31 ? special : normal));
 }
 
 /// float -> bfloat16 bits, round to nearest even; NaN -> 0x7FFF.

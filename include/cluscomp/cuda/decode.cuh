@@ -5,8 +5,9 @@
 /// the kernel; errors of the asynchronous execution surface at the caller's next sync.
 ///
 /// Numerics: exact (each element is one centroid component converted to float, through the same
-/// CodebookView<T>::decode_vector as the CPU); bit-identical to codebook/decode.hpp and to
-/// reference::decode_dense_ref. Deterministic: every element is written once.
+/// CodebookView<T>::decode_component as the CPU); bit-identical to codebook/decode.hpp and to
+/// reference::decode_dense_ref. Deterministic: every element is written once. Which kernel runs
+/// (specialised for d in {2, 4, 8, 16}, or generic): device/decode_kernel.cuh.
 
 #include <cuda_runtime.h>
 
@@ -48,11 +49,52 @@ Status cuda_launch_status(const char* kernel) {
                                             ">: " + cudaGetErrorName(e) + ": " + cudaGetErrorString(e));
 }
 
-/// The typed launcher (arguments already checked). Explicitly instantiated in kernels/decode.cu
-/// for every type of the list.
+/// The specialised kernels for compile-time D (device/decode_kernel.cuh); false when the
+/// centroid table is not aligned to their vector load (then the generic kernels run).
+template <class T, int D>
+bool launch_decode_dense_vec(const CodebookView<T>& cb, const MatrixView<float>& dst, DecodeLayout layout,
+                             cudaStream_t stream) {
+  constexpr int kLoad = decode_gpu::kCentroidLoadBytes<T, D>;
+  if constexpr (kLoad == 0) {
+    return false;
+  } else {
+    if (reinterpret_cast<uintptr_t>(cb.centroids) % kLoad != 0) return false;
+    constexpr int64_t kMaxGridY = 65535;
+    if (layout == DecodeLayout::kW) {
+      const int64_t row_tiles = (cb.out + decode_gpu::kTileRows - 1) / decode_gpu::kTileRows;
+      const dim3 grid(static_cast<unsigned>((cb.in + decode_gpu::kTileCols - 1) / decode_gpu::kTileCols),
+                      static_cast<unsigned>(row_tiles < kMaxGridY ? row_tiles : kMaxGridY));
+      decode_dense_w_tiled_kernel<T, D>
+          <<<grid, dim3(decode_gpu::kTileCols, decode_gpu::kTileThreadsY), 0, stream>>>(cb, dst);
+      return true;
+    }
+    constexpr int kX = 64, kY = 4;
+    const bool vec_store = D % 4 == 0 && dst.col_stride == 1 && dst.row_stride % 4 == 0 &&
+                           reinterpret_cast<uintptr_t>(dst.data) % 16 == 0;
+    const int64_t row_blocks = (cb.in + kY - 1) / kY;
+    const dim3 grid(static_cast<unsigned>((cb.vectors_per_row() + kX - 1) / kX),
+                    static_cast<unsigned>(row_blocks < kMaxGridY ? row_blocks : kMaxGridY));
+    decode_dense_wt_vec_kernel<T, D><<<grid, dim3(kX, kY), 0, stream>>>(cb, dst, vec_store);
+    return true;
+  }
+}
+
+/// The typed launcher (arguments already checked): the specialised kernels for d in
+/// {2, 4, 8, 16} when the table is aligned, the generic grid-stride kernels otherwise. Explicitly
+/// instantiated in kernels/decode.cu for every type of the list.
 template <class T>
 Status launch_decode_dense(const CodebookView<T>& cb, const MatrixView<float>& dst,
                            DecodeLayout layout, cudaStream_t stream) {
+  const char* vec_name = layout == DecodeLayout::kW ? "decode_dense_w_tiled_kernel" : "decode_dense_wt_vec_kernel";
+  bool launched = false;
+  switch (cb.d) {
+    case 2: launched = launch_decode_dense_vec<T, 2>(cb, dst, layout, stream); break;
+    case 4: launched = launch_decode_dense_vec<T, 4>(cb, dst, layout, stream); break;
+    case 8: launched = launch_decode_dense_vec<T, 8>(cb, dst, layout, stream); break;
+    case 16: launched = launch_decode_dense_vec<T, 16>(cb, dst, layout, stream); break;
+    default: break;
+  }
+  if (launched) return cuda_launch_status<T>(vec_name);
   const int64_t n = cb.num_vectors();
   int64_t blocks = (n + kDecodeThreadsPerBlock - 1) / kDecodeThreadsPerBlock;
   if (blocks > kDecodeMaxBlocks) blocks = kDecodeMaxBlocks;
