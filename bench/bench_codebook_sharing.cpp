@@ -1,0 +1,240 @@
+// scripts/bench.sh codebook-sharing: would one codebook shared by several matrices beat one
+// codebook per matrix (CLUSCOMP.md §1) at the same true bits per weight, on the real model?
+//
+// On a 135M model the per-matrix codebooks are expensive: a 576x576 matrix at d = 4, K = 4096
+// spends 0.79 bpw on fp16 centroids next to 3 bpw of codes. Sharing one codebook over a group of
+// matrices spreads that cost. Each matrix of a group is divided by its own RMS (one scalar per
+// matrix, 16 bits, counted), the group's d-vectors are pooled, and one weighted k-means (weights
+// = RMS^2, so the objective is the squared error of the original weights) clusters them.
+// Per-matrix codebooks are measured at K in {256, ..., 8192} and the best allocation under the
+// shared setting's bit budget is found by a Lagrangian sweep (what a --bpw search does).
+// Data-free weight error only (no activations, no perplexity): a lead for the format, not a
+// quality claim.
+//
+// Groups: the 7 projections of one block (what block-wise calibration could still train, since
+// the codebook stays inside the block) and one kind (attn_q) over all layers.
+// Environment: CLUSCOMP_DATA (default ~/.cache/cluscomp), SHARING_BLOCK (default 5),
+// SHARING_ITERS (default 20, the reference's), SHARING_D (default 4).
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <cstdlib>
+#include <string>
+#include <vector>
+
+#include "cluscomp/cluster/kmeans.hpp"
+#include "cluscomp/cluster/weight_vectors.hpp"
+#include "cluscomp/io/gguf.hpp"
+#include "cluscomp/io/gguf_quant.hpp"
+
+using namespace cluscomp;
+
+namespace {
+
+std::string env_or(const char* name, const std::string& def) {
+  const char* v = std::getenv(name);
+  return (v != nullptr && *v != '\0') ? std::string(v) : def;
+}
+
+struct Matrix {
+  std::string name;
+  int64_t out = 0, in = 0;
+  std::vector<float> w;  // (out, in)
+  double sq = 0;         // sum of squares
+  double rms = 0;
+};
+
+Matrix load(const GgufReader& rd, const std::string& name) {
+  const GgufTensorInfo& t = rd.tensor(name);
+  Matrix m;
+  m.name = name;
+  m.in = t.ne[0];
+  m.out = t.ne[1];
+  m.w = dequantize_tensor(rd, t);
+  for (float v : m.w) m.sq += static_cast<double>(v) * v;
+  m.rms = std::sqrt(m.sq / static_cast<double>(m.w.size()));
+  return m;
+}
+
+int code_bits(int64_t k) {
+  int b = 0;
+  while ((int64_t{1} << b) < k) ++b;
+  return b;
+}
+
+// Squared error of the final assignment, each point times its weight (1 when none), in double.
+double weighted_sq_error(const std::vector<float>& pts, int d, const KMeansResult& r, const std::vector<float>* wts) {
+  double e = 0;
+  const int64_t n = static_cast<int64_t>(pts.size()) / d;
+  for (int64_t i = 0; i < n; ++i) {
+    const float* c = &r.centroids[static_cast<size_t>(r.codes[static_cast<size_t>(i)]) * d];
+    double s = 0;
+    for (int t = 0; t < d; ++t) {
+      const double diff = static_cast<double>(pts[static_cast<size_t>(i * d + t)]) - c[t];
+      s += diff * diff;
+    }
+    e += wts != nullptr ? s * (*wts)[static_cast<size_t>(i)] : s;
+  }
+  return e;
+}
+
+KMeansResult cluster(const std::vector<float>& pts, int d, int64_t k, int iters, const std::vector<float>* wts) {
+  KMeansOptions o;
+  o.k = k;
+  o.iterations = iters;
+  o.point_weights = wts != nullptr ? wts->data() : nullptr;
+  const int64_t n = static_cast<int64_t>(pts.size()) / d;
+  return kmeans(make_matrix_view<const float>(pts.data(), n, d), o);
+}
+
+struct Option {
+  int64_t k = 0;
+  double bits = 0, err = 0;
+};
+
+// Per-matrix options: K from 256 up to 8192 while K <= vectors / 8.
+std::vector<Option> per_matrix_options(const Matrix& m, int d, int iters) {
+  const std::vector<float> pts = weight_vectors(make_matrix_view<const float>(m.w.data(), m.out, m.in), d);
+  const int64_t n = static_cast<int64_t>(pts.size()) / d;
+  std::vector<Option> opts;
+  for (int64_t k = 256; k <= 8192 && k <= n / 8; k *= 2) {
+    const KMeansResult r = cluster(pts, d, k, iters, nullptr);
+    opts.push_back({k, static_cast<double>(n) * code_bits(k) + static_cast<double>(k) * d * 16,
+                    weighted_sq_error(pts, d, r, nullptr)});
+  }
+  return opts;
+}
+
+struct Allocation {
+  double bits = 0, err = 0;
+  std::vector<int64_t> ks;
+};
+
+// The least total error with total bits <= budget among the Lagrangian solutions (each matrix
+// takes the option minimising err + lambda * bits).
+Allocation best_allocation(const std::vector<std::vector<Option>>& opts, double budget) {
+  Allocation best;
+  best.err = -1;
+  for (double lambda = 1e-14; lambda < 1e2; lambda *= 1.05) {
+    Allocation a;
+    for (const auto& o : opts) {
+      const Option* pick = &o[0];
+      for (const Option& x : o)
+        if (x.err + lambda * x.bits < pick->err + lambda * pick->bits) pick = &x;
+      a.bits += pick->bits;
+      a.err += pick->err;
+      a.ks.push_back(pick->k);
+    }
+    if (a.bits <= budget && (best.err < 0 || a.err < best.err)) best = a;
+  }
+  return best;
+}
+
+std::string ks_text(const std::vector<int64_t>& ks) {
+  std::vector<int64_t> s = ks;
+  std::sort(s.begin(), s.end());
+  std::string t;
+  for (size_t i = 0; i < s.size();) {
+    size_t j = i;
+    while (j < s.size() && s[j] == s[i]) ++j;
+    t += (t.empty() ? "" : " ") + std::to_string(s[i]) + (j - i > 1 ? "x" + std::to_string(j - i) : "");
+    i = j;
+  }
+  return t;
+}
+
+// One group: shared codebooks at each K against the best per-matrix allocation at the same bits.
+// Returns the error ratio (shared / per-matrix, relative errors) at the shared K whose bpw is
+// nearest 4.
+double run_group(const char* label, const std::vector<Matrix>& mats, const std::vector<std::vector<Option>>& opts,
+                 const std::vector<int64_t>& shared_ks, int d, int iters) {
+  double weights = 0, sq = 0;
+  std::vector<float> pts, wts;
+  for (const Matrix& m : mats) {
+    weights += static_cast<double>(m.w.size());
+    sq += m.sq;
+    std::vector<float> scaled(m.w.size());
+    for (size_t i = 0; i < m.w.size(); ++i) scaled[i] = static_cast<float>(m.w[i] / m.rms);
+    const std::vector<float> v = weight_vectors(make_matrix_view<const float>(scaled.data(), m.out, m.in), d);
+    pts.insert(pts.end(), v.begin(), v.end());
+    wts.insert(wts.end(), v.size() / d, static_cast<float>(m.rms * m.rms));
+  }
+  const int64_t n = static_cast<int64_t>(pts.size()) / d;
+  std::printf("\n%s: %zu matrices, %lld weights, %lld %d-vectors\n", label, mats.size(),
+              static_cast<long long>(weights), static_cast<long long>(n), d);
+  std::printf("%-9s %8s %10s | %-28s %8s %10s | %9s %8s\n", "shared K", "bpw", "rel_err", "per-matrix Ks (best alloc)",
+              "bpw", "rel_err", "err ratio", "time s");
+  double ratio_at_4 = 0, best_gap = 1e9;
+  for (int64_t k : shared_ks) {
+    const auto t0 = std::chrono::steady_clock::now();
+    const KMeansResult r = cluster(pts, d, k, iters, &wts);
+    const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    const double bits = static_cast<double>(n) * code_bits(k) + static_cast<double>(k) * d * 16 + 16.0 * mats.size();
+    const double rel = std::sqrt(weighted_sq_error(pts, d, r, &wts) / sq);
+    const Allocation a = best_allocation(opts, bits);
+    if (a.err < 0) {
+      std::printf("%-9lld %8.3f %10.4f | %-28s\n", static_cast<long long>(k), bits / weights, rel,
+                  "(no per-matrix allocation fits)");
+      continue;
+    }
+    const double prel = std::sqrt(a.err / sq);
+    std::printf("%-9lld %8.3f %10.4f | %-28s %8.3f %10.4f | %9.3f %8.1f\n", static_cast<long long>(k), bits / weights,
+                rel, ks_text(a.ks).c_str(), a.bits / weights, prel, rel / prel, secs);
+    if (std::fabs(bits / weights - 4.0) < best_gap) {
+      best_gap = std::fabs(bits / weights - 4.0);
+      ratio_at_4 = rel / prel;
+    }
+  }
+  return ratio_at_4;
+}
+
+}  // namespace
+
+int main() {
+  try {
+    const std::string data = env_or("CLUSCOMP_DATA", env_or("HOME", ".") + "/.cache/cluscomp");
+    const int block = std::atoi(env_or("SHARING_BLOCK", "5").c_str());
+    const int iters = std::atoi(env_or("SHARING_ITERS", "20").c_str());
+    const int d = std::atoi(env_or("SHARING_D", "4").c_str());
+    GgufReader rd(data + "/models/SmolLM2-135M-Instruct.Q4_1.gguf");
+    std::printf("codebook-sharing: d = %d, %d Lloyd iterations (reference init), fp16 centroids, code widths "
+                "ceil(log2 K); relative weight error sqrt(sum err^2 / sum w^2), data-free\n",
+                d, iters);
+
+    const char* kinds[] = {"attn_q", "attn_k", "attn_v", "attn_output", "ffn_gate", "ffn_up", "ffn_down"};
+    std::vector<Matrix> blk;
+    std::vector<std::vector<Option>> blk_opts;
+    std::printf("\nper-matrix codebooks, block %d (K: bpw / rel_err)\n", block);
+    for (const char* k : kinds) {
+      blk.push_back(load(rd, "blk." + std::to_string(block) + "." + k + ".weight"));
+      blk_opts.push_back(per_matrix_options(blk.back(), d, iters));
+      std::printf("%-12s %5lldx%-5lld", k, static_cast<long long>(blk.back().out), static_cast<long long>(blk.back().in));
+      for (const Option& o : blk_opts.back())
+        std::printf("  %lld: %.2f / %.4f", static_cast<long long>(o.k), o.bits / static_cast<double>(blk.back().w.size()),
+                    std::sqrt(o.err / blk.back().sq));
+      std::printf("\n");
+      std::fflush(stdout);
+    }
+    const double r_block = run_group(("block " + std::to_string(block) + ", one codebook for its 7 projections").c_str(),
+                                     blk, blk_opts, {2048, 4096, 8192, 16384, 32768}, d, iters);
+
+    std::vector<Matrix> qs;
+    std::vector<std::vector<Option>> q_opts;
+    for (int l = 0;; ++l) {
+      const std::string name = "blk." + std::to_string(l) + ".attn_q.weight";
+      bool found = false;
+      for (const auto& t : rd.tensors()) found = found || t.name == name;
+      if (!found) break;
+      qs.push_back(load(rd, name));
+      q_opts.push_back(per_matrix_options(qs.back(), d, iters));
+    }
+    const double r_q = run_group("attn_q of every layer, one codebook", qs, q_opts, {4096, 8192, 16384, 32768, 65536},
+                                 d, iters);
+    std::printf("\nRESULT codebook-sharing err_ratio_block_4bpw=%.4f err_ratio_attn_q_4bpw=%.4f\n", r_block, r_q);
+    return 0;
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "bench_codebook_sharing: %s\n", e.what());
+    return 1;
+  }
+}
