@@ -15,6 +15,15 @@
 // the codebook stays inside the block) and one kind (attn_q) over all layers.
 // Environment: CLUSCOMP_DATA (default ~/.cache/cluscomp), SHARING_BLOCK (default 5),
 // SHARING_ITERS (default 20, the reference's), SHARING_D (default 4).
+//
+// Perplexity (not run by bench.sh: it needs a compressed model and two evaluations):
+//   bench_codebook_sharing emulate SOURCE.gguf BASE.safetensors OUT.safetensors K [d]
+// writes OUT: BASE (a `cluscomp compress` output; only its dense tensors and metadata are used)
+// with every block's projections re-clustered with one fp16 codebook of K centroids per block,
+// each matrix scaled by its fp16 RMS. cluscomp's format has no shared codebooks, so each matrix
+// gets fp32 centroids fp16(c) * fp16(rms) (exact products): `cluscomp eval OUT` then measures
+// what a shared codebook would give. OUT's own file size and stored bpw are NOT the shared
+// format's; the shared-equivalent bpw is printed.
 #include <algorithm>
 #include <chrono>
 #include <cmath>
@@ -23,10 +32,15 @@
 #include <string>
 #include <vector>
 
+#include <map>
+#include <regex>
+
 #include "cluscomp/cluster/kmeans.hpp"
 #include "cluscomp/cluster/weight_vectors.hpp"
+#include "cluscomp/io/cluscomp_format.hpp"
 #include "cluscomp/io/gguf.hpp"
 #include "cluscomp/io/gguf_quant.hpp"
+#include "cluscomp/pipeline/compress.hpp"
 
 using namespace cluscomp;
 
@@ -53,7 +67,7 @@ Matrix load(const GgufReader& rd, const std::string& name) {
   m.out = t.ne[1];
   m.w = dequantize_tensor(rd, t);
   for (float v : m.w) m.sq += static_cast<double>(v) * v;
-  m.rms = std::sqrt(m.sq / static_cast<double>(m.w.size()));
+  m.rms = half_bits_to_float(float_to_half_bits(static_cast<float>(std::sqrt(m.sq / static_cast<double>(m.w.size())))));  // stored as fp16
   return m;
 }
 
@@ -144,22 +158,39 @@ std::string ks_text(const std::vector<int64_t>& ks) {
   return t;
 }
 
+// The per-group pooling both modes use: each matrix divided by `scale[q]`, its d-vectors
+// appended to `pts` and `scale[q]^2` per vector to `wts`.
+void pool(const std::vector<const std::vector<float>*>& ws, const std::vector<int64_t>& outs,
+          const std::vector<int64_t>& ins, const std::vector<double>& scale, int d, std::vector<float>* pts,
+          std::vector<float>* wts) {
+  for (size_t q = 0; q < ws.size(); ++q) {
+    std::vector<float> scaled(ws[q]->size());
+    for (size_t i = 0; i < scaled.size(); ++i) scaled[i] = static_cast<float>((*ws[q])[i] / scale[q]);
+    const std::vector<float> v = weight_vectors(make_matrix_view<const float>(scaled.data(), outs[q], ins[q]), d);
+    pts->insert(pts->end(), v.begin(), v.end());
+    wts->insert(wts->end(), v.size() / d, static_cast<float>(scale[q] * scale[q]));
+  }
+}
+
 // One group: shared codebooks at each K against the best per-matrix allocation at the same bits.
 // Returns the error ratio (shared / per-matrix, relative errors) at the shared K whose bpw is
 // nearest 4.
 double run_group(const char* label, const std::vector<Matrix>& mats, const std::vector<std::vector<Option>>& opts,
                  const std::vector<int64_t>& shared_ks, int d, int iters) {
   double weights = 0, sq = 0;
-  std::vector<float> pts, wts;
+  std::vector<const std::vector<float>*> ws;
+  std::vector<int64_t> outs, ins;
+  std::vector<double> scale;
   for (const Matrix& m : mats) {
     weights += static_cast<double>(m.w.size());
     sq += m.sq;
-    std::vector<float> scaled(m.w.size());
-    for (size_t i = 0; i < m.w.size(); ++i) scaled[i] = static_cast<float>(m.w[i] / m.rms);
-    const std::vector<float> v = weight_vectors(make_matrix_view<const float>(scaled.data(), m.out, m.in), d);
-    pts.insert(pts.end(), v.begin(), v.end());
-    wts.insert(wts.end(), v.size() / d, static_cast<float>(m.rms * m.rms));
+    ws.push_back(&m.w);
+    outs.push_back(m.out);
+    ins.push_back(m.in);
+    scale.push_back(m.rms);
   }
+  std::vector<float> pts, wts;
+  pool(ws, outs, ins, scale, d, &pts, &wts);
   const int64_t n = static_cast<int64_t>(pts.size()) / d;
   std::printf("\n%s: %zu matrices, %lld weights, %lld %d-vectors\n", label, mats.size(),
               static_cast<long long>(weights), static_cast<long long>(n), d);
@@ -189,10 +220,87 @@ double run_group(const char* label, const std::vector<Matrix>& mats, const std::
   return ratio_at_4;
 }
 
+int emulate(int argc, char** argv) {
+  if (argc < 6) {
+    std::fprintf(stderr, "usage: bench_codebook_sharing emulate SOURCE.gguf BASE.safetensors OUT.safetensors K [d]\n");
+    return 2;
+  }
+  const SourceModel src = read_source_model(argv[2]);
+  const CluscompModel base = read_cluscomp_model(std::string(argv[3]));
+  const int64_t k = std::atoll(argv[5]);
+  const int d = argc > 6 ? std::atoi(argv[6]) : 4;
+  const int iters = std::atoi(env_or("SHARING_ITERS", "20").c_str());
+  std::map<int, std::vector<std::string>> blocks;
+  const std::regex layer_re("model\\.layers\\.([0-9]+)\\.");
+  for (const auto& kv : base.clustered) {
+    std::smatch mm;
+    if (!std::regex_search(kv.first, mm, layer_re))
+      throw Error(StatusCode::kInvalidArgument, kv.first + ": not a block's matrix");
+    blocks[std::stoi(mm[1])].push_back(kv.first);
+  }
+  std::map<std::string, CodebookTensor> out;
+  double bits = 0, weights = 0;
+  for (const auto& [layer, names] : blocks) {
+    std::vector<const std::vector<float>*> ws;
+    std::vector<int64_t> outs, ins;
+    std::vector<double> scale;
+    for (const std::string& name : names) {
+      const SourceTensor& t = compress_detail::find_tensor(src, name);
+      ws.push_back(&t.values);
+      outs.push_back(t.shape[0]);
+      ins.push_back(t.shape[1]);
+      double sq = 0;
+      for (float v : t.values) sq += static_cast<double>(v) * v;
+      const float rms = static_cast<float>(std::sqrt(sq / static_cast<double>(t.values.size())));
+      scale.push_back(half_bits_to_float(float_to_half_bits(rms)));  // stored as fp16
+      weights += static_cast<double>(t.values.size());
+    }
+    std::vector<float> pts, wts;
+    pool(ws, outs, ins, scale, d, &pts, &wts);
+    const int64_t n = static_cast<int64_t>(pts.size()) / d;
+    KMeansOptions ko;
+    ko.k = k;
+    ko.iterations = iters;
+    ko.seed = compress_detail::matrix_seed(1234, "shared.layer" + std::to_string(layer), 0);
+    ko.point_weights = wts.data();
+    const KMeansResult r = kmeans(make_matrix_view<const float>(pts.data(), n, d), ko);
+    bits += static_cast<double>(n) * code_bits(k) + static_cast<double>(k) * d * 16 + 16.0 * names.size();
+    int64_t off = 0;
+    for (size_t q = 0; q < names.size(); ++q) {
+      CodebookShape sh;
+      sh.out = outs[q];
+      sh.in = ins[q];
+      sh.d = d;
+      sh.k = k;
+      sh.centroid_dtype = DType::kF32;
+      CodebookTensor t(sh);
+      for (int64_t c = 0; c < k; ++c)
+        for (int e = 0; e < d; ++e)
+          t.set_centroid(0, c, e,
+                         half_bits_to_float(float_to_half_bits(r.centroids[static_cast<size_t>(c * d + e)])) *
+                             static_cast<float>(scale[q]));
+      throw_if_error(t.set_codes(r.codes.data() + off, sh.num_vectors()));
+      off += sh.num_vectors();
+      out.emplace(names[q], std::move(t));
+    }
+    std::fprintf(stderr, "block %d: %lld vectors, K = %lld\n", layer, static_cast<long long>(n), static_cast<long long>(k));
+  }
+  write_cluscomp_model(argv[4], base.dense, out, base.caller_metadata());
+  std::printf("wrote %s; shared-equivalent bpw over the projections: %.4f (one fp16 codebook per block, "
+              "ceil(log2 K)-bit codes, one fp16 scale per matrix)\n",
+              argv[4], bits / weights);
+  return 0;
+}
+
 }  // namespace
 
-int main() {
+int main(int argc, char** argv) {
   try {
+    if (argc > 1 && std::string(argv[1]) == "emulate") return emulate(argc, argv);
+    if (argc > 1) {
+      std::fprintf(stderr, "usage: bench_codebook_sharing [emulate SOURCE.gguf BASE.safetensors OUT.safetensors K [d]]\n");
+      return 2;
+    }
     const std::string data = env_or("CLUSCOMP_DATA", env_or("HOME", ".") + "/.cache/cluscomp");
     const int block = std::atoi(env_or("SHARING_BLOCK", "5").c_str());
     const int iters = std::atoi(env_or("SHARING_ITERS", "20").c_str());
