@@ -17,13 +17,15 @@
 // SHARING_ITERS (default 20, the reference's), SHARING_D (default 4).
 //
 // Perplexity (not run by bench.sh: it needs a compressed model and two evaluations):
-//   bench_codebook_sharing emulate SOURCE.gguf BASE.safetensors OUT.safetensors K [d]
+//   bench_codebook_sharing emulate SOURCE.gguf BASE.safetensors OUT.safetensors K [d [TEXT]]
 // writes OUT: BASE (a `cluscomp compress` output; only its dense tensors and metadata are used)
 // with every block's projections re-clustered with one fp16 codebook of K centroids per block,
 // each matrix scaled by its fp16 RMS. cluscomp's format has no shared codebooks, so each matrix
 // gets fp32 centroids fp16(c) * fp16(rms) (exact products): `cluscomp eval OUT` then measures
 // what a shared codebook would give. OUT's own file size and stored bpw are NOT the shared
-// format's; the shared-equivalent bpw is printed.
+// format's; the shared-equivalent bpw is printed. With TEXT the k-means is activation-aware as
+// `compress --activations TEXT` is (16 windows of 256 tokens, damping 0.01: each vector's weight
+// is also its input column's normalised activation energy).
 #include <algorithm>
 #include <chrono>
 #include <cmath>
@@ -39,7 +41,11 @@
 #include "cluscomp/cluster/weight_vectors.hpp"
 #include "cluscomp/io/cluscomp_format.hpp"
 #include "cluscomp/io/gguf.hpp"
+#include "cluscomp/io/file.hpp"
 #include "cluscomp/io/gguf_quant.hpp"
+#include "cluscomp/io/tokenizer.hpp"
+#include "cluscomp/model/llama.hpp"
+#include "cluscomp/pipeline/activation_stats.hpp"
 #include "cluscomp/pipeline/compress.hpp"
 
 using namespace cluscomp;
@@ -159,16 +165,21 @@ std::string ks_text(const std::vector<int64_t>& ks) {
 }
 
 // The per-group pooling both modes use: each matrix divided by `scale[q]`, its d-vectors
-// appended to `pts` and `scale[q]^2` per vector to `wts`.
+// appended to `pts` and `scale[q]^2` per vector to `wts` (times the vector's input-column weight
+// colw[q][i] when colw is given and colw[q] is not empty).
 void pool(const std::vector<const std::vector<float>*>& ws, const std::vector<int64_t>& outs,
           const std::vector<int64_t>& ins, const std::vector<double>& scale, int d, std::vector<float>* pts,
-          std::vector<float>* wts) {
+          std::vector<float>* wts, const std::vector<std::vector<float>>* colw = nullptr) {
   for (size_t q = 0; q < ws.size(); ++q) {
     std::vector<float> scaled(ws[q]->size());
     for (size_t i = 0; i < scaled.size(); ++i) scaled[i] = static_cast<float>((*ws[q])[i] / scale[q]);
     const std::vector<float> v = weight_vectors(make_matrix_view<const float>(scaled.data(), outs[q], ins[q]), d);
     pts->insert(pts->end(), v.begin(), v.end());
-    wts->insert(wts->end(), v.size() / d, static_cast<float>(scale[q] * scale[q]));
+    const size_t nv = v.size() / d, per_row = nv / static_cast<size_t>(ins[q]);
+    for (size_t u = 0; u < nv; ++u) {
+      const double cw = (colw != nullptr && !(*colw)[q].empty()) ? (*colw)[q][u / per_row] : 1.0;
+      wts->push_back(static_cast<float>(scale[q] * scale[q] * cw));
+    }
   }
 }
 
@@ -222,8 +233,17 @@ double run_group(const char* label, const std::vector<Matrix>& mats, const std::
 
 int emulate(int argc, char** argv) {
   if (argc < 6) {
-    std::fprintf(stderr, "usage: bench_codebook_sharing emulate SOURCE.gguf BASE.safetensors OUT.safetensors K [d]\n");
+    std::fprintf(stderr, "usage: bench_codebook_sharing emulate SOURCE.gguf BASE.safetensors OUT.safetensors K [d [TEXT]]\n");
     return 2;
+  }
+  CompressOptions importance;  // only input_importance / importance_damp are used
+  if (argc > 7) {
+    const Tokenizer tok = Tokenizer::from_gguf(GgufReader(argv[2]));
+    const std::vector<int32_t> ids = tok.encode(read_text_file(argv[7]), false);
+    const LlamaModel teacher = load_llama_model(argv[2]);
+    importance.input_importance = collect_activation_stats(teacher, ids, ActivationStatsOptions{}).mean_sq;
+    importance.importance_damp = 0.01;
+    std::fprintf(stderr, "activation statistics from %s: %zu tokens\n", argv[7], ids.size());
   }
   const SourceModel src = read_source_model(argv[2]);
   const CluscompModel base = read_cluscomp_model(std::string(argv[3]));
@@ -244,8 +264,10 @@ int emulate(int argc, char** argv) {
     std::vector<const std::vector<float>*> ws;
     std::vector<int64_t> outs, ins;
     std::vector<double> scale;
+    std::vector<std::vector<float>> colw;
     for (const std::string& name : names) {
       const SourceTensor& t = compress_detail::find_tensor(src, name);
+      colw.push_back(compress_detail::column_weights(importance, name, t.shape[1]));
       ws.push_back(&t.values);
       outs.push_back(t.shape[0]);
       ins.push_back(t.shape[1]);
@@ -256,7 +278,7 @@ int emulate(int argc, char** argv) {
       weights += static_cast<double>(t.values.size());
     }
     std::vector<float> pts, wts;
-    pool(ws, outs, ins, scale, d, &pts, &wts);
+    pool(ws, outs, ins, scale, d, &pts, &wts, &colw);
     const int64_t n = static_cast<int64_t>(pts.size()) / d;
     KMeansOptions ko;
     ko.k = k;
@@ -298,7 +320,7 @@ int main(int argc, char** argv) {
   try {
     if (argc > 1 && std::string(argv[1]) == "emulate") return emulate(argc, argv);
     if (argc > 1) {
-      std::fprintf(stderr, "usage: bench_codebook_sharing [emulate SOURCE.gguf BASE.safetensors OUT.safetensors K [d]]\n");
+      std::fprintf(stderr, "usage: bench_codebook_sharing [emulate SOURCE.gguf BASE.safetensors OUT.safetensors K [d [TEXT]]]\n");
       return 2;
     }
     const std::string data = env_or("CLUSCOMP_DATA", env_or("HOME", ".") + "/.cache/cluscomp");
