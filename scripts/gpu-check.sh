@@ -8,13 +8,14 @@
 #   scripts/gpu-check.sh             on the GPU machine: configures build-gpu/ with
 #                                    -DCLUSCOMP_VENDORED_DEPS=.deps, builds only the GPU tests, the
 #                                    kernel library, the .cuh self-containment check and the GPU
-#                                    benchmark, runs ctest -L gpu, compute-sanitizer memcheck over
-#                                    the GPU tests (where it works), bench_decode_gpu, and prints a
-#                                    table (test, result, time).
+#                                    benchmarks, runs ctest -L gpu, compute-sanitizer memcheck over
+#                                    the GPU tests (where it works), the GPU benchmarks
+#                                    (bench/gpu), and prints a table (test, result, time).
 #
 # Environment: CLUSCOMP_CUDA_ARCHS (default: the GPU's compute capability from nvidia-smi, else 90),
 # CLUSCOMP_GPU_BUILD_DIR (default build-gpu), CLUSCOMP_JOBS (default nproc), CLUSCOMP_GPU_SANITIZE=0 /
-# CLUSCOMP_GPU_BENCH=0 to leave out memcheck / the benchmark.
+# CLUSCOMP_GPU_BENCH=0 to leave out memcheck / the benchmarks; CLUSCOMP_GPU_SANITIZE_TIMEOUT:
+# seconds per memcheck run (default 300). Order: build, tests, benchmarks, memcheck.
 # Exit status: 0 when every GPU test passed; 1 on a build or test failure, a memcheck error or a
 # failed benchmark (its exactness check included); 2 when tests were
 # skipped although nvidia-smi sees a GPU (the tests could not use it).
@@ -92,7 +93,7 @@ check() {
   if grep -q 'cluscomp_cuda_header_check' "$build/Makefile" "$build/build.ninja" 2>/dev/null; then
     targets+=(cluscomp_cuda_header_check)
   fi
-  targets+=(bench_decode_gpu)
+  for f in bench/gpu/bench_*_gpu.cu; do [[ -e "$f" ]] && targets+=("$(basename "$f" .cu)"); done
 
   echo "==== [gpu-check] build: ${targets[*]}"
   cmake --build "$build" -j "$jobs" --target "${targets[@]}"
@@ -116,6 +117,22 @@ check() {
   local skipped
   skipped="$(grep -cE 'Test +#[0-9]+: .*Skipped' "$log" || true)"
 
+  # The GPU benchmarks (bench/gpu/bench_*_gpu.cu): each checks its results against a reference
+  # first, then times against its baselines in the same process (decode: device copy and memset;
+  # lookup GEMV: cuBLAS fp16 and fp32).
+  local brc=0
+  if [[ -n "$gpu" && ${CLUSCOMP_GPU_BENCH:-1} == 1 ]]; then
+    for f in bench/gpu/bench_*_gpu.cu; do
+      local b
+      b="$(basename "$f" .cu)"
+      echo "==== [gpu-check] $b"
+      set +e
+      "$build/tests/$b" 2>&1 | tee "$build/$b.log"
+      local r=${PIPESTATUS[0]}
+      set -e
+      ((r == 0)) || brc=$r
+    done
+  fi
   # compute-sanitizer memcheck over the GPU tests, where the tool exists and can use the device
   # (it cannot under gVisor: "Device not supported"). The tests' one deliberate failed cudaMalloc
   # is an API error, not a memory error, hence --report-api-errors no.
@@ -126,7 +143,7 @@ check() {
     for f in tests/gpu/test_*.cu; do
       local t
       t="$(basename "$f" .cu)"
-      if timeout 300 "$sanitizer" --tool memcheck --report-api-errors no --error-exitcode 3 "$build/tests/$t" \
+      if timeout "${CLUSCOMP_GPU_SANITIZE_TIMEOUT:-300}" "$sanitizer" --tool memcheck --report-api-errors no --error-exitcode 3 "$build/tests/$t" \
           >"$build/memcheck-$t.log" 2>&1; then
         echo "memcheck $t: $(grep -m1 'ERROR SUMMARY' "$build/memcheck-$t.log" || echo 'clean')"
       else
@@ -136,16 +153,6 @@ check() {
     done
   fi
 
-  # The GPU decode benchmark: exact against the CPU decoder first, then timed against a device copy
-  # and a memset of the same bytes (bench/gpu/bench_decode_gpu.cu).
-  local brc=0
-  if [[ -n "$gpu" && ${CLUSCOMP_GPU_BENCH:-1} == 1 ]]; then
-    echo "==== [gpu-check] bench_decode_gpu"
-    set +e
-    "$build/tests/bench_decode_gpu" 2>&1 | tee "$build/bench_decode_gpu.log"
-    brc=${PIPESTATUS[0]}
-    set -e
-  fi
   if ((msan != 0 || brc != 0)); then
     echo "gpu-check: FAILED (memcheck $msan, bench exit $brc)"
     exit 1
@@ -164,6 +171,6 @@ check() {
 case "${1:-}" in
   --prepare) prepare ;;
   "") check ;;
-  -h|--help) sed -n '2,20p' "$0" ;;
+  -h|--help) sed -n '2,21p' "$0" ;;
   *) echo "usage: scripts/gpu-check.sh [--prepare]" >&2; exit 1 ;;
 esac

@@ -15,10 +15,12 @@
 #include "cluscomp/ops/lookup_gemm.hpp"
 #include "cluscomp/ops/parallel.hpp"
 #include "cluscomp/reference/lookup_gemm_ref.hpp"
+#include "support/lookup_data.hpp"
 #include "support/runtime_tolerances.hpp"
 
 using namespace cluscomp;
 using cluscomp_test::kLookupGemmRelTol;
+using cluscomp_test::rel_err;
 
 namespace {
 
@@ -39,7 +41,7 @@ std::string describe(const Case& c, int64_t m) {
          " dtype " + dtype_name(c.dtype) + " m " + std::to_string(m) + " seed " + std::to_string(kSeed);
 }
 
-/// Random tensor: small integers in [-3, 3] (exact in every dtype) or Gaussian values.
+/// Random tensor (support/lookup_data.hpp): small integers in [-3, 3] or Gaussian values.
 CodebookTensor make_tensor(const Case& c, bool integers, std::mt19937& rng) {
   CodebookShape sh;
   sh.out = c.out;
@@ -49,24 +51,10 @@ CodebookTensor make_tensor(const Case& c, bool integers, std::mt19937& rng) {
   sh.num_codebooks = c.s;
   sh.code_bits = c.bits;
   sh.centroid_dtype = c.dtype;
-  CodebookTensor t(sh);
-  std::normal_distribution<float> g(0.0f, 0.05f);
-  for (int s = 0; s < c.s; ++s)
-    for (int64_t q = 0; q < c.k; ++q)
-      for (int e = 0; e < c.d; ++e)
-        t.set_centroid(s, q, e, integers ? static_cast<float>(static_cast<int>(rng() % 7) - 3) : g(rng));
-  std::vector<uint32_t> codes(static_cast<size_t>(sh.num_vectors()));
-  for (auto& v : codes) v = static_cast<uint32_t>(rng() % static_cast<uint32_t>(c.k));
-  REQUIRE(t.set_codes(codes.data(), static_cast<int64_t>(codes.size())).ok());
-  return t;
+  return cluscomp_test::lookup_tensor(sh, integers, rng);
 }
 
-std::vector<float> make_x(int64_t n, bool integers, std::mt19937& rng) {
-  std::normal_distribution<float> g(0.0f, 1.0f);
-  std::vector<float> x(static_cast<size_t>(n));
-  for (auto& v : x) v = integers ? static_cast<float>(static_cast<int>(rng() % 5) - 2) : g(rng);
-  return x;
-}
+std::vector<float> make_x(int64_t n, bool integers, std::mt19937& rng) { return cluscomp_test::lookup_x(n, integers, rng); }
 
 std::vector<float> run(const CodebookTensor& t, const std::vector<float>& x, int64_t m, const float* bias,
                        LookupGemmPath path, ThreadPool* pool = nullptr, const float* cb32 = nullptr,
@@ -99,15 +87,6 @@ bool equals_exactly(const std::vector<float>& got, const std::vector<double>& re
   for (size_t i = 0; i < got.size(); ++i)
     if (static_cast<double>(got[i]) != ref[i]) return false;
   return true;
-}
-
-double rel_err(const std::vector<float>& got, const std::vector<double>& ref) {
-  double num = 0, den = 0;
-  for (size_t i = 0; i < got.size(); ++i) {
-    num += (got[i] - ref[i]) * (got[i] - ref[i]);
-    den += ref[i] * ref[i];
-  }
-  return std::sqrt(num / den);
 }
 
 std::vector<LookupGemmPath> paths() {
