@@ -17,13 +17,15 @@
 // SHARING_ITERS (default 20, the reference's), SHARING_D (default 4).
 //
 // Perplexity (not run by bench.sh: it needs a compressed model and two evaluations):
-//   bench_codebook_sharing emulate SOURCE.gguf BASE.safetensors OUT.safetensors K [d [TEXT]]
+//   bench_codebook_sharing emulate SOURCE.gguf BASE.safetensors OUT.safetensors K|bpw=B [d [TEXT]]
 // writes OUT: BASE (a `cluscomp compress` output; only its dense tensors and metadata are used)
 // with every block's projections re-clustered with one fp16 codebook of K centroids per block,
 // each matrix scaled by its fp16 RMS. cluscomp's format has no shared codebooks, so each matrix
 // gets fp32 centroids fp16(c) * fp16(rms) (exact products): `cluscomp eval OUT` then measures
 // what a shared codebook would give. OUT's own file size and stored bpw are NOT the shared
-// format's; the shared-equivalent bpw is printed. With TEXT the k-means is activation-aware as
+// format's; the shared-equivalent bpw is printed. bpw=B instead of K gives each group the largest
+// K whose shared bpw is <= B. SHARING_GROUP=kind groups one projection kind over all layers
+// (q_proj of every block, ...) instead of one block's projections. With TEXT the k-means is activation-aware as
 // `compress --activations TEXT` is (16 windows of 256 tokens, damping 0.01: each vector's weight
 // is also its input column's normalised activation energy).
 #include <algorithm>
@@ -233,9 +235,13 @@ double run_group(const char* label, const std::vector<Matrix>& mats, const std::
 
 int emulate(int argc, char** argv) {
   if (argc < 6) {
-    std::fprintf(stderr, "usage: bench_codebook_sharing emulate SOURCE.gguf BASE.safetensors OUT.safetensors K [d [TEXT]]\n");
+    std::fprintf(stderr, "usage: bench_codebook_sharing emulate SOURCE.gguf BASE.safetensors OUT.safetensors K|bpw=B [d [TEXT]]\n");
     return 2;
   }
+  const std::string k_arg = argv[5];
+  const bool by_bpw = k_arg.rfind("bpw=", 0) == 0;
+  const double target = by_bpw ? std::atof(k_arg.c_str() + 4) : 0.0;
+  const bool by_kind = env_or("SHARING_GROUP", "block") == "kind";
   CompressOptions importance;  // only input_importance / importance_damp are used
   if (argc > 7) {
     const Tokenizer tok = Tokenizer::from_gguf(GgufReader(argv[2]));
@@ -247,20 +253,20 @@ int emulate(int argc, char** argv) {
   }
   const SourceModel src = read_source_model(argv[2]);
   const CluscompModel base = read_cluscomp_model(std::string(argv[3]));
-  const int64_t k = std::atoll(argv[5]);
   const int d = argc > 6 ? std::atoi(argv[6]) : 4;
   const int iters = std::atoi(env_or("SHARING_ITERS", "20").c_str());
-  std::map<int, std::vector<std::string>> blocks;
-  const std::regex layer_re("model\\.layers\\.([0-9]+)\\.");
+  std::map<std::string, std::vector<std::string>> groups;  // group name -> matrices
+  const std::regex layer_re("model\\.layers\\.([0-9]+)\\.(.*)");
   for (const auto& kv : base.clustered) {
     std::smatch mm;
     if (!std::regex_search(kv.first, mm, layer_re))
       throw Error(StatusCode::kInvalidArgument, kv.first + ": not a block's matrix");
-    blocks[std::stoi(mm[1])].push_back(kv.first);
+    groups[by_kind ? mm[2].str() : "layer" + mm[1].str()].push_back(kv.first);
   }
   std::map<std::string, CodebookTensor> out;
   double bits = 0, weights = 0;
-  for (const auto& [layer, names] : blocks) {
+  for (const auto& [group, names] : groups) {
+    double group_weights = 0;
     std::vector<const std::vector<float>*> ws;
     std::vector<int64_t> outs, ins;
     std::vector<double> scale;
@@ -276,14 +282,23 @@ int emulate(int argc, char** argv) {
       const float rms = static_cast<float>(std::sqrt(sq / static_cast<double>(t.values.size())));
       scale.push_back(half_bits_to_float(float_to_half_bits(rms)));  // stored as fp16
       weights += static_cast<double>(t.values.size());
+      group_weights += static_cast<double>(t.values.size());
     }
     std::vector<float> pts, wts;
     pool(ws, outs, ins, scale, d, &pts, &wts, &colw);
     const int64_t n = static_cast<int64_t>(pts.size()) / d;
+    int64_t k = by_bpw ? 0 : std::atoll(k_arg.c_str());
+    for (int b = 16; by_bpw && b >= 1 && k == 0; --b) {  // the largest K whose group bpw <= target
+      const double left = target * group_weights - static_cast<double>(n) * b - 16.0 * names.size();
+      const int64_t fit = left > 0 ? static_cast<int64_t>(left / (16.0 * d)) : 0;
+      const int64_t kb = std::min<int64_t>({int64_t{1} << b, fit, n / 4});
+      if (kb > (int64_t{1} << (b - 1))) k = kb;
+    }
+    if (k < 2) throw Error(StatusCode::kInvalidArgument, group + ": no K fits " + k_arg);
     KMeansOptions ko;
     ko.k = k;
     ko.iterations = iters;
-    ko.seed = compress_detail::matrix_seed(1234, "shared.layer" + std::to_string(layer), 0);
+    ko.seed = compress_detail::matrix_seed(1234, "shared." + group, 0);
     ko.point_weights = wts.data();
     const KMeansResult r = kmeans(make_matrix_view<const float>(pts.data(), n, d), ko);
     bits += static_cast<double>(n) * code_bits(k) + static_cast<double>(k) * d * 16 + 16.0 * names.size();
@@ -305,12 +320,15 @@ int emulate(int argc, char** argv) {
       off += sh.num_vectors();
       out.emplace(names[q], std::move(t));
     }
-    std::fprintf(stderr, "block %d: %lld vectors, K = %lld\n", layer, static_cast<long long>(n), static_cast<long long>(k));
+    std::fprintf(stderr, "%s: %zu matrices, %lld vectors, K = %lld, %.4f bpw\n", group.c_str(), names.size(),
+                 static_cast<long long>(n), static_cast<long long>(k),
+                 (static_cast<double>(n) * code_bits(k) + static_cast<double>(k) * d * 16 + 16.0 * names.size()) /
+                     group_weights);
   }
   write_cluscomp_model(argv[4], base.dense, out, base.caller_metadata());
-  std::printf("wrote %s; shared-equivalent bpw over the projections: %.4f (one fp16 codebook per block, "
+  std::printf("wrote %s; shared-equivalent bpw over the projections: %.4f (one fp16 codebook per %s, "
               "ceil(log2 K)-bit codes, one fp16 scale per matrix)\n",
-              argv[4], bits / weights);
+              argv[4], bits / weights, by_kind ? "kind" : "block");
   return 0;
 }
 
@@ -320,7 +338,7 @@ int main(int argc, char** argv) {
   try {
     if (argc > 1 && std::string(argv[1]) == "emulate") return emulate(argc, argv);
     if (argc > 1) {
-      std::fprintf(stderr, "usage: bench_codebook_sharing [emulate SOURCE.gguf BASE.safetensors OUT.safetensors K [d [TEXT]]]\n");
+      std::fprintf(stderr, "usage: bench_codebook_sharing [emulate SOURCE.gguf BASE.safetensors OUT.safetensors K|bpw=B [d [TEXT]]]\n");
       return 2;
     }
     const std::string data = env_or("CLUSCOMP_DATA", env_or("HOME", ".") + "/.cache/cluscomp");
