@@ -67,6 +67,11 @@ struct Matrix {
   double rms = 0;
 };
 
+// A matrix's scale as it would be stored: its RMS rounded to fp16.
+double stored_rms(double sq, size_t n) {
+  return half_bits_to_float(float_to_half_bits(static_cast<float>(std::sqrt(sq / static_cast<double>(n)))));
+}
+
 Matrix load(const GgufReader& rd, const std::string& name) {
   const GgufTensorInfo& t = rd.tensor(name);
   Matrix m;
@@ -74,8 +79,8 @@ Matrix load(const GgufReader& rd, const std::string& name) {
   m.in = t.ne[0];
   m.out = t.ne[1];
   m.w = dequantize_tensor(rd, t);
-  for (float v : m.w) m.sq += static_cast<double>(v) * v;
-  m.rms = half_bits_to_float(float_to_half_bits(static_cast<float>(std::sqrt(m.sq / static_cast<double>(m.w.size())))));  // stored as fp16
+  m.sq = compress_detail::sq_norm_of(m.w);
+  m.rms = stored_rms(m.sq, m.w.size());
   return m;
 }
 
@@ -277,10 +282,7 @@ int emulate(int argc, char** argv) {
       ws.push_back(&t.values);
       outs.push_back(t.shape[0]);
       ins.push_back(t.shape[1]);
-      double sq = 0;
-      for (float v : t.values) sq += static_cast<double>(v) * v;
-      const float rms = static_cast<float>(std::sqrt(sq / static_cast<double>(t.values.size())));
-      scale.push_back(half_bits_to_float(float_to_half_bits(rms)));  // stored as fp16
+      scale.push_back(stored_rms(compress_detail::sq_norm_of(t.values), t.values.size()));
       weights += static_cast<double>(t.values.size());
       group_weights += static_cast<double>(t.values.size());
     }

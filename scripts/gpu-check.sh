@@ -118,8 +118,8 @@ check() {
   skipped="$(grep -cE 'Test +#[0-9]+: .*Skipped' "$log" || true)"
 
   # The GPU benchmarks (bench/gpu/bench_*_gpu.cu): each checks its results against a reference
-  # first, then times against its baselines in the same process (decode: device copy and memset;
-  # lookup GEMV: cuBLAS fp16 and fp32).
+  # first, then times against its baselines in the same process (decode: device copy, memset and
+  # the generic kernels).
   local brc=0
   if [[ -n "$gpu" && ${CLUSCOMP_GPU_BENCH:-1} == 1 ]]; then
     for f in bench/gpu/bench_*_gpu.cu; do

@@ -1,6 +1,6 @@
 #pragma once
-/// Vector loads of whole centroids for the specialised GPU kernels (decode_kernel.cuh,
-/// lookup_gemv_kernel.cuh): a d-component centroid of type T read with 4-, 8- or 16-byte loads and
+/// Vector loads of whole centroids for the specialised GPU kernels (decode_kernel.cuh): a
+/// d-component centroid of type T read with 4-, 8- or 16-byte loads and
 /// converted through CodebookView<T>::decode_component (exact, the CPU's element operation).
 
 #include <cstdint>

@@ -5,7 +5,7 @@
 ///
 /// Two families:
 ///  - specialised, for d in {2, 4, 8, 16} with the centroid table aligned to its vector load:
-///    one vector load per centroid (8 or 16 bytes), no 64-bit division per element;
+///    one vector load per centroid (4, 8 or 16 bytes), no 64-bit division per element;
 ///      * Wt: a 2-D grid of (vectors of a row) x (rows); float4 stores when the output rows are
 ///        contiguous and 16-byte aligned;
 ///      * W: a tile of 32 input columns x 64 output rows decoded into shared memory (codes read
@@ -17,7 +17,6 @@
 /// gpu-decode.
 
 #include <cstdint>
-#include <cstring>
 
 #include "cluscomp/codebook/codebook_view.hpp"
 #include "cluscomp/core/config.hpp"
