@@ -342,6 +342,38 @@ TEST_CASE("weight_vectors follows the CLUSCOMP geometry", "[kmeans]") {
   REQUIRE_THROWS_AS(weight_vectors(make_matrix_view<const f16>(h.data(), 2, 3), 17), Error);
 }
 
+TEST_CASE("kmeans on fp16 and bf16 weight views: exact at every iteration, NaN rejected", "[kmeans]") {
+  // A (96, 160) weight-like matrix stored as fp16 and as bf16, read through its view: the
+  // vectors are the exact fp32 values of the stored weights, and the k-means over them is
+  // exact (tie-aware brute force) at every iteration.
+  const int64_t out = 96, in = 160;
+  const std::vector<float> w = weight_like_points(out * in, 1, 77);
+  auto run = [&](auto tag) {
+    using T = decltype(tag);
+    std::vector<T> h(w.size());
+    for (size_t i = 0; i < w.size(); ++i) h[i] = T(w[i]);
+    const auto hv = make_matrix_view<const T>(h.data(), out, in);
+    for (int d : {4, 8}) {
+      const std::vector<float> x = weight_vectors(hv, d);
+      REQUIRE(x.size() == static_cast<size_t>(out * in));
+      for (int64_t i = 0; i < in; ++i)
+        for (int64_t o = 0; o < out; ++o)
+          REQUIRE(x[static_cast<size_t>((i * (out / d) + o / d) * d + o % d)] == to_float(hv(o, i)));
+      check_every_iteration(x, d, 64, 6, 5);
+    }
+    h[1234] = T(std::numeric_limits<float>::quiet_NaN());
+    const std::vector<float> bad = weight_vectors(hv, 4);
+    KMeansOptions o;
+    o.k = 16;
+    KMeansResult r;
+    const Status st = kmeans(view(bad, 4), o, &r);
+    REQUIRE(st.code() == StatusCode::kInvalidArgument);
+    REQUIRE(st.message().find("not finite") != std::string::npos);
+  };
+  run(f16());
+  run(bf16());
+}
+
 TEST_CASE("kmeans rejects bad input with a status naming the value", "[kmeans]") {
   std::vector<float> x = gaussian_points(100, 4, 3, 15);
   auto status = [](MatrixView<const float> p, KMeansOptions o) {
