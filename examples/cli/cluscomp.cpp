@@ -322,8 +322,10 @@ struct Options {
     } catch (const std::exception&) {
       used = 0;
     }
-    if (used != it->second.size() || it->second.empty())
-      throw cc::Error(cc::StatusCode::kInvalidArgument, "--" + k + " expects a number, got '" + it->second + "'");
+    // std::stod accepts "nan" and "inf"; no option of ours means anything with them (a NaN passes
+    // every "<= 0" range check after this).
+    if (used != it->second.size() || it->second.empty() || !std::isfinite(v))
+      throw cc::Error(cc::StatusCode::kInvalidArgument, "--" + k + " expects a finite number, got '" + it->second + "'");
     return v;
   }
   bool flag(const std::string& k) const { return flags.count(k) > 0; }
@@ -628,7 +630,7 @@ int compress_cmd(const std::string& model_path, const Options& opt) {
     }
   }
   o.target_bpw = opt.get_double("bpw", 0.0);
-  if (opt.values.count("bpw") && o.target_bpw <= 0)
+  if (opt.values.count("bpw") && !(o.target_bpw > 0))
     throw cc::Error(cc::StatusCode::kInvalidArgument, "--bpw must be positive");
   if (opt.values.count("bpw") && (opt.values.count("d") || opt.values.count("k") || opt.values.count("s") || opt.values.count("per-kind")))
     throw cc::Error(cc::StatusCode::kInvalidArgument, "--bpw chooses d, K and S itself: drop --d/--k/--s/--per-kind");
@@ -705,6 +707,10 @@ int compress_cmd(const std::string& model_path, const Options& opt) {
       fmt::print(stderr, "\nwriting {} ...\n", out);
       return true;
     }
+    if (p.stage == S::kWarning) {
+      fmt::print(stderr, "warning: {}\n", p.message);
+      return true;
+    }
     const bool done = p.stage == S::kMatrixDone;
     // On a terminal redraw at most 10 times a second; in a log, one line per finished matrix.
     if (!tty && !done) return true;
@@ -717,7 +723,9 @@ int compress_cmd(const std::string& model_path, const Options& opt) {
                                         : std::string("start");
     progress_bar(p.done, p.matrices,
                  fmt::format("{} [{}] | total {} eta {}      ", p.name, what, format_seconds(p.total_elapsed_s),
-                             p.total_eta_s > 0 ? format_seconds(p.total_eta_s) : std::string("?")));
+                             p.done == p.matrices ? format_seconds(0)
+                             : p.total_eta_s > 0  ? format_seconds(p.total_eta_s)
+                                                  : std::string("?")));
     if (!tty) fmt::print(stderr, "\n");
     return true;
   };
@@ -779,6 +787,13 @@ int compress_cmd(const std::string& model_path, const Options& opt) {
              format_seconds(rep.seconds), rep.resumed, rep.matrices.size(), o.work_dir.empty() ? out + ".work" : o.work_dir,
              rep.jobs, rep.jobs == 1 ? "" : "s", rep.job_threads, rep.job_threads == 1 ? "" : "s",
              rep.jobs > 1 ? ": the per-kind times overlap" : "");
+  if (!rep.skipped_tensors.empty()) {
+    std::string names;
+    for (const std::string& t : rep.skipped_tensors) names += " " + t;
+    fmt::print("skipped:     {} source tensor{} without an HF name, not in the output:{}\n", rep.skipped_tensors.size(),
+               rep.skipped_tensors.size() == 1 ? "" : "s", names);
+  }
+  for (const std::string& t : rep.removed_temporaries) fmt::print("removed:     {} (left by a killed run)\n", t);
   return 0;
 }
 

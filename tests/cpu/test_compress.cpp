@@ -3,29 +3,39 @@
 // decoded weights equal the clustering and are in HF order; bpw accounting; the --bpw search meets
 // its target; RTN within its error bound; an interrupted run resumes to a byte-identical file
 // without redoing finished matrices; bad input (unknown pattern, unmeetable target, no
-// projections, full disk) gives a clear error and no output. Seeds are fixed (kSeed, options.seed).
+// projections, full disk, non-finite numbers) gives a clear error and no output. RTN with several
+// and short groups per row equals a straightforward twin written here; RTN matrices resume too.
+// Orphaned temporaries of the output are removed by the next run; GGUF tensors without an HF name
+// are warned about and listed. Seeds are fixed (kSeed, options.seed).
 #include <catch2/catch.hpp>
 
+#include <sys/file.h>
 #include <sys/resource.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <fcntl.h>
+
 #include <atomic>
+#include <chrono>
 #include <csignal>
 #include <cmath>
 #include <filesystem>
 #include <fstream>
 #include <iterator>
 #include <map>
+#include <memory>
 #include <random>
 #include <string>
 #include <vector>
 
 #include "cluscomp/codebook/decode.hpp"
 #include "cluscomp/io/cluscomp_format.hpp"
+#include "cluscomp/io/file.hpp"
 #include "cluscomp/io/gguf_writer.hpp"
 #include "cluscomp/model/llama.hpp"
 #include "cluscomp/pipeline/compress.hpp"
+#include "cluscomp/reference/dtype_ref.hpp"
 #include "support/require_error.hpp"
 #include "support/test_data.hpp"
 #include "support/tiny_llama.hpp"
@@ -61,6 +71,23 @@ CompressOptions explicit_options(int d, int64_t k) {
   o.seed = 99;
   o.threads = 2;
   return o;
+}
+
+// A progress callback that cancels the run once `n` matrices are done.
+CompressCallback cancel_after(int n) {
+  auto done = std::make_shared<int>(0);
+  return [done, n](const CompressProgress& p) {
+    if (p.stage == CompressProgress::Stage::kMatrixDone) ++*done;
+    return *done < n;
+  };
+}
+
+// A progress callback that counts the matrices computed (not taken from the work directory).
+CompressCallback count_computed(int* computed) {
+  return [computed](const CompressProgress& p) {
+    if (p.stage == CompressProgress::Stage::kMatrixDone && !p.resumed) ++*computed;
+    return true;
+  };
 }
 
 struct Fixture {
@@ -277,11 +304,7 @@ TEST_CASE("compress: an interrupted run resumes to a byte-identical file without
   compress_model(fx.src, a.string(), o);
   // Interrupt after 5 finished matrices.
   CompressOptions cut = o;
-  int done = 0;
-  cut.progress = [&](const CompressProgress& p) {
-    if (p.stage == CompressProgress::Stage::kMatrixDone) ++done;
-    return done < 5;
-  };
+  cut.progress = cancel_after(5);
   require_error([&] { compress_model(fx.src, b.string(), cut); }, StatusCode::kCancelled, "cancelled");
   CHECK_FALSE(std::filesystem::exists(b));
   int work_files = 0;
@@ -291,10 +314,7 @@ TEST_CASE("compress: an interrupted run resumes to a byte-identical file without
   CompressOptions resume = o;
   resume.threads = 1;  // k-means is deterministic for any thread count
   int computed = 0;
-  resume.progress = [&](const CompressProgress& p) {
-    if (p.stage == CompressProgress::Stage::kMatrixDone && !p.resumed) ++computed;
-    return true;
-  };
+  resume.progress = count_computed(&computed);
   const CompressReport rep = compress_model(fx.src, b.string(), resume);
   CHECK(rep.resumed == 5);
   CHECK(computed == 9);
@@ -328,8 +348,7 @@ TEST_CASE("compress: an interrupted run resumes to a byte-identical file without
 
   // A work file made for other settings is not reused.
   CompressOptions other = o;
-  cut.progress = [&](const CompressProgress& p) { return p.stage != CompressProgress::Stage::kMatrixDone; };
-  done = 0;
+  cut.progress = cancel_after(1);
   require_error([&] { compress_model(fx.src, b.string(), cut); }, StatusCode::kCancelled, "cancelled");
   other.seed = 7;
   const CompressReport ro = compress_model(fx.src, b.string(), other);
@@ -377,11 +396,7 @@ TEST_CASE("compress: several matrices at once give the same bytes; a cancel stop
   CompressOptions cut = o;
   cut.jobs = 3;
   cut.threads = 3;
-  int done = 0;
-  cut.progress = [&](const CompressProgress& p) {
-    if (p.stage == CompressProgress::Stage::kMatrixDone) ++done;
-    return done < 4;
-  };
+  cut.progress = cancel_after(4);
   const std::filesystem::path c = fx.dir / "c.safetensors";
   require_error([&] { compress_model(fx.src, c.string(), cut); }, StatusCode::kCancelled, "cancelled at matrix");
   CHECK_FALSE(std::filesystem::exists(c));
@@ -443,4 +458,287 @@ TEST_CASE("compress: bad input gives a clear error and no output", "[pipeline][c
   REQUIRE(WIFEXITED(status));
   CHECK(WEXITSTATUS(status) == 0);
   CHECK_FALSE(std::filesystem::exists(full));
+}
+
+TEST_CASE("compress: non-finite or negative numeric options are refused, naming the option", "[pipeline][compress][errors]") {
+  Fixture fx;
+  const std::string out = (fx.dir / "nan.safetensors").string();
+  const double nan = std::numeric_limits<double>::quiet_NaN(), inf = std::numeric_limits<double>::infinity();
+  for (double v : {nan, inf, -inf, -1.0}) {
+    INFO("target_bpw " << v);
+    CompressOptions o = explicit_options(4, 16);
+    o.target_bpw = v;  // NaN used to fail "<= 0" and plan the largest settings
+    require_error([&] { plan_compression(fx.src, o); }, StatusCode::kInvalidArgument, "target bpw");
+    require_error([&] { compress_model(fx.src, out, o); }, StatusCode::kInvalidArgument, "target bpw");
+  }
+  for (double v : {nan, inf, -0.5}) {
+    INFO("importance_damp " << v);
+    CompressOptions o = explicit_options(4, 16);
+    o.importance_damp = v;  // refused with or without importance
+    require_error([&] { plan_compression(fx.src, o); }, StatusCode::kInvalidArgument, "importance damping");
+    require_error([&] { compress_model(fx.src, out, o); }, StatusCode::kInvalidArgument, "importance damping");
+  }
+  CHECK_FALSE(std::filesystem::exists(out));
+  CHECK_FALSE(std::filesystem::exists(out + ".work"));
+}
+
+namespace {
+
+// RTN written out straightforwardly, sharing nothing with rtn_quantize but the float arithmetic
+// it specifies: a first pass finds each (row, group) min/max, a second one quantises; fp16 through
+// the reference twins (reference/dtype_ref.hpp). Returns the fp16 values compress stores.
+std::vector<float> rtn_twin(const std::vector<float>& w, int64_t out, int64_t in, int bits, int64_t group) {
+  const int64_t groups = (in + group - 1) / group;
+  std::vector<float> lo(static_cast<size_t>(out * groups), INFINITY), hi(lo.size(), -INFINITY);
+  for (int64_t r = 0; r < out; ++r)
+    for (int64_t i = 0; i < in; ++i) {
+      const size_t g = static_cast<size_t>(r * groups + i / group);
+      lo[g] = std::min(lo[g], w[static_cast<size_t>(r * in + i)]);
+      hi[g] = std::max(hi[g], w[static_cast<size_t>(r * in + i)]);
+    }
+  auto f16 = [](float x) { return static_cast<float>(reference::half_bits_to_double_ref(reference::float_to_half_bits_ref(x))); };
+  const float top = static_cast<float>((1 << bits) - 1);
+  std::vector<float> q(w.size());
+  for (int64_t r = 0; r < out; ++r)
+    for (int64_t i = 0; i < in; ++i) {
+      const size_t g = static_cast<size_t>(r * groups + i / group);
+      const float mn = f16(lo[g]), sc = f16((hi[g] - lo[g]) / top);
+      float level = sc > 0 ? std::nearbyint((w[static_cast<size_t>(r * in + i)] - mn) / sc) : 0.0f;
+      level = std::min(top, std::max(0.0f, level));
+      q[static_cast<size_t>(r * in + i)] = f16(sc * level + mn);
+    }
+  return q;
+}
+
+// A model of two projections whose input widths are not multiples of 128 (3 and 2 groups per row,
+// short last groups of 44 and 1 columns); each row's last group has its own, much larger range.
+SourceModel rtn_edge_model(const Tiny& tiny) {
+  SourceModel m;
+  m.config = tiny.cfg;
+  m.path = "rtn-edge";
+  std::mt19937 rng(kSeed);
+  std::normal_distribution<float> nd(0.0f, 1.0f);
+  const std::vector<std::pair<std::string, int64_t>> mats = {{"model.layers.0.mlp.down_proj.weight", 300},
+                                                              {"model.layers.0.self_attn.o_proj.weight", 129}};
+  for (const auto& [name, in] : mats) {
+    SourceTensor t;
+    t.name = name;
+    t.shape = {6, in};
+    t.values.resize(static_cast<size_t>(6 * in));
+    for (int64_t r = 0; r < 6; ++r)
+      for (int64_t i = 0; i < in; ++i)
+        t.values[static_cast<size_t>(r * in + i)] = (i >= in / 128 * 128 ? 40.0f : 0.1f) * nd(rng) + 0.01f * r;
+    m.tensors.push_back(std::move(t));
+  }
+  return m;
+}
+
+}  // namespace
+
+TEST_CASE("compress: RTN with several groups per row and a short last group equals a straightforward twin",
+          "[pipeline][compress][rtn]") {
+  Fixture fx;
+  const SourceModel m = rtn_edge_model(fx.tiny);
+  for (int bits : {2, 3, 4}) {
+    INFO("bits " << bits << ", seed " << kSeed);
+    CompressOptions o;
+    o.method = CompressMethod::kRtn;
+    o.rtn.bits = bits;
+    const std::string out = (fx.dir / ("edge" + std::to_string(bits) + ".safetensors")).string();
+    const CompressReport rep = compress_model(m, out, o);
+    REQUIRE(rep.matrices.size() == 2);
+    const CluscompModel cm = read_cluscomp_model(out);
+    for (const MatrixReport& r : rep.matrices) {
+      INFO(r.plan.name);
+      const SourceTensor& t = compress_detail::find_tensor(m, r.plan.name);
+      const int64_t groups = (r.plan.in + 127) / 128;
+      CHECK(groups == (r.plan.in == 300 ? 3 : 2));
+      CHECK(r.plan.bpw == Approx(bits + 32.0 * static_cast<double>(groups) / static_cast<double>(r.plan.in)));
+      const TensorRef* st = cm.find_dense(r.plan.name);
+      REQUIRE(st);
+      const std::vector<float> q = tensor_to_float(*st);
+      const std::vector<float> twin = rtn_twin(t.values, r.plan.out, r.plan.in, bits, 128);
+      REQUIRE(q.size() == twin.size());
+      size_t differ = 0;
+      double e = 0, n = 0;
+      for (size_t i = 0; i < q.size(); ++i) {
+        differ += q[i] != twin[i];
+        e += (static_cast<double>(t.values[i]) - q[i]) * (static_cast<double>(t.values[i]) - q[i]);
+        n += static_cast<double>(t.values[i]) * t.values[i];
+      }
+      CHECK(differ == 0);
+      CHECK(r.rel_error() == Approx(std::sqrt(e / n)).epsilon(1e-12));
+      // The small-range groups are not quantised with the short group's range: their error stays
+      // on their own scale (one group per row would give errors ~40x larger there).
+      for (int64_t row = 0; row < r.plan.out; ++row)
+        for (int64_t i = 0; i < 128; ++i) {
+          const size_t k = static_cast<size_t>(row * r.plan.in + i);
+          REQUIRE(std::fabs(static_cast<double>(t.values[k]) - q[k]) < 0.5 * std::ldexp(1.0, 3 - bits));
+        }
+    }
+  }
+  // rtn_quantize itself (before the fp16 storage), other group sizes: the twin's values rounded to
+  // fp16 are what the storage holds, so compare after that rounding.
+  const SourceTensor& t = m.tensors[0];
+  for (int64_t g : {1, 7, 64, 299, 300, 1000}) {
+    INFO("group " << g);
+    const std::vector<float> q = rtn_quantize(t.values, 6, 300, RtnSettings{3, static_cast<int>(g)});
+    const std::vector<float> twin = rtn_twin(t.values, 6, 300, 3, g);
+    size_t differ = 0;
+    for (size_t i = 0; i < q.size(); ++i)
+      differ += static_cast<float>(reference::half_bits_to_double_ref(reference::float_to_half_bits_ref(q[i]))) != twin[i];
+    CHECK(differ == 0);
+  }
+}
+
+TEST_CASE("compress: an interrupted RTN run resumes its matrices to a byte-identical file", "[pipeline][compress][rtn][resume]") {
+  Fixture fx;
+  CompressOptions o;
+  o.method = CompressMethod::kRtn;
+  o.rtn.bits = 3;
+  o.jobs = 1;
+  const std::filesystem::path a = fx.dir / "a.safetensors", b = fx.dir / "b.safetensors";
+  const CompressReport ra = compress_model(fx.src, a.string(), o);
+  CompressOptions cut = o;
+  cut.progress = cancel_after(6);
+  require_error([&] { compress_model(fx.src, b.string(), cut); }, StatusCode::kCancelled, "cancelled");
+  CompressOptions resume = o;
+  int computed = 0;
+  resume.progress = count_computed(&computed);
+  const CompressReport rb = compress_model(fx.src, b.string(), resume);
+  CHECK(rb.resumed == 6);
+  CHECK(computed == 8);
+  CHECK(file_bytes(a) == file_bytes(b));
+  REQUIRE(rb.matrices.size() == ra.matrices.size());
+  for (size_t i = 0; i < rb.matrices.size(); ++i) {
+    INFO(rb.matrices[i].plan.name);
+    CHECK(rb.matrices[i].sq_error == ra.matrices[i].sq_error);  // the stored statistics, not re-estimated
+    CHECK(rb.matrices[i].sq_norm == ra.matrices[i].sq_norm);
+    CHECK(rb.matrices[i].resumed == (i < 6));
+  }
+  // RTN work files of other bits are not reused.
+  cut.progress = cancel_after(6);
+  require_error([&] { compress_model(fx.src, b.string(), cut); }, StatusCode::kCancelled, "cancelled");
+  CompressOptions four = o;
+  four.rtn.bits = 4;
+  CHECK(compress_model(fx.src, b.string(), four).resumed == 0);
+}
+
+TEST_CASE("compress: a later run removes the temporaries a killed final write left, and only those",
+          "[pipeline][compress][resume]") {
+  namespace fs = std::filesystem;
+  Fixture fx;
+  const CompressOptions o = explicit_options(4, 16);
+  const fs::path out = fx.dir / "t.safetensors";
+  // A process killed in the middle of writing the output: its temporary stays.
+  const pid_t pid = fork();
+  REQUIRE(pid >= 0);
+  if (pid == 0) {
+    AtomicFileWriter w(out.string());
+    w.write(std::string(1000, 'x'));
+    raise(SIGKILL);
+    _exit(3);
+  }
+  int status = 0;
+  waitpid(pid, &status, 0);
+  REQUIRE(WIFSIGNALED(status));
+  std::vector<fs::path> orphans;
+  for (const auto& e : fs::directory_iterator(fx.dir.path()))
+    if (e.path().filename().string().rfind("t.safetensors.tmp.", 0) == 0) orphans.push_back(e.path());
+  REQUIRE(orphans.size() == 1);
+  // Lookalikes that must stay: other outputs' temporaries, other lengths, other characters, a
+  // directory, a temporary still being written (locked), one newer than the run.
+  const auto old = fs::file_time_type::clock::now() - std::chrono::hours(1);
+  for (const char* n : {"u.safetensors.tmp.AbC123", "t.safetensors.tmp.AbC12", "t.safetensors.tmp.AbC1234",
+                        "t.safetensors.tmp.AbC-12", "xt.safetensors.tmp.AbC123", "t.safetensors.tmp.Locked"})
+    cluscomp_test::write_bytes(fx.dir / n, {1, 2, 3});
+  fs::create_directory(fx.dir / "t.safetensors.tmp.Dir123");
+  cluscomp_test::write_bytes(fx.dir / "t.safetensors.tmp.Future", {1});
+  for (const auto& e : fs::directory_iterator(fx.dir.path()))
+    if (e.path().filename().string().find(".tmp.") != std::string::npos && e.path().filename() != "t.safetensors.tmp.Future")
+      fs::last_write_time(e.path(), old);
+  fs::last_write_time(fx.dir / "t.safetensors.tmp.Future", fs::file_time_type::clock::now() + std::chrono::hours(1));
+  const int held = ::open((fx.dir / "t.safetensors.tmp.Locked").c_str(), O_RDONLY | O_CLOEXEC);
+  REQUIRE(held >= 0);
+  REQUIRE(::flock(held, LOCK_EX | LOCK_NB) == 0);  // as a live AtomicFileWriter holds it
+
+  const CompressReport rep = compress_model(fx.src, out.string(), o);
+  ::close(held);
+  CHECK(rep.removed_temporaries == std::vector<std::string>{orphans[0].string()});
+  CHECK_FALSE(fs::exists(orphans[0]));
+  CHECK(fs::exists(out));
+  for (const char* n : {"u.safetensors.tmp.AbC123", "t.safetensors.tmp.AbC12", "t.safetensors.tmp.AbC1234",
+                        "t.safetensors.tmp.AbC-12", "xt.safetensors.tmp.AbC123", "t.safetensors.tmp.Locked",
+                        "t.safetensors.tmp.Dir123", "t.safetensors.tmp.Future"}) {
+    INFO(n);
+    CHECK(fs::exists(fx.dir / n));
+  }
+  // The writer's own temporary is locked while it lives: never taken for an orphan.
+  {
+    AtomicFileWriter w((fx.dir / "v.safetensors").string());
+    w.write("abc");
+    CHECK(remove_stale_temporaries((fx.dir / "v.safetensors").string(), fs::file_time_type::clock::now() + std::chrono::hours(1))
+              .empty());
+    w.finish();  // closed but not yet renamed: still locked
+    CHECK(remove_stale_temporaries((fx.dir / "v.safetensors").string(), fs::file_time_type::clock::now() + std::chrono::hours(1))
+              .empty());
+    w.publish();
+  }
+  CHECK(file_bytes(fx.dir / "v.safetensors").size() == 3);
+  // The reference layout cleans its two files' orphans inside the output directory.
+  CompressOptions r = explicit_options(4, 16);
+  r.reference_layout = true;
+  fs::create_directories(fx.dir / "ref");
+  for (const char* n : {"model.safetensors.tmp.Qw3rty", "config.json.tmp.Qw3rty", "other.bin.tmp.Qw3rty"}) {
+    cluscomp_test::write_bytes(fx.dir / "ref" / n, {1});
+    fs::last_write_time(fx.dir / "ref" / n, old);
+  }
+  const CompressReport rr = compress_model(fx.src, (fx.dir / "ref").string(), r);
+  CHECK(rr.removed_temporaries == std::vector<std::string>{(fx.dir / "ref" / "config.json.tmp.Qw3rty").string(),
+                                                           (fx.dir / "ref" / "model.safetensors.tmp.Qw3rty").string()});
+  CHECK(fs::exists(fx.dir / "ref" / "other.bin.tmp.Qw3rty"));
+}
+
+TEST_CASE("compress: GGUF tensors without an HF name are warned about, listed, and left out", "[pipeline][compress]") {
+  Fixture fx;
+  cluscomp_test::TinyGgufOptions go;
+  go.extra = {{"rope_freqs.weight", std::vector<float>(8, 1.0f)}, {"blk.0.attn_q_norm.weight", std::vector<float>(16, 1.0f)}};
+  const std::string gguf = (fx.dir / "extra.gguf").string();
+  cluscomp_test::write_bytes(gguf, cluscomp_test::write_tiny_gguf(fx.tiny, go));
+  const SourceModel src = read_source_model(gguf);
+  CHECK(src.skipped == std::vector<std::string>{"rope_freqs.weight", "blk.0.attn_q_norm.weight"});
+  CHECK(src.tensors.size() == fx.src.tensors.size());
+  CHECK(fx.src.skipped.empty());
+  CompressOptions o = explicit_options(4, 16);
+  std::vector<std::string> warnings;
+  bool warning_first = true;
+  int calls = 0;
+  o.progress = [&](const CompressProgress& p) {
+    if (p.stage == CompressProgress::Stage::kWarning) {
+      warnings.push_back(p.message);
+      warning_first = warning_first && calls == 0;
+    }
+    ++calls;
+    return true;
+  };
+  const std::string out = (fx.dir / "extra.safetensors").string();
+  const CompressReport rep = compress_model(src, out, o);
+  REQUIRE(warnings.size() == 1);
+  CHECK(warning_first);
+  CHECK(warnings[0].find("2 source tensors") != std::string::npos);
+  CHECK(warnings[0].find("rope_freqs.weight") != std::string::npos);
+  CHECK(warnings[0].find("blk.0.attn_q_norm.weight") != std::string::npos);
+  CHECK(rep.skipped_tensors == src.skipped);
+  const CluscompModel cm = read_cluscomp_model(out);
+  CHECK(cm.dense.size() + cm.clustered.size() == fx.src.tensors.size());
+  // Without the callback the report still lists them; without such tensors nothing is sent.
+  o.progress = nullptr;
+  CHECK(compress_model(src, out, o).skipped_tensors.size() == 2);
+  warnings.clear();
+  o.progress = [&](const CompressProgress& p) {
+    if (p.stage == CompressProgress::Stage::kWarning) warnings.push_back(p.message);
+    return true;
+  };
+  CHECK(compress_model(fx.src, out, o).skipped_tensors.empty());
+  CHECK(warnings.empty());
 }

@@ -126,6 +126,8 @@ struct TinyGgufOptions {
   std::string skip;                               // HF name of a tensor to leave out
   std::string misshape;                           // HF name of a tensor written with a wrong shape
   cluscomp::GgmlType type = cluscomp::GgmlType::kF32;  // type of the 2-D weights
+  /// Extra 1-D F32 tensors written as they are, GGUF name -> values (e.g. ones without an HF name).
+  std::vector<std::pair<std::string, std::vector<float>>> extra;
 };
 
 /// The GGUF file bytes of a tiny model (q/k rows permuted for llama, as llama.cpp does).
@@ -163,6 +165,8 @@ inline std::vector<unsigned char> write_tiny_gguf(const TinyLlama& t, const Tiny
       w.add_tensor(gname, GgmlType::kF32, ne, data.data(), data.size() * 4);
     }
   }
+  for (const auto& [gname, v] : o.extra)
+    w.add_tensor(gname, GgmlType::kF32, {static_cast<int64_t>(v.size())}, v.data(), v.size() * 4);
   return w.to_bytes();
 }
 

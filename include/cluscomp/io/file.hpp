@@ -2,16 +2,24 @@
 /// Files: read-only memory mapping, and atomic writing (temporary file in the destination's
 /// directory, fsync, rename into place; the temporary is removed on any failure). Every reader and
 /// writer in io/ goes through these two classes.
+///
+/// A process killed while writing leaves its temporary `<path>.tmp.XXXXXX` behind (nothing runs
+/// to remove it). The writer holds an exclusive flock(2) on its temporary until the rename (or the
+/// removal), and the kernel drops that lock when the process dies, so remove_stale_temporaries can
+/// tell an orphan from a file being written.
 
 #include <fcntl.h>
+#include <sys/file.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstdint>
 #include <cstdio>
 #include <cstring>
+#include <filesystem>
 #include <string>
 #include <utility>
 #include <vector>
@@ -79,21 +87,30 @@ class MappedFile {
   std::string path_;
 };
 
+/// The suffix of AtomicFileWriter's temporaries: `<path>` + kTempSuffix + 6 characters from
+/// [A-Za-z0-9] (mkostemp's template).
+inline constexpr const char* kTempSuffix = ".tmp.";
+
 /// Writes a file atomically: bytes go to a temporary next to `path`; commit() flushes, fsyncs and
 /// renames it over `path`. If commit() is never reached (error, exception, full disk) the
-/// temporary is deleted and `path` is untouched. Errors throw Error(kIoError) naming the path.
+/// temporary is deleted and `path` is untouched; only a killed process leaves it behind (see
+/// remove_stale_temporaries). Errors throw Error(kIoError) naming the path.
 class AtomicFileWriter {
  public:
   explicit AtomicFileWriter(std::string path) : path_(std::move(path)) {
-    std::string tmpl = path_ + ".tmp.XXXXXX";
+    std::string tmpl = path_ + kTempSuffix + "XXXXXX";
     std::vector<char> buf(tmpl.begin(), tmpl.end());
     buf.push_back('\0');
-    fd_ = ::mkstemp(buf.data());
+    fd_ = ::mkostemp(buf.data(), O_CLOEXEC);
     if (fd_ < 0)
       throw Error(StatusCode::kIoError,
                   path_ + ": cannot create temporary file: " + std::strerror(errno));
     tmp_ = buf.data();
     ::fchmod(fd_, 0644);
+    // "In use" for remove_stale_temporaries, until publish() or abandon(). The lock belongs to the
+    // open file description, which lock_fd_ keeps open after finish() closes fd_. Best effort: a
+    // file system without flock leaves the temporary unlocked, and the cleaner then keeps it.
+    if (::flock(fd_, LOCK_EX | LOCK_NB) == 0) lock_fd_ = ::fcntl(fd_, F_DUPFD_CLOEXEC, 0);
   }
   ~AtomicFileWriter() { abandon(); }
   AtomicFileWriter(const AtomicFileWriter&) = delete;
@@ -152,6 +169,7 @@ class AtomicFileWriter {
     if (fd_ >= 0 || tmp_.empty()) throw Error(StatusCode::kIoError, path_ + ": publish before finish, or twice");
     if (::rename(tmp_.c_str(), path_.c_str()) != 0) fail("rename into place failed");
     tmp_.clear();
+    release_lock();
   }
 
  private:
@@ -167,12 +185,60 @@ class AtomicFileWriter {
     fd_ = -1;
     if (!tmp_.empty()) ::unlink(tmp_.c_str());
     tmp_.clear();
+    release_lock();  // after the unlink: a cleaner never sees this temporary unlocked
+  }
+  void release_lock() noexcept {
+    if (lock_fd_ >= 0) ::close(lock_fd_);
+    lock_fd_ = -1;
   }
   std::string path_;
   std::string tmp_;
   int fd_ = -1;
+  int lock_fd_ = -1;  // a duplicate of the temporary's descriptor holding its flock
   uint64_t written_ = 0;
 };
+
+/// Removes the temporaries that killed AtomicFileWriters of `path` left behind: the regular files
+/// (not symlinks) in path's directory named exactly `<filename of path>.tmp.` + 6 characters from
+/// [A-Za-z0-9], last modified before `older_than`, and not in use (their flock can be taken: a
+/// live writer holds it). Other files, including temporaries of other paths, are never touched.
+/// Returns the removed paths (sorted). Best effort and never throws: a directory that cannot be
+/// listed, or a file that cannot be opened, locked or removed, is skipped (kept).
+inline std::vector<std::string> remove_stale_temporaries(const std::string& path,
+                                                         std::filesystem::file_time_type older_than) {
+  namespace fs = std::filesystem;
+  std::vector<std::string> removed;
+  const fs::path p(path);
+  const std::string prefix = p.filename().string() + kTempSuffix;
+  if (p.filename().empty()) return removed;
+  const fs::path dir = p.has_parent_path() ? p.parent_path() : fs::path(".");
+  std::error_code ec;
+  fs::directory_iterator it(dir, ec), end;
+  for (; !ec && it != end; it.increment(ec)) {
+    const std::string name = it->path().filename().string();
+    if (name.size() != prefix.size() + 6 || name.compare(0, prefix.size(), prefix) != 0) continue;
+    bool random_tail = true;
+    for (size_t i = prefix.size(); i < name.size(); ++i) {
+      const char c = name[i];
+      random_tail = random_tail && ((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9'));
+    }
+    std::error_code e2;
+    if (!random_tail || !fs::is_regular_file(fs::symlink_status(it->path(), e2)) || e2) continue;
+    const fs::file_time_type t = fs::last_write_time(it->path(), e2);
+    if (e2 || !(t < older_than)) continue;
+    const std::string f = it->path().string();
+    const int fd = ::open(f.c_str(), O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+    if (fd < 0) continue;
+    struct stat by_fd, by_name;
+    // Locked by us, and still the file that name refers to: remove it.
+    if (::flock(fd, LOCK_EX | LOCK_NB) == 0 && ::fstat(fd, &by_fd) == 0 && ::lstat(f.c_str(), &by_name) == 0 &&
+        by_fd.st_dev == by_name.st_dev && by_fd.st_ino == by_name.st_ino && ::unlink(f.c_str()) == 0)
+      removed.push_back(f);
+    ::close(fd);
+  }
+  std::sort(removed.begin(), removed.end());
+  return removed;
+}
 
 /// Reads a whole (small) file into a string; throws Error(kIoError) naming the path.
 inline std::string read_text_file(const std::string& path) {

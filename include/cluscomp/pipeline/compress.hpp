@@ -31,10 +31,18 @@
 /// job description it was made for; a later run with the same job reuses it instead of
 /// recomputing. The output is written atomically once every matrix is done, then the work
 /// directory is removed. Because k-means is deterministic per seed (any thread count) and the
-/// output holds no timings, a resumed run writes a byte-identical file.
+/// output holds no timings, a resumed run writes a byte-identical file. A run killed while writing
+/// the output leaves `<out>.tmp.XXXXXX` (io/file.hpp); the next run to the same output removes such
+/// orphans of its own output name before it starts (remove_stale_temporaries: only that exact
+/// pattern, only files older than the run and not locked by a live writer) and lists them in
+/// CompressReport::removed_temporaries.
+///
+/// GGUF tensors without an HF name (hf_name_from_gguf, e.g. rope_freqs.weight) are not carried
+/// into the output: read_source_model lists them in SourceModel::skipped, and compress_model
+/// passes them on as a kWarning progress event and CompressReport::skipped_tensors.
 ///
 /// Errors: cluscomp::Error naming the bad value (unknown kind pattern, no projection matrices,
-/// unmeetable target, k-means failures with the matrix name, I/O with the path; kCancelled when the
+/// a non-finite or negative target bpw or damping, unmeetable target, k-means failures with the matrix name, I/O with the path; kCancelled when the
 /// progress callback returns false). Nothing here prints.
 
 #include <algorithm>
@@ -152,11 +160,15 @@ struct SourceModel {
   LlamaConfig config;
   std::string path;                   // where it was read from (recorded in the output metadata)
   std::vector<SourceTensor> tensors;  // source order
+  /// GGUF names of the tensors read_source_model left out (no HF name: hf_name_from_gguf), in file
+  /// order; compress_model warns about them.
+  std::vector<std::string> skipped;
 };
 
 /// Reads a LLaMA-family GGUF file (every tensor dequantised to fp32, bit-identical to ggml; q/k
 /// rows of llama/mistral files restored to HF order, as load_llama_gguf does) or an HF directory
-/// with config.json + one model.safetensors (fp32/fp16/bf16 converted exactly). Throws Error
+/// with config.json + one model.safetensors (fp32/fp16/bf16 converted exactly). GGUF tensors
+/// without an HF name are left out and listed in SourceModel::skipped. Throws Error
 /// naming the file: kNotFound, kFormatError, kUnsupported (sharded HF checkpoints, architectures).
 inline SourceModel read_source_model(const std::string& path) {
   namespace fs = std::filesystem;
@@ -177,7 +189,10 @@ inline SourceModel read_source_model(const std::string& path) {
   const bool permuted = m.config.model_type == "llama" || m.config.model_type == "mistral";
   for (const GgufTensorInfo& t : g.tensors()) {
     const std::string hf = hf_name_from_gguf(t.name);
-    if (hf.empty()) continue;
+    if (hf.empty()) {
+      m.skipped.push_back(t.name);
+      continue;
+    }
     SourceTensor s;
     s.name = hf;
     s.shape.assign(t.ne.rbegin(), t.ne.rend());
@@ -223,7 +238,9 @@ struct RtnSettings {
 
 /// What the progress callback sees.
 struct CompressProgress {
-  enum class Stage { kSearch, kMatrixStart, kIteration, kMatrixDone, kWriting };
+  /// kWarning: something the user should know that does not stop the run (`message`), e.g. source
+  /// tensors left out of the output; sent before any other stage.
+  enum class Stage { kSearch, kMatrixStart, kIteration, kMatrixDone, kWriting, kWarning };
   Stage stage = Stage::kSearch;
   int64_t matrix = 0;    // 0-based index of the current matrix
   int64_t matrices = 0;  // total
@@ -233,6 +250,7 @@ struct CompressProgress {
   int iteration = 0, iterations = 0;
   double matrix_elapsed_s = 0, total_elapsed_s = 0;
   double matrix_eta_s = 0, total_eta_s = 0;  // estimates; 0 when unknown
+  std::string message;  // kWarning: what happened, in words
 };
 /// Return false to cancel: compress_model then throws Error(kCancelled) and keeps the work files.
 /// Never called by two threads at once, also with CompressOptions::jobs > 1.
@@ -242,7 +260,7 @@ struct CompressOptions {
   CompressMethod method = CompressMethod::kCluster;
   std::vector<ProjectionKind> kinds = parse_projection_patterns("all");
   std::array<ClusterSettings, kNumProjectionKinds> per_kind{};  // explicit settings (target_bpw == 0)
-  double target_bpw = 0;  // > 0: search per-matrix (d, K) instead of per_kind
+  double target_bpw = 0;  // > 0: search per-matrix (d, K) instead of per_kind (finite, >= 0)
   /// Candidate d of the search. d = 2 is left out by default: on SmolLM2-135M at ~4 bpw a mostly
   /// d = 2 plan had lower weight error (0.106) than a d = 4 one (0.137) but far worse perplexity
   /// (101.6 vs 23.4 with d in {4, 8}; 2 windows, docs/results.md): weight MSE ranks d = 2 unfairly.
@@ -316,6 +334,8 @@ struct CompressReport {
   int64_t resumed = 0;  // matrices taken from the work directory
   int jobs = 1;         // matrices that were compressed at the same time (their `seconds` overlap)
   int job_threads = 1;  // threads of each
+  std::vector<std::string> skipped_tensors;      // SourceModel::skipped: not in the output
+  std::vector<std::string> removed_temporaries;  // orphaned temporaries of the output, removed
 };
 
 // ---------------------------------------------------------------------------------------------
@@ -362,6 +382,22 @@ class JobRunner {
   std::atomic<bool> stop_{false};
   std::exception_ptr failure_;
 };
+
+/// The option checks that need no model (plan_compression and compress_model both run them):
+/// Error(kInvalidArgument) naming the option and its value. NaN fails every comparison, so each
+/// check is written to accept only the valid range.
+inline void check_options(const CompressOptions& o) {
+  auto bad = [](const std::string& what, double v, const char* need) {
+    char buf[32];
+    std::snprintf(buf, sizeof buf, "%g", v);
+    throw Error(StatusCode::kInvalidArgument, "compress: " + what + " = " + buf + " (must be " + need + ")");
+  };
+  if (!(std::isfinite(o.target_bpw) && o.target_bpw >= 0))
+    bad("target bpw", o.target_bpw, "finite and > 0, or 0 for explicit settings");
+  if (!(std::isfinite(o.importance_damp) && o.importance_damp >= 0))
+    bad("importance damping", o.importance_damp, "finite and >= 0");
+  if (o.iterations < 0) throw Error(StatusCode::kInvalidArgument, "compress: iterations must not be negative");
+}
 
 /// Matrices at once for CompressOptions::jobs (0: min(threads, 2)), at most `matrices`.
 inline int resolve_jobs(int requested, int threads, size_t matrices) {
@@ -635,6 +671,7 @@ inline double codebook_sq_error(const CodebookTensor& t, const std::vector<float
 /// the selected kinds exists ("no projection matrices"), when the target cannot be met (naming
 /// the smallest reachable bpw), or for a bad search setting.
 inline std::vector<MatrixPlan> plan_compression(const SourceModel& m, const CompressOptions& o) {
+  compress_detail::check_options(o);
   std::vector<MatrixPlan> plans;
   for (const SourceTensor& t : m.tensors) {
     ProjectionKind kind;
@@ -844,13 +881,25 @@ inline CompressReport compress_model(const SourceModel& m, const std::string& ou
   using Clock = std::chrono::steady_clock;
   const auto t_start = Clock::now();
   auto since = [](Clock::time_point t) { return std::chrono::duration<double>(Clock::now() - t).count(); };
+  const auto file_start = fs::file_time_type::clock::now();  // orphaned temporaries are older
   if (out_path.empty()) throw Error(StatusCode::kInvalidArgument, "compress: empty output path");
-  if (o.iterations < 0) throw Error(StatusCode::kInvalidArgument, "compress: iterations must not be negative");
+  compress_detail::check_options(o);
   if (o.dense_dtype != DType::kF16 && o.dense_dtype != DType::kF32 && o.dense_dtype != DType::kBF16)
     throw Error(StatusCode::kInvalidArgument, std::string("compress: dense dtype ") + dtype_name(o.dense_dtype) + " is not F32/F16/BF16");
   if (o.reference_layout && (o.method != CompressMethod::kCluster || o.target_bpw > 0))
     throw Error(StatusCode::kInvalidArgument,
                 "compress: the reference layout holds one K and d for all matrices and S = 1: use explicit --d/--k (no --bpw, no rtn)");
+  CompressReport rep;
+  rep.skipped_tensors = m.skipped;
+  if (!m.skipped.empty() && o.progress) {
+    CompressProgress pr;
+    pr.stage = CompressProgress::Stage::kWarning;
+    pr.message = std::to_string(m.skipped.size()) + " source tensor" + (m.skipped.size() == 1 ? "" : "s") +
+                 " without an HF name left out of the output:";
+    for (size_t i = 0; i < m.skipped.size() && i < 8; ++i) pr.message += " " + m.skipped[i];
+    if (m.skipped.size() > 8) pr.message += " ... (" + std::to_string(m.skipped.size() - 8) + " more)";
+    if (!o.progress(pr)) throw Error(StatusCode::kCancelled, "compress: cancelled");
+  }
   std::vector<MatrixPlan> plans = plan_compression(m, o);
   for (const MatrixPlan& p : plans)  // importance problems surface now, not hours into the run
     if (p.method == CompressMethod::kCluster) compress_detail::column_weights(o, p.name, p.in);
@@ -863,6 +912,16 @@ inline CompressReport compress_model(const SourceModel& m, const std::string& ou
         throw Error(StatusCode::kInvalidArgument, "compress: the reference layout needs S = 1 and one K and d for every matrix (" +
                                                       p.name + " has d = " + std::to_string(p.cluster.d) + ", K = " +
                                                       std::to_string(p.cluster.k) + ", S = " + std::to_string(p.cluster.num_codebooks) + ")");
+
+  // Orphans of an earlier run killed while writing this output: their space is needed now.
+  if (o.reference_layout) {
+    for (const char* f : {"config.json", "model.safetensors"}) {  // what write_reference_checkpoint writes
+      const std::vector<std::string> r = remove_stale_temporaries((fs::path(out_path) / f).string(), file_start);
+      rep.removed_temporaries.insert(rep.removed_temporaries.end(), r.begin(), r.end());
+    }
+  } else {
+    rep.removed_temporaries = remove_stale_temporaries(out_path, file_start);
+  }
 
   const fs::path work = o.work_dir.empty() ? fs::path(out_path + ".work") : fs::path(o.work_dir);
   std::error_code ec;
@@ -883,7 +942,6 @@ inline CompressReport compress_model(const SourceModel& m, const std::string& ou
   }
   double done_cost = 0, computed_cost = 0;
 
-  CompressReport rep;
   rep.matrices.resize(plans.size());
   std::map<std::string, CodebookTensor> clustered;
   std::map<std::string, std::vector<float>> rtn_values;
