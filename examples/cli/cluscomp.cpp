@@ -825,15 +825,20 @@ int calibrate_cmd(const std::string& teacher_path, const std::string& student_pa
       teacher, teacher_path, student_path, ids, out, o, [&](const cc::CalibrateProgress& p) {
         using S = cc::CalibrateProgress::Stage;
         const std::string eta = p.total_eta_s > 0 ? format_seconds(p.total_eta_s) : std::string("?");
+        // Lines that stay (block and epoch results) first clear the progress bar on a terminal.
+        const char* line_start = tty ? "\r\033[K" : "";
         if (p.stage == S::kBlockDone) {
-          fmt::print(stderr, "{}block {:>3}/{}: loss {:.4g} -> {:.4g}{} | total {} eta {}\n", tty ? "\r" : "", p.block + 1,
+          const std::string resumed =
+              p.lr != o.lr ? fmt::format(" (resumed; trained at lr {})", p.lr) : std::string(" (resumed)");
+          fmt::print(stderr, "{}block {:>3}/{}: loss {:.4g} -> {:.4g}{} | total {} eta {}\n", line_start, p.block + 1,
                      p.blocks, p.loss_before, p.loss_after,
-                     (p.resumed ? std::string(" (resumed)") : fmt::format(" in {}", format_seconds(p.block_elapsed_s))) +
+                     (p.resumed ? resumed : fmt::format(" in {}", format_seconds(p.block_elapsed_s))) +
                          (p.reverted ? " (training did not lower it: untrained codebooks kept)" : ""),
                      format_seconds(p.total_elapsed_s), eta);
-        } else if (p.stage == S::kEpochDone && !tty) {
-          fmt::print(stderr, "block {:>3}/{} epoch {}/{}: mean loss {:.4g}\n", p.block + 1, p.blocks, p.epoch + 1, p.epochs,
-                     p.loss);
+        } else if (p.stage == S::kEpochDone) {
+          // On a terminal too, so the loss curve stays on screen after the bar moves on.
+          fmt::print(stderr, "{}block {:>3}/{} epoch {}/{}: mean loss {:.4g}\n", line_start, p.block + 1, p.blocks,
+                     p.epoch + 1, p.epochs, p.loss);
         } else if (tty && (p.stage != S::kStep || seconds_since(last_draw) >= 0.1)) {
           last_draw = Clock::now();
           progress_bar(p.block, p.blocks,
@@ -845,18 +850,22 @@ int calibrate_cmd(const std::string& teacher_path, const std::string& student_pa
         return true;
       });
   double before = 0, after = 0, train_s = 0;
+  int64_t other_lr = 0;  // resumed blocks trained at another lr by an earlier run
   for (const cc::CalibrateBlockReport& b : rep.blocks) {
     before += b.loss_before;
     after += b.loss_after;
     train_s += b.seconds;
+    other_lr += b.lr != o.lr;
   }
   const double nb = static_cast<double>(rep.blocks.size());
   fmt::print("teacher:     {}\n", teacher_path);
   fmt::print("student:     {}\n", student_path);
   fmt::print("text:        {} ({} tokens; {} windows of {} at seeded offsets, seed {})\n", text_path, ids.size(),
              o.samples, o.window, o.seed);
-  fmt::print("blocks:      {} ({} resumed from {})\n", rep.blocks.size(), rep.resumed,
-             o.work_dir.empty() ? out + ".work" : o.work_dir);
+  fmt::print("blocks:      {} ({} resumed from {}{})\n", rep.blocks.size(), rep.resumed,
+             o.work_dir.empty() ? out + ".work" : o.work_dir,
+             other_lr > 0 ? fmt::format("; {} of them trained at another lr, see calibrate.settings block_lr", other_lr)
+                          : std::string());
   fmt::print("block loss:  mean {:.4g} before -> {:.4g} after (MSE against the teacher's block outputs)\n",
              before / nb, after / nb);
   fmt::print("trainable:   {} codebook values = {:.3f}% of {} parameters\n", rep.trainable,
@@ -923,7 +932,7 @@ int run_training(const std::string& out, const Options& opt, const cc::RecoverOp
   fmt::print("trainable:   {} values ({}) = {:.4f}% of {} parameters{}\n", rep.trainable,
              rep.train == cc::RecoverTrain::kAll ? "codebooks, norms, embedding, lm_head if untied" : "codebooks",
              100.0 * rep.trainable_share(), rep.parameters,
-             rep.train == cc::RecoverTrain::kAll ? "; dense projection matrices stay frozen" : "");
+             rep.train == cc::RecoverTrain::kAll ? "; dense projection matrices and projection biases stay frozen" : "");
   fmt::print("steps:       {} optimiser steps, {} windows of {} tokens ({} per step), lr {}, weight decay {}\n",
              rep.steps, rep.windows_seen, o.window, o.accumulation, o.lr, o.weight_decay);
   std::string curve;
@@ -1017,10 +1026,13 @@ int usage(int rc) {
              "       cluscomp calibrate TEACHER STUDENT TEXT --out OUT [--samples N] [--window N] [--epochs N]\n"
              "                         [--lr X] [--weight-decay X] [--aug-loss] [--seed N] [--work-dir D] [--threads N]\n"
              "         STUDENT: a cluscomp-format file compressed from TEACHER; TEXT: calibration text\n"
+             "         an interrupted run resumes from OUT.work's finished blocks, also at another --lr\n"
              "       cluscomp recover TEACHER STUDENT TEXT --out OUT [--loss kd|ce] [--train codebooks|all]\n"
              "                         [--samples N] [--window N] [--epochs N] [--steps N] [--grad-accum N] [--lr X]\n"
              "                         [--weight-decay X] [--seed N] [--recompute] [--no-eval] [--loss-csv FILE] [--threads N]\n"
              "         end-to-end training of STUDENT (KD from TEACHER by default); no resume, output written at the end\n"
+             "         --train all: codebooks, norms, embedding, untied lm_head; projection biases (e.g. Qwen2 q/k/v)\n"
+             "                      and unclustered (dense) projection matrices stay frozen\n"
              "       cluscomp finetune STUDENT TEXT --out OUT [--samples N] [--window N] [--epochs N] [--steps N]\n"
              "                         [--grad-accum N] [--lr X] [--weight-decay X] [--seed N] [--recompute] [--no-eval]\n"
              "                         [--loss-csv FILE] [--threads N]\n"

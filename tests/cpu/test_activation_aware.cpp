@@ -192,6 +192,13 @@ TEST_CASE("activation stats: block 0's q/k/v inputs equal an independent RMSNorm
   ao.window = 30;
   require_error([&] { collect_activation_stats(m, std::vector<int32_t>(10, 1), ao); }, StatusCode::kInvalidArgument,
                 "shorter than one window");
+  // Samples far past memory, or past 64 bits: said before anything sized by them is allocated.
+  ao.window = 8;
+  ao.samples = int64_t{1} << 40;  // 8 TiB of window offsets alone
+  require_error([&] { collect_activation_stats(m, toks, ao); }, StatusCode::kOutOfMemory, "use fewer or shorter windows");
+  ao.samples = int64_t{1} << 62;
+  require_error([&] { collect_activation_stats(m, toks, ao); }, StatusCode::kInvalidArgument,
+                "4611686018427387904 samples x 8 tokens of activations: size overflows");
 }
 
 TEST_CASE("activation-aware compress: uniform importance reproduces the data-free clustering",

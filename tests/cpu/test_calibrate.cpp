@@ -1,9 +1,11 @@
 // Block-wise calibration (pipeline/calibrate.hpp, CLUSCOMP.md §2) on a tiny random LLaMA compressed
 // with our pipeline: every block's loss drops and the calibrated model is closer to the teacher
 // than clustering alone; only centroids change; the run is deterministic across thread counts;
-// an interrupted run (cancelled or SIGKILLed) resumes to a byte-identical file; bad input (a
-// student from another model, too few tokens, too little memory, a window past the context, a
-// student without clustered matrices, a non-finite loss) gives a clear error and no output.
+// an interrupted run (cancelled or SIGKILLed) resumes to a byte-identical file; work files are
+// not reused for another text of the same length or a changed teacher under the same name, but
+// are after a non-finite loss at another lr; bad input (a student from another model, too few
+// tokens, too little memory or a size overflow, a window past the context, a student without
+// clustered matrices, a non-finite loss) gives a clear error and no output.
 // Seeds are fixed (kSeed, token seed 5, options.seed).
 #include <catch2/catch.hpp>
 
@@ -19,6 +21,8 @@
 #include <random>
 #include <string>
 #include <vector>
+
+#include <nlohmann/json.hpp>
 
 #include "cluscomp/io/cluscomp_format.hpp"
 #include "cluscomp/model/llama.hpp"
@@ -227,6 +231,128 @@ TEST_CASE("calibrate: an interrupted run resumes to a byte-identical file", "[pi
   CHECK(ro.resumed == 0);
 }
 
+namespace {
+
+/// Runs calibrate into `out` and cancels it when block 0 is done; returns whether block 0 was
+/// resumed from the work directory.
+bool block0_resumed(LlamaModel& teacher, const std::string& teacher_id, const Fixture& fx,
+                    const std::vector<int32_t>& tokens, const std::string& out, const CalibrateOptions& o) {
+  bool resumed = false;
+  require_error(
+      [&] {
+        calibrate_model(teacher, teacher_id, fx.student, tokens, out, o, [&](const CalibrateProgress& p) {
+          if (p.stage != CalibrateProgress::Stage::kBlockDone) return true;
+          resumed = p.resumed;
+          return false;
+        });
+      },
+      StatusCode::kCancelled, "cancelled in block 0");
+  return resumed;
+}
+
+/// The tiny teacher with one value of `tensor` changed, loaded from `path`.
+LlamaModel changed_teacher(const Fixture& fx, const std::string& tensor, const std::string& path) {
+  cluscomp_test::TinyLlama t = fx.tiny;
+  t.w.at(tensor)[5] += 0.25f;
+  cluscomp_test::write_bytes(path, cluscomp_test::write_tiny_gguf(t));
+  return load_llama_model(path);
+}
+
+}  // namespace
+
+TEST_CASE("calibrate: work files are kept only for the same text and teacher content", "[pipeline][calibrate][resume]") {
+  Fixture fx;
+  LlamaModel teacher = load_llama_model(fx.gguf);
+  CalibrateOptions o = fx.options();
+  o.epochs = 2;
+  const std::string out = (fx.dir / "out.safetensors").string();
+  CHECK_FALSE(block0_resumed(teacher, fx.gguf, fx, fx.tokens, out, o));
+  CHECK(block0_resumed(teacher, fx.gguf, fx, fx.tokens, out, o));
+  // Another text with the same number of tokens: block 0 trains again.
+  std::vector<int32_t> other_text = fx.tokens;
+  other_text[300] = (other_text[300] + 1) % 40;
+  CHECK_FALSE(block0_resumed(teacher, fx.gguf, fx, other_text, out, o));
+  CHECK_FALSE(block0_resumed(teacher, fx.gguf, fx, fx.tokens, out, o));
+  // A teacher whose block 0 changed, passed under the same id (a file rewritten in place).
+  {
+    LlamaModel t0 = changed_teacher(fx, "model.layers.0.self_attn.q_proj.weight", (fx.dir / "t0.gguf").string());
+    CHECK_FALSE(block0_resumed(t0, fx.gguf, fx, fx.tokens, out, o));
+  }
+  CHECK_FALSE(block0_resumed(teacher, fx.gguf, fx, fx.tokens, out, o));
+  // A teacher that differs only in block 1 keeps block 0 (it does not depend on block 1), and the
+  // resumed output is the same bytes as a fresh run with that teacher; the path does not matter.
+  LlamaModel t1 = changed_teacher(fx, "model.layers.1.mlp.down_proj.weight", (fx.dir / "t1.gguf").string());
+  const CalibrateReport r1 = calibrate_model(t1, "elsewhere/t1.gguf", fx.student, fx.tokens, out, o);
+  CHECK(r1.resumed == 1);
+  const std::string fresh = (fx.dir / "fresh.safetensors").string();
+  CHECK(calibrate_model(t1, fx.gguf, fx.student, fx.tokens, fresh, o).resumed == 0);
+  // calibrate.settings names the teacher id it was given: compare the tensors and the rest.
+  const CluscompModel a = read_cluscomp_model(out), b = read_cluscomp_model(fresh);
+  for (const auto& kv : b.clustered) CHECK(a.clustered.at(kv.first).centroid_bytes() == kv.second.centroid_bytes());
+  nlohmann::json sa = nlohmann::json::parse(a.metadata.at("calibrate.settings")),
+                 sb = nlohmann::json::parse(b.metadata.at("calibrate.settings"));
+  CHECK(sa.at("teacher") == "elsewhere/t1.gguf");
+  sa.erase("teacher");
+  sb.erase("teacher");
+  CHECK(sa == sb);
+}
+
+TEST_CASE("calibrate: after a non-finite loss, a rerun at a lower lr keeps the finished blocks",
+          "[pipeline][calibrate][resume]") {
+  Fixture fx;
+  LlamaModel teacher = load_llama_model(fx.gguf);
+  CalibrateOptions o = fx.options();
+  o.epochs = 2;
+  const std::string ref = (fx.dir / "ref.safetensors").string(), out = (fx.dir / "out.safetensors").string();
+  calibrate_model(teacher, fx.gguf, fx.student, fx.tokens, ref, o);
+
+  // Diverging from the start: nothing to keep, and the message says so.
+  CalibrateOptions huge = o;
+  huge.lr = 1e30f;
+  require_error([&] { calibrate_model(teacher, fx.gguf, fx.student, fx.tokens, out, huge); },
+                StatusCode::kInvalidArgument,
+                "non-finite loss in block 0, epoch 1, step 2 (try a lower --lr); no block is finished yet");
+  // Block 0 finished at o.lr, then block 1 diverges: block 0 is kept.
+  CHECK_FALSE(block0_resumed(teacher, fx.gguf, fx, fx.tokens, out, o));
+  require_error([&] { calibrate_model(teacher, fx.gguf, fx.student, fx.tokens, out, huge); },
+                StatusCode::kInvalidArgument,
+                "non-finite loss in block 1, epoch 1, step 2 (try a lower --lr); block 0 is kept in " + out +
+                    ".work: a rerun resumes at block 1");
+  // The rerun at a lower lr resumes block 0 (with its own lr) and trains block 1 at the new lr.
+  CalibrateOptions lower = o;
+  lower.lr = o.lr / 4;
+  int64_t block_done = 0;
+  const CalibrateReport r = calibrate_model(teacher, fx.gguf, fx.student, fx.tokens, out, lower,
+                                            [&](const CalibrateProgress& p) {
+                                              if (p.stage == CalibrateProgress::Stage::kBlockDone)
+                                                CHECK(p.lr == (block_done++ == 0 ? o.lr : lower.lr));
+                                              return true;
+                                            });
+  CHECK(block_done == 2);
+  REQUIRE(r.blocks.size() == 2);
+  CHECK(r.resumed == 1);
+  CHECK(r.blocks[0].resumed);
+  CHECK(r.blocks[0].lr == o.lr);
+  CHECK_FALSE(r.blocks[1].resumed);
+  CHECK(r.blocks[1].lr == lower.lr);
+  // Block 0's codebooks are the o.lr run's; block 1's differ (another lr); the settings list both.
+  const CluscompModel a = read_cluscomp_model(ref), b = read_cluscomp_model(out);
+  int block1_changed = 0;
+  for (const auto& kv : a.clustered) {
+    const bool same = b.clustered.at(kv.first).centroid_bytes() == kv.second.centroid_bytes();
+    if (kv.first.rfind("model.layers.0.", 0) == 0)
+      CHECK(same);
+    else
+      block1_changed += !same;
+  }
+  CHECK(block1_changed == 7);
+  const nlohmann::json sa = nlohmann::json::parse(a.metadata.at("calibrate.settings")),
+                       sb = nlohmann::json::parse(b.metadata.at("calibrate.settings"));
+  CHECK(sa.count("block_lr") == 0);
+  CHECK(sb.at("block_lr") == nlohmann::json::array({o.lr, lower.lr}));
+  CHECK(sb.at("lr") == lower.lr);
+}
+
 TEST_CASE("calibrate: training that does not lower a block's loss is not kept", "[pipeline][calibrate]") {
   Fixture fx;
   LlamaModel teacher = load_llama_model(fx.gguf);
@@ -268,6 +394,15 @@ TEST_CASE("calibrate: bad input gives a clear error and no output", "[pipeline][
                 StatusCode::kOutOfMemory, "lower --samples or --window");
   none();
   CHECK_FALSE(std::filesystem::exists(out + ".work"));
+  // Samples far past memory, or past 64 bits: said before anything sized by them is allocated.
+  CalibrateOptions many = o;
+  many.samples = int64_t{1} << 40;  // 8 TiB of window offsets alone
+  require_error([&] { calibrate_model(teacher, fx.gguf, fx.student, fx.tokens, out, many); },
+                StatusCode::kOutOfMemory, "lower --samples or --window");
+  many.samples = int64_t{1} << 62;
+  require_error([&] { calibrate_model(teacher, fx.gguf, fx.student, fx.tokens, out, many); },
+                StatusCode::kInvalidArgument, "4611686018427387904 samples x 24 tokens of activations: size overflows");
+  none();
   // A token outside the vocabulary.
   std::vector<int32_t> bad = fx.tokens;
   bad[17] = 40;
@@ -296,8 +431,8 @@ TEST_CASE("calibrate: bad input gives a clear error and no output", "[pipeline][
                   "no clustered matrices");
     none();
   }
-  // A non-finite loss (a NaN weight in the teacher's block 1): stops naming block, epoch and step;
-  // block 0's trained state stays in the work directory.
+  // A non-finite loss before training (a NaN weight in the teacher's block 1): names the block,
+  // says a lower lr will not help; block 0's trained state stays in the work directory.
   {
     cluscomp_test::TinyLlama nan_tiny = fx.tiny;
     nan_tiny.w.at("model.layers.1.mlp.down_proj.weight")[5] = std::numeric_limits<float>::quiet_NaN();
@@ -305,7 +440,9 @@ TEST_CASE("calibrate: bad input gives a clear error and no output", "[pipeline][
     cluscomp_test::write_bytes(nan_gguf, cluscomp_test::write_tiny_gguf(nan_tiny));
     LlamaModel nan_teacher = load_llama_model(nan_gguf);
     require_error([&] { calibrate_model(nan_teacher, nan_gguf, fx.student, fx.tokens, out, o); },
-                  StatusCode::kInvalidArgument, "non-finite loss in block 1, epoch 1, step 1");
+                  StatusCode::kInvalidArgument,
+                  "non-finite loss in block 1 before training (the teacher's or the student's outputs are not "
+                  "finite; a lower --lr will not help); block 0 is kept in " + out + ".work");
     none();
     CHECK(std::filesystem::exists(out + ".work/block_0.safetensors"));
   }

@@ -10,6 +10,8 @@
 ///    (projections the student keeps unclustered, e.g. compressed with --matrices) stay FROZEN in
 ///    both modes: they are not part of the codebook model and training them would need a dense
 ///    (out, in) gradient and 2 AdamW moments per weight, i.e. the memory of full finetuning.
+///    Projection biases (Qwen2's q/k/v, LLaMA's with attention_bias or mlp_bias) and lm_head's bias
+///    stay FROZEN in both modes too: the block backward computes no bias gradients.
 ///
 /// Forward over one window of ids at positions 0..n-1 (no KV cache) keeps every block's Saved
 /// (or, with `recompute`, only every block's input; each block's backward then reruns its

@@ -67,16 +67,17 @@ inline ActivationStats collect_activation_stats(const LlamaModel& model, const s
     throw Error(StatusCode::kInvalidArgument, "activation stats: window " + std::to_string(n) +
                                                   " is longer than the model's context " +
                                                   std::to_string(c.max_position_embeddings));
-  const std::vector<int64_t> offsets =
-      calibrate_detail::window_offsets(static_cast<int64_t>(tokens.size()), n, o.samples, o.seed, "activation stats");
-  const size_t per_sample = static_cast<size_t>(n * H);
-  const int64_t stream_bytes = o.samples * n * H * static_cast<int64_t>(sizeof(float));
+  // The memory check comes before anything sized by samples is allocated (the offsets too).
+  const int64_t stream_bytes = calibrate_detail::stream_bytes(o.samples, n, H, 1, "activation stats");
   const int64_t avail = calibrate_detail::available_memory();
   if (avail > 0 && stream_bytes > avail)
     throw Error(StatusCode::kOutOfMemory, "activation stats: " + std::to_string(o.samples) + " windows of " +
                                               std::to_string(n) + " tokens need " + std::to_string(stream_bytes >> 20) +
                                               " MiB for the activation stream, more than the " +
                                               std::to_string(avail >> 20) + " MiB available; use fewer or shorter windows");
+  const std::vector<int64_t> offsets =
+      calibrate_detail::window_offsets(static_cast<int64_t>(tokens.size()), n, o.samples, o.seed, "activation stats");
+  const size_t per_sample = static_cast<size_t>(n * H);
   std::vector<float> x(static_cast<size_t>(o.samples) * per_sample);
   calibrate_detail::embed_windows(*model.weights().embed, c.vocab_size, H, tokens, offsets, n, x.data(), "activation stats");
 

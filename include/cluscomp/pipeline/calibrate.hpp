@@ -20,9 +20,15 @@
 /// Resume: after every block its trained codebooks are written atomically to
 /// `<work_dir>/block_<i>.safetensors` with the job they were made for. A later run of the same
 /// job reuses them and recomputes the streams by forward passes (deterministic), so a resumed run
-/// writes the same bytes as an uninterrupted one. The output (the student file with the trained
-/// codebooks, every other tensor unchanged) is written atomically at the end; the work directory
-/// is then removed.
+/// with unchanged settings writes the same bytes as an uninterrupted one. The job covers what
+/// makes a finished block wrong for this run: the teacher's config, embedding and blocks 0..i (a
+/// content digest, not the path), the student file (path, size, mtime), the calibration tokens
+/// (count and digest), samples, window, seed, aug_loss, epochs and the AdamW settings other than
+/// lr. The learning rate is recorded per block instead (CalibrateBlockReport::lr): a rerun at
+/// another lr, the advice after a non-finite loss, keeps the finished blocks and trains the rest at
+/// the new lr; the output's `calibrate.settings` then lists every block's lr (`block_lr`). The
+/// output (the student file with the trained codebooks, every other tensor unchanged) is written
+/// atomically at the end; the work directory is then removed.
 ///
 /// Numerics: fp32 activations, losses and gradients (autograd/train_block.hpp), fp32 master
 /// codebooks, loss sums reported in double. Deterministic for a given seed whatever the thread
@@ -31,8 +37,10 @@
 /// Errors (cluscomp::Error naming the problem, nothing printed, no partial output): a student
 /// from a different model (config or embedding mismatch), a student without clustered matrices,
 /// calibration tokens shorter than one window, a window longer than the context, streams that do
-/// not fit the available memory (checked before any work), a non-finite loss (names the block,
-/// epoch and step; finished blocks stay in the work directory), kCancelled from the callback.
+/// not fit the available memory or whose size overflows (checked before any allocation sized by
+/// samples or window), a non-finite loss (names the block, epoch and step, or says the untrained
+/// block is already non-finite; finished blocks stay in the work directory), kCancelled from the
+/// callback.
 
 #include <sys/resource.h>
 
@@ -55,7 +63,9 @@
 
 #include "cluscomp/autograd/adamw.hpp"
 #include "cluscomp/autograd/train_block.hpp"
+#include "cluscomp/core/checked.hpp"
 #include "cluscomp/core/config.hpp"
+#include "cluscomp/core/digest.hpp"
 #include "cluscomp/core/dtype.hpp"
 #include "cluscomp/core/error.hpp"
 #include "cluscomp/io/cluscomp_format.hpp"
@@ -70,7 +80,7 @@ struct CalibrateOptions {
   int64_t window = 256;
   int epochs = 2;
   bool aug_loss = false;
-  // AdamW, the reference's values.
+  // AdamW, the reference's values. lr is not part of the resume key (see the file comment).
   float lr = 5e-3f;
   float weight_decay = 0.1f;
   float beta1 = 0.9f, beta2 = 0.999f, eps = 1e-8f;
@@ -93,6 +103,7 @@ struct CalibrateProgress {
   double loss_after = 0;        // kBlockDone: mean loss with the stored (rounded) codebooks
   bool reverted = false;        // kBlockDone: training did not help, the untrained codebooks stay
   bool resumed = false;         // kBlockDone: taken from the work directory
+  float lr = 0;                 // kBlockDone: the lr the block was trained with (a resumed block's own)
   double block_elapsed_s = 0, total_elapsed_s = 0, total_eta_s = 0;
 };
 /// Return false to cancel (Error kCancelled; finished blocks stay in the work directory).
@@ -106,6 +117,7 @@ struct CalibrateBlockReport {
   double loss_after = 0;             // mean MSE after training, stored codebooks
   bool reverted = false;             // training did not lower the loss: untrained codebooks kept
   double seconds = 0;                // training time of this block (0 when resumed)
+  float lr = 0;                      // the lr it was trained with (a resumed block: the earlier run's)
 };
 
 struct CalibrateReport {
@@ -122,13 +134,32 @@ struct CalibrateReport {
 
 namespace calibrate_detail {
 
+/// Error(kInvalidArgument) prefixed by `what` when window < 2 or samples < 1.
+inline void check_window_counts(int64_t window, int64_t samples, const std::string& what) {
+  if (window < 2) throw Error(StatusCode::kInvalidArgument, what + ": window must be at least 2 tokens");
+  if (samples < 1) throw Error(StatusCode::kInvalidArgument, what + ": samples must be at least 1");
+}
+
+/// Bytes of `streams` activation streams of samples x window x hidden fp32 values. Throws
+/// Error(kInvalidArgument) for bad counts (check_window_counts) or when the size does not fit in
+/// int64 (the message names samples and window), so callers can check memory before they allocate
+/// anything sized by these counts.
+inline int64_t stream_bytes(int64_t samples, int64_t window, int64_t hidden, int64_t streams, const std::string& what) {
+  check_window_counts(window, samples, what);
+  const std::string size = what + ": " + std::to_string(samples) + " samples x " + std::to_string(window) +
+                           " tokens of activations";
+  uint64_t b = sizeof(float);
+  for (int64_t f : {samples, window, hidden, streams}) b = checked_mul(b, static_cast<uint64_t>(f), size.c_str());
+  if (b > static_cast<uint64_t>(INT64_MAX)) throw Error(StatusCode::kInvalidArgument, size + ": size overflows 63 bits");
+  return static_cast<int64_t>(b);
+}
+
 /// Window starts: `samples` draws from [0, tokens - window] with a 64-bit Mersenne twister seeded
 /// by `seed`, its high 32 bits mapped by multiply-shift (no library distribution, so the offsets are the same on
 /// every platform). Throws kInvalidArgument when the text is shorter than one window.
 inline std::vector<int64_t> window_offsets(int64_t tokens, int64_t window, int64_t samples, uint64_t seed,
                                            const std::string& what = "calibrate") {
-  if (window < 2) throw Error(StatusCode::kInvalidArgument, what + ": window must be at least 2 tokens");
-  if (samples < 1) throw Error(StatusCode::kInvalidArgument, what + ": samples must be at least 1");
+  check_window_counts(window, samples, what);
   if (tokens < window)
     throw Error(StatusCode::kInvalidArgument, what + ": the calibration text has " + std::to_string(tokens) +
                                                   " tokens, shorter than one window of " + std::to_string(window));
@@ -201,6 +232,33 @@ inline double add_mse_grad(const float* y, const float* t, int64_t n, float* g) 
   return s / static_cast<double>(n);
 }
 
+/// Continues digest `h` over one layer's weights: its dense values or its codebook (shape,
+/// centroid bytes, code words), then its bias.
+inline uint64_t digest_linear(const Linear& l, uint64_t h) {
+  if (l.kind() == LinearKind::kCodebook) {
+    const CodebookTensor& t = *l.codebook();
+    const CodebookShape& sh = t.shape();
+    const int64_t dims[] = {sh.out, sh.in, sh.d, sh.k, sh.num_codebooks, sh.code_bits,
+                            static_cast<int64_t>(sh.centroid_dtype)};
+    h = fnv1a(dims, sizeof dims, h);
+    h = fnv1a(t.centroid_bytes().data(), t.centroid_bytes().size(), h);
+    h = fnv1a(t.code_words().data(), t.code_words().size() * sizeof(uint32_t), h);
+  } else {
+    const int64_t dims[] = {l.out_features(), l.in_features()};
+    h = fnv1a(dims, sizeof dims, h);
+    h = fnv1a(l.dense_weight(), static_cast<size_t>(l.out_features() * l.in_features()) * sizeof(float), h);
+  }
+  return fnv1a(l.bias().data(), l.bias().size() * sizeof(float), h);
+}
+
+/// Continues digest `h` over every weight of a block (norms, then q, k, v, o, gate, up, down).
+inline uint64_t digest_block(const LlamaBlock& b, uint64_t h) {
+  h = fnv1a(b.attn_norm.data(), b.attn_norm.size() * sizeof(float), h);
+  h = fnv1a(b.ffn_norm.data(), b.ffn_norm.size() * sizeof(float), h);
+  for (const Linear* l : {&b.q, &b.k, &b.v, &b.o, &b.gate, &b.up, &b.down}) h = digest_linear(*l, h);
+  return h;
+}
+
 inline std::string file_identity(const std::string& path) {
   namespace fs = std::filesystem;
   std::error_code ec;
@@ -238,7 +296,8 @@ inline void check_same_model(const LlamaModel& teacher, const LlamaModel& studen
 
 /// Calibrates the clustered model at `student_path` (cluscomp format, as `cluscomp compress`
 /// writes it) against `teacher` (the model it was compressed from) on `tokens` (the calibration
-/// text, tokenised), and writes the result to `out_path`. See the file comment.
+/// text, tokenised), and writes the result to `out_path`. `teacher_id` (e.g. its path) is recorded
+/// in the output's metadata; resume identifies the teacher by its content. See the file comment.
 inline CalibrateReport calibrate_model(LlamaModel& teacher, const std::string& teacher_id,
                                        const std::string& student_path, const std::vector<int32_t>& tokens,
                                        const std::string& out_path, const CalibrateOptions& o,
@@ -261,8 +320,6 @@ inline CalibrateReport calibrate_model(LlamaModel& teacher, const std::string& t
     if (tokens[i] < 0 || tokens[i] >= c.vocab_size)
       throw Error(StatusCode::kOutOfRange, "calibrate: token " + std::to_string(i) + " (id " + std::to_string(tokens[i]) +
                                                ") is outside the vocabulary of " + std::to_string(c.vocab_size));
-  const std::vector<int64_t> offsets =
-      window_offsets(static_cast<int64_t>(tokens.size()), o.window, o.samples, o.seed);
 
   const CluscompModel cm = read_cluscomp_model(student_path);
   LlamaRuntimeOptions ro;
@@ -274,16 +331,17 @@ inline CalibrateReport calibrate_model(LlamaModel& teacher, const std::string& t
   ThreadPool pool(o.threads);
 
   // Memory: the streams x_fp, x_q, y_fp, the untrained output (+ y_aug), one step's saved
-  // activations and scratch.
+  // activations and scratch. Checked before anything sized by samples or window is allocated
+  // (window is at most the context here, samples is not bounded).
   const int64_t H = c.hidden_size, n = o.window;
-  const int64_t per_stream = o.samples * n * H * 4;
   CalibrateReport rep;
-  rep.stream_bytes = per_stream * (o.aug_loss ? 5 : 4);
+  rep.stream_bytes = stream_bytes(o.samples, n, H, o.aug_loss ? 5 : 4, "calibrate");
   {
     autograd::TrainBlock probe(c, student.weights().blocks[0]);
     rep.saved_bytes = probe.saved_bytes(n);
   }
-  const int64_t need = rep.stream_bytes + rep.saved_bytes + 4 * n * H * 4;
+  // Only the streams can be huge (samples is unbounded; n is at most the context): the sum saturates.
+  const int64_t need = rep.stream_bytes + std::min<int64_t>(rep.saved_bytes + 4 * n * H * 4, INT64_MAX - rep.stream_bytes);
   const int64_t budget = o.memory_budget > 0 ? o.memory_budget : available_memory();
   if (budget > 0 && need > budget) {
     char buf[256];
@@ -294,21 +352,29 @@ inline CalibrateReport calibrate_model(LlamaModel& teacher, const std::string& t
                   rep.stream_bytes / 1073741824.0, rep.saved_bytes / 1073741824.0, budget / 1073741824.0);
     throw Error(StatusCode::kOutOfMemory, buf);
   }
+  const std::vector<int64_t> offsets =
+      window_offsets(static_cast<int64_t>(tokens.size()), o.window, o.samples, o.seed);
 
-  // The job a work file belongs to: every input and setting that changes the result.
+  // The job a work file belongs to: every input and setting that makes a finished block wrong for
+  // this run (see the file comment; lr is recorded per block instead). The teacher is identified
+  // by content, not by teacher_id: block i depends on the config, the embedding and blocks 0..i,
+  // so "teacher" is a digest chained block by block (a changed block j keeps blocks < j) over
+  // exactly the values the loop reads, whatever file or format they came from. Hashing is one
+  // serial pass over the weights (about 1.2 s per 135M fp32 parameters), small next to training.
   nlohmann::json job;
-  job["teacher"] = teacher_id;
   job["student"] = file_identity(student_path);
   job["samples"] = o.samples;
   job["window"] = o.window;
   job["epochs"] = o.epochs;
   job["aug_loss"] = o.aug_loss;
-  job["lr"] = o.lr;
   job["weight_decay"] = o.weight_decay;
   job["betas"] = {o.beta1, o.beta2};
   job["eps"] = o.eps;
   job["seed"] = o.seed;
-  job["tokens"] = tokens.size();
+  job["tokens"] = {tokens.size(), digest_hex(fnv1a(tokens.data(), tokens.size() * sizeof(int32_t)))};
+  const std::string config_text = llama_config_text(c);
+  uint64_t teacher_digest = fnv1a(config_text.data(), config_text.size());
+  teacher_digest = fnv1a(teacher.weights().embed->data(), teacher.weights().embed->size() * sizeof(float), teacher_digest);
   const fs::path work = o.work_dir.empty() ? fs::path(out_path + ".work") : fs::path(o.work_dir);
   std::error_code ec;
   fs::create_directories(work, ec);
@@ -357,6 +423,13 @@ inline CalibrateReport calibrate_model(LlamaModel& teacher, const std::string& t
         throw Error(StatusCode::kCancelled, "calibrate: cancelled in block " + std::to_string(bi) + " of " +
                                                 std::to_string(L) + "; finished blocks are kept in " + work.string());
     };
+    // What a failed block leaves for a rerun (lr is not part of the job, so a rerun at a lower lr
+    // keeps the finished blocks too).
+    auto kept_blocks = [&]() -> std::string {
+      if (bi == 0) return "; no block is finished yet";
+      return (bi == 1 ? std::string("; block 0 is kept in ") : "; blocks 0.." + std::to_string(bi - 1) + " are kept in ") +
+             work.string() + ": a rerun resumes at block " + std::to_string(bi);
+    };
     const std::string prefix = "model.layers." + std::to_string(bi) + ".";
     LlamaBlock qb = student.weights().blocks[static_cast<size_t>(bi)];
     autograd::TrainBlock fp(c, teacher.weights().blocks[static_cast<size_t>(bi)]);
@@ -371,6 +444,8 @@ inline CalibrateReport calibrate_model(LlamaModel& teacher, const std::string& t
     }
 
     // Reuse the work file of a finished block, if it belongs to this job.
+    teacher_digest = digest_block(teacher.weights().blocks[static_cast<size_t>(bi)], teacher_digest);
+    job["teacher"] = digest_hex(teacher_digest);
     job["block"] = bi;
     const std::string job_str = job.dump();
     const fs::path wf = work / ("block_" + std::to_string(bi) + ".safetensors");
@@ -403,6 +478,7 @@ inline CalibrateReport calibrate_model(LlamaModel& teacher, const std::string& t
             br.loss_after = sj.at("loss_after").get<double>();
             br.seconds = sj.at("seconds").get<double>();
             br.reverted = sj.at("reverted").get<bool>();
+            br.lr = sj.at("lr").get<float>();
             reused = true;
           }
         }
@@ -416,6 +492,7 @@ inline CalibrateReport calibrate_model(LlamaModel& teacher, const std::string& t
     const LlamaBlock untrained = qb;  // shares the tensors: cheap
     bool trainable = false;
     if (!reused) {
+      br.lr = o.lr;
       autograd::TrainBlock q(c, qb);
       if (q.trainable_count() > 0) {
         trainable = true;
@@ -428,6 +505,11 @@ inline CalibrateReport calibrate_model(LlamaModel& teacher, const std::string& t
           if (o.aug_loss) before += mse(sample(y_untrained, s), sample(y_aug, s), n * H);
         }
         br.loss_before = before / static_cast<double>(o.samples);
+        if (!std::isfinite(br.loss_before))
+          throw Error(StatusCode::kInvalidArgument,
+                      "calibrate: non-finite loss in block " + std::to_string(bi) +
+                          " before training (the teacher's or the student's outputs are not finite; a lower --lr "
+                          "will not help)" + kept_blocks());
         std::vector<autograd::Parameter> params = q.parameters();
         autograd::AdamWOptions ao;
         ao.lr = o.lr;
@@ -448,8 +530,7 @@ inline CalibrateReport calibrate_model(LlamaModel& teacher, const std::string& t
             if (!std::isfinite(loss))
               throw Error(StatusCode::kInvalidArgument,
                           "calibrate: non-finite loss in block " + std::to_string(bi) + ", epoch " + std::to_string(e + 1) +
-                              ", step " + std::to_string(s + 1) + "; blocks 0.." + std::to_string(bi - 1) +
-                              " are kept in " + work.string() + " (try a lower --lr)");
+                              ", step " + std::to_string(s + 1) + " (try a lower --lr)" + kept_blocks());
             q.backward(saved, dy.data(), nullptr, &pool);
             opt.step();
             sum += loss;
@@ -519,6 +600,7 @@ inline CalibrateReport calibrate_model(LlamaModel& teacher, const std::string& t
       sj["loss_after"] = br.loss_after;
       sj["reverted"] = br.reverted;
       sj["seconds"] = br.seconds;
+      sj["lr"] = br.lr;
       write_cluscomp_model(wf.string(), {}, block_tensors, {{"calibrate.job", job_str}, {"calibrate.stats", sj.dump()}});
     }
     rep.blocks.push_back(br);
@@ -528,6 +610,7 @@ inline CalibrateReport calibrate_model(LlamaModel& teacher, const std::string& t
     p.loss_after = br.loss_after;
     p.resumed = reused;
     p.reverted = br.reverted;
+    p.lr = br.lr;
     notify(p);
   }
 
@@ -539,9 +622,17 @@ inline CalibrateReport calibrate_model(LlamaModel& teacher, const std::string& t
   cj["epochs"] = o.epochs;
   cj["aug_loss"] = o.aug_loss;
   cj["lr"] = o.lr;
+  // Blocks resumed from a run at another lr: every block's lr (absent when all used this run's,
+  // so a resumed run with unchanged settings writes the same bytes as an uninterrupted one).
+  if (std::any_of(rep.blocks.begin(), rep.blocks.end(), [&](const CalibrateBlockReport& b) { return b.lr != o.lr; })) {
+    std::vector<float> block_lr;
+    for (const CalibrateBlockReport& b : rep.blocks) block_lr.push_back(b.lr);
+    cj["block_lr"] = block_lr;
+  }
   cj["weight_decay"] = o.weight_decay;
   cj["seed"] = o.seed;
   cj["student"] = student_path;
+  cj["teacher"] = teacher_id;
   meta["calibrate.settings"] = cj.dump();
   write_cluscomp_model(out_path, cm.dense, trained, meta);
   rep.output_bytes = static_cast<int64_t>(fs::file_size(out_path));

@@ -71,6 +71,7 @@
 #include "cluscomp/codebook/codebook_tensor.hpp"
 #include "cluscomp/codebook/decode.hpp"
 #include "cluscomp/core/config.hpp"
+#include "cluscomp/core/digest.hpp"
 #include "cluscomp/core/dtype.hpp"
 #include "cluscomp/core/error.hpp"
 #include "cluscomp/io/cluscomp_format.hpp"
@@ -428,14 +429,6 @@ inline const SourceTensor& find_tensor(const SourceModel& m, const std::string& 
   throw Error(StatusCode::kNotFound, m.path + ": no tensor '" + name + "'");
 }
 
-/// FNV-1a over bytes.
-inline uint64_t fnv1a(const void* data, size_t bytes) {
-  uint64_t h = 1469598103934665603ull;
-  const unsigned char* b = static_cast<const unsigned char*>(data);
-  for (size_t i = 0; i < bytes; ++i) h = (h ^ b[i]) * 1099511628211ull;
-  return h;
-}
-
 /// Per-matrix seed: the run seed mixed with the matrix name and codebook (splitmix64), so each
 /// matrix's k-means does not depend on which other matrices are compressed.
 inline uint64_t matrix_seed(uint64_t seed, const std::string& name, int s) {
@@ -491,11 +484,9 @@ inline std::vector<float> column_weights(const CompressOptions& o, const std::st
   return w;
 }
 
-/// A 64-bit digest of a float vector (FNV-1a over its bytes) for job strings.
+/// A 64-bit digest of a float vector (FNV-1a over its bytes, core/digest.hpp) for job strings.
 inline std::string digest_of(const std::vector<float>& v) {
-  char buf[17];
-  std::snprintf(buf, sizeof buf, "%016llx", static_cast<unsigned long long>(fnv1a(v.data(), v.size() * sizeof(float))));
-  return buf;
+  return digest_hex(fnv1a(v.data(), v.size() * sizeof(float)));
 }
 
 /// sum over (o, i) of colw[i] * W[o, i]^2 (colw empty: 0).
