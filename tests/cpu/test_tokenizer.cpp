@@ -4,7 +4,9 @@
 #include <catch2/catch.hpp>
 
 #include <cstdint>
+#include <cstring>
 #include <fstream>
+#include <limits>
 #include <nlohmann/json.hpp>
 #include <random>
 #include <string>
@@ -16,6 +18,7 @@
 #include "cluscomp/io/pretokenize.hpp"
 #include "cluscomp/io/tokenizer.hpp"
 #include "cluscomp/io/utf8.hpp"
+#include "support/require_error.hpp"
 #include "support/test_data.hpp"
 
 using namespace cluscomp;
@@ -474,4 +477,109 @@ TEST_CASE("from_gguf: llama (SentencePiece BPE) and gpt2 (byte-level BPE) metada
     CHECK(e.code() == StatusCode::kUnsupported);
     CHECK(std::string(e.what()).find("deepseek-coder") != std::string::npos);
   }
+}
+
+namespace {
+
+/// The state round trip: the rebuilt tokenizer has the same tables and encodes, decodes and
+/// applies the chat template exactly as the original on `texts`.
+void check_state_round_trip(const Tokenizer& a, const std::vector<std::string>& texts) {
+  const std::string state = a.to_state_json();
+  CHECK(state == Tokenizer::from_state_json(state, "x").to_state_json());  // deterministic, stable
+  const Tokenizer b = Tokenizer::from_state_json(state, "x");
+  const TokenizerVocab va = a.vocab(), vb = b.vocab();
+  CHECK(vb.model == va.model);
+  CHECK(vb.pre == va.pre);
+  CHECK(vb.tokens == va.tokens);
+  CHECK(vb.types == va.types);
+  CHECK(vb.merges == va.merges);
+  REQUIRE(vb.scores.size() == va.scores.size());
+  for (size_t i = 0; i < va.scores.size(); ++i)
+    CHECK(std::memcmp(&va.scores[i], &vb.scores[i], sizeof(float)) == 0);  // inf/nan included
+  CHECK(b.bos_id() == a.bos_id());
+  CHECK(b.eos_id() == a.eos_id());
+  CHECK(b.unk_id() == a.unk_id());
+  CHECK(b.add_bos_default() == a.add_bos_default());
+  CHECK(b.chat_template() == a.chat_template());
+  for (const std::string& s : texts) {
+    INFO("text: " << s);
+    for (bool special : {false, true}) {
+      const std::vector<int32_t> ids = a.encode(s, false, special);
+      CHECK(b.encode(s, false, special) == ids);
+      CHECK(b.decode(ids) == a.decode(ids));
+    }
+  }
+}
+
+}  // namespace
+
+TEST_CASE("tokenizer state JSON round-trips every table (what cluscomp files embed)", "[tokenizer][state]") {
+  std::mt19937 rng(99);
+  INFO("seed 99");
+  std::vector<std::string> texts = {"", "ab abc  bc\n\n12 345", "<|im_start|>ab<tool> é😀", "\x01\x04!!"};
+  for (int i = 0; i < 40; ++i) texts.push_back(random_utf8(rng, static_cast<size_t>(i % 25)));
+
+  // Byte-level: repeated merge (dropped by from_vocab), specials, a missing byte, a token that is
+  // not valid UTF-8 (stored as hex), ignore_merges, a chat template.
+  TokenizerVocab v = tiny_byte_level({{"a", "b"}, {"ab", "c"}, {"b", "c"}, {"a", "b"}, {" ", "ab"}}, PreTokenizer::kQwen2);
+  v.tokens[4] = "<not a byte \xFF>";
+  v.tokens.push_back("<|im_start|>");
+  v.types.push_back(TokenType::kControl);
+  v.tokens.push_back("<tool>");
+  v.types.push_back(TokenType::kUserDefined);
+  v.bos_id = static_cast<int32_t>(v.tokens.size()) - 2;
+  v.add_bos = true;
+  v.ignore_merges = true;
+  v.chat_template = "<|im_start|>{{ m }}<|im_end|>";
+  const Tokenizer bl = Tokenizer::from_vocab(v);
+  CHECK(bl.vocab().merges.size() == 4);
+  CHECK(bl.to_state_json().find("\"hex\"") != std::string::npos);
+  check_state_round_trip(bl, texts);
+  for (PreTokenizer pre : {PreTokenizer::kGpt2, PreTokenizer::kDigitsThenGpt2, PreTokenizer::kLlama3})
+    CHECK(Tokenizer::from_state_json(Tokenizer::from_vocab(tiny_byte_level({}, pre)).to_state_json(), "x")
+              .pre_tokenizer() == pre);
+
+  // SentencePiece: scores (non-finite ones too), byte fallback, unknown token.
+  const std::string u = "\xE2\x96\x81";
+  TokenizerVocab sv = tiny_spm({{u, -1}, {"a", -2}, {"b", -2}, {"ab", -3}, {u + "ab", -1.25f}, {"x", -0.1f}});
+  sv.scores[3] = -std::numeric_limits<float>::infinity();
+  sv.scores[4] = std::numeric_limits<float>::quiet_NaN();
+  check_state_round_trip(Tokenizer::from_vocab(sv), texts);
+}
+
+TEST_CASE("tokenizer state JSON: bad input is an error naming the origin", "[tokenizer][state]") {
+  using cluscomp_test::require_error;
+  const nlohmann::json good = nlohmann::json::parse(Tokenizer::from_vocab(tiny_byte_level({{"a", "b"}})).to_state_json());
+  const auto load = [](const nlohmann::json& j) { (void)Tokenizer::from_state_json(j.dump(), "m.safetensors"); };
+  require_error([&] { (void)Tokenizer::from_state_json("{nope", "m.safetensors"); }, StatusCode::kFormatError,
+                "m.safetensors: tokenizer state is not valid JSON");
+  require_error([&] { load(nlohmann::json::array()); }, StatusCode::kFormatError, "not a JSON object");
+  nlohmann::json j = good;
+  j["version"] = 2;
+  require_error([&] { load(j); }, StatusCode::kUnsupported, "version 2 is newer");
+  j = good;
+  j.erase("merges");
+  require_error([&] { load(j); }, StatusCode::kFormatError, "m.safetensors: unexpected tokenizer state content");
+  j = good;
+  j["merges"][0] = {0, 100000};
+  require_error([&] { load(j); }, StatusCode::kFormatError, "outside the vocabulary");
+  j = good;
+  j["types"][3] = 9;
+  require_error([&] { load(j); }, StatusCode::kFormatError, "token type 9");
+  j = good;
+  j["pre"] = "deepseek-llm";
+  require_error([&] { load(j); }, StatusCode::kUnsupported, "m.safetensors: tokenizer.ggml.pre = 'deepseek-llm'");
+  j = good;
+  j["model"] = "wordpiece";
+  require_error([&] { load(j); }, StatusCode::kUnsupported, "'wordpiece'");
+  j = good;
+  j["tokens"][2] = {{"hex", "zz"}};
+  require_error([&] { load(j); }, StatusCode::kFormatError, "token 2");
+  j = good;
+  j["eos_id"] = 5000;
+  require_error([&] { load(j); }, StatusCode::kFormatError, "eos_id 5000");
+  j = good;
+  j["tokens"][0] = "x";  // a duplicate token: from_vocab's own checks run, prefixed with the origin
+  j["merges"] = nlohmann::json::array({nlohmann::json::array({0, 1})});
+  require_error([&] { load(j); }, StatusCode::kFormatError, "m.safetensors: merge 0");
 }

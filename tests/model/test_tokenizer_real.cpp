@@ -141,3 +141,15 @@ TEST_CASE("real tokenizer = HF tokenizers on the whole evaluation text; round tr
   CHECK(t.decode(got) == text);
   CHECK(s < 1.0);
 }
+
+TEST_CASE("real tokenizer: the state a compressed file embeds tokenises like HF", "[model][tokenizer][state]") {
+  require_model();
+  const std::string state = gguf_tokenizer().to_state_json();
+  WARN("tokenizer state: " << state.size() << " bytes");
+  CHECK(state.size() < (2u << 20));  // docs/format.md quotes its size
+  const Tokenizer t = Tokenizer::from_state_json(state, "state");
+  CHECK(t.to_state_json() == state);
+  CHECK(t.apply_chat_template({{"user", "What is 2+2?"}}, true) ==
+        gguf_tokenizer().apply_chat_template({{"user", "What is 2+2?"}}, true));
+  check_cases(t);
+}

@@ -40,6 +40,18 @@ inline const char* pre_tokenizer_name(PreTokenizer p) {
   return "unknown";
 }
 
+/// The canonical GGUF `tokenizer.ggml.pre` name of a pre-tokeniser (one that
+/// pre_tokenizer_from_gguf_name maps back to it); used to store a tokenizer's state.
+inline const char* pre_tokenizer_gguf_name(PreTokenizer p) {
+  switch (p) {
+    case PreTokenizer::kGpt2: return "gpt2";
+    case PreTokenizer::kDigitsThenGpt2: return "smollm";
+    case PreTokenizer::kLlama3: return "llama3";
+    case PreTokenizer::kQwen2: return "qwen2";
+  }
+  return "unknown";
+}
+
 /// Maps a GGUF `tokenizer.ggml.pre` value to a pre-tokeniser (the names llama.cpp's converter
 /// writes). Throws Error(kUnsupported) naming the value when it is not one we implement.
 inline PreTokenizer pre_tokenizer_from_gguf_name(const std::string& name) {

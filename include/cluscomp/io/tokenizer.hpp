@@ -11,9 +11,11 @@
 
 #include <algorithm>
 #include <array>
+#include <cmath>
 #include <cstdint>
 #include <cstring>
 #include <filesystem>
+#include <limits>
 #include <memory>
 #include <nlohmann/json.hpp>
 #include <string>
@@ -159,6 +161,25 @@ class Tokenizer {
     }
   }
 
+  /// The tables this tokenizer stands for: from_vocab(t.vocab()) encodes and decodes exactly as
+  /// t does. Merges come back in priority order, without the repeated pairs from_vocab ignored.
+  TokenizerVocab vocab() const;
+
+  /// The version of the state JSON that to_state_json writes and the newest from_state_json reads.
+  static constexpr int kStateVersion = 1;
+
+  /// The whole state of the tokenizer as compact JSON text (schema: docs/format.md,
+  /// "cluscomp.tokenizer"): what a cluscomp file embeds so that it tokenises without the model it
+  /// was compressed from. Token texts that are not valid UTF-8 and non-finite scores are stored in
+  /// escaped forms, so every vocabulary round-trips. Deterministic (same tokenizer, same bytes).
+  std::string to_state_json() const;
+
+  /// Rebuilds a tokenizer from to_state_json's text; it encodes, decodes and applies the chat
+  /// template exactly as the original. Errors name `origin`: kFormatError (not JSON, a missing or
+  /// mistyped field, a value out of range, bad tables as in from_vocab), kUnsupported (a state
+  /// version newer than kStateVersion, an unknown model or pre-tokeniser name).
+  static Tokenizer from_state_json(std::string_view text, const std::string& origin);
+
   /// Token ids of `text` (UTF-8; anything else is Error(kInvalidArgument) naming the byte offset).
   /// Byte-level BPE: bytes that have no token in the vocabulary are dropped (see from_vocab).
   /// `add_bos` prepends bos_id() (Error(kInvalidArgument) if the model has none). User-defined
@@ -241,6 +262,8 @@ class Tokenizer {
     static uint64_t pair_key(int32_t a, int32_t b) {
       return (static_cast<uint64_t>(static_cast<uint32_t>(a)) << 32) | static_cast<uint32_t>(b);
     }
+    /// The merge pairs (left id, right id), best rank first.
+    std::vector<std::pair<int32_t, int32_t>> merges_by_rank() const;
     std::vector<int32_t> encode(std::string_view text, bool add_bos, bool parse_special) const;
     std::string decode(const std::vector<int32_t>& ids, bool skip_special) const;
     void encode_byte_level(std::string_view frag, std::vector<int32_t>& out) const;
@@ -654,6 +677,197 @@ inline std::string Tokenizer::Data::decode(const std::vector<int32_t>& ids, bool
     prev_special = false;
   }
   return out;
+}
+
+// ---- state (what cluscomp files embed) -----------------------------------------------------------
+
+inline std::vector<std::pair<int32_t, int32_t>> Tokenizer::Data::merges_by_rank() const {
+  std::vector<std::pair<int32_t, uint64_t>> by_rank;
+  by_rank.reserve(merges.size());
+  for (const auto& kv : merges) by_rank.emplace_back(kv.second.rank, kv.first);
+  std::sort(by_rank.begin(), by_rank.end());  // ranks are unique
+  std::vector<std::pair<int32_t, int32_t>> out;
+  out.reserve(by_rank.size());
+  for (const auto& r : by_rank)
+    out.emplace_back(static_cast<int32_t>(r.second >> 32), static_cast<int32_t>(r.second & 0xFFFFFFFFu));
+  return out;
+}
+
+inline TokenizerVocab Tokenizer::vocab() const {
+  const Data& d = *d_;
+  TokenizerVocab v;
+  v.model = d.model;
+  v.pre = d.pre;
+  v.tokens = d.text;
+  v.types = d.type;
+  v.scores = d.score;
+  for (const auto& m : d.merges_by_rank())
+    v.merges.emplace_back(d.text[static_cast<size_t>(m.first)], d.text[static_cast<size_t>(m.second)]);
+  v.bos_id = d.bos;
+  v.eos_id = d.eos;
+  v.unk_id = d.unk;
+  v.add_bos = d.add_bos;
+  v.add_space_prefix = d.add_space_prefix;
+  v.ignore_merges = d.ignore_merges;
+  v.chat_template = d.chat_template;
+  return v;
+}
+
+namespace detail {
+
+/// A byte string as JSON: itself when it is valid UTF-8 (JSON text must be), else {"hex": ".."}.
+inline nlohmann::json json_of_bytes(const std::string& s) {
+  if (unicode::find_invalid_utf8(s) == s.size()) return s;
+  static const char* hex = "0123456789abcdef";
+  std::string h;
+  for (unsigned char c : s) {
+    h.push_back(hex[c >> 4]);
+    h.push_back(hex[c & 15]);
+  }
+  return nlohmann::json{{"hex", h}};
+}
+
+/// The inverse of json_of_bytes; false for anything else.
+inline bool bytes_of_json(const nlohmann::json& j, std::string& out) {
+  if (j.is_string()) {
+    out = j.get<std::string>();
+    return true;
+  }
+  if (!j.is_object() || j.size() != 1 || !j.contains("hex") || !j["hex"].is_string()) return false;
+  const std::string& h = j["hex"].get_ref<const std::string&>();
+  if (h.size() % 2 != 0) return false;
+  out.clear();
+  for (size_t i = 0; i < h.size(); i += 2) {
+    int v = 0;
+    for (size_t k = i; k < i + 2; ++k) {
+      const char c = h[k];
+      v *= 16;
+      if (c >= '0' && c <= '9') v += c - '0';
+      else if (c >= 'a' && c <= 'f') v += c - 'a' + 10;
+      else return false;
+    }
+    out.push_back(static_cast<char>(v));
+  }
+  return true;
+}
+
+}  // namespace detail
+
+inline std::string Tokenizer::to_state_json() const {
+  const Data& d = *d_;
+  const bool byte_level = d.model == TokenizerModel::kByteLevelBpe;
+  nlohmann::json j;
+  j["version"] = kStateVersion;
+  j["model"] = byte_level ? "byte_level_bpe" : "sentencepiece_bpe";
+  nlohmann::json tokens = nlohmann::json::array(), types = nlohmann::json::array();
+  for (size_t i = 0; i < d.text.size(); ++i) {
+    tokens.push_back(detail::json_of_bytes(d.text[i]));
+    types.push_back(static_cast<int32_t>(d.type[i]));
+  }
+  j["tokens"] = std::move(tokens);
+  j["types"] = std::move(types);
+  if (byte_level) {
+    j["pre"] = pre_tokenizer_gguf_name(d.pre);
+    nlohmann::json merges = nlohmann::json::array();
+    for (const auto& m : d.merges_by_rank()) merges.push_back({m.first, m.second});
+    j["merges"] = std::move(merges);
+  } else {
+    // JSON has no inf/nan: those scores are strings (nlohmann would write null).
+    nlohmann::json scores = nlohmann::json::array();
+    for (float x : d.score) {
+      if (std::isfinite(x)) scores.push_back(x);
+      else scores.push_back(std::isnan(x) ? "nan" : (x > 0 ? "inf" : "-inf"));
+    }
+    j["scores"] = std::move(scores);
+  }
+  j["bos_id"] = d.bos;
+  j["eos_id"] = d.eos;
+  j["unk_id"] = d.unk;
+  j["add_bos"] = d.add_bos;
+  j["add_space_prefix"] = d.add_space_prefix;
+  j["ignore_merges"] = d.ignore_merges;
+  j["chat_template"] = detail::json_of_bytes(d.chat_template);
+  return j.dump();
+}
+
+inline Tokenizer Tokenizer::from_state_json(std::string_view text, const std::string& origin) {
+  const auto bad = [&](const std::string& what) { return Error(StatusCode::kFormatError, origin + ": " + what); };
+  nlohmann::json j;
+  try {
+    j = nlohmann::json::parse(text.begin(), text.end());
+  } catch (const nlohmann::json::exception& e) {
+    throw bad(std::string("tokenizer state is not valid JSON: ") + e.what());
+  }
+  if (!j.is_object()) throw bad("tokenizer state is not a JSON object");
+  TokenizerVocab v;
+  try {
+    const int64_t version = j.at("version").get<int64_t>();
+    if (version < 1) throw bad("tokenizer state version " + std::to_string(version) + " is not >= 1");
+    if (version > kStateVersion)
+      throw Error(StatusCode::kUnsupported, origin + ": tokenizer state version " + std::to_string(version) +
+                                                " is newer than this build reads (" + std::to_string(kStateVersion) + ")");
+    const std::string model = j.at("model").get<std::string>();
+    if (model == "byte_level_bpe") v.model = TokenizerModel::kByteLevelBpe;
+    else if (model == "sentencepiece_bpe") v.model = TokenizerModel::kSentencePieceBpe;
+    else throw Error(StatusCode::kUnsupported, origin + ": tokenizer model '" + model + "' is not supported");
+    for (const auto& t : j.at("tokens")) {
+      v.tokens.emplace_back();
+      if (!detail::bytes_of_json(t, v.tokens.back()))
+        throw bad("token " + std::to_string(v.tokens.size() - 1) + " is neither a string nor {\"hex\": ...}");
+    }
+    const int64_t n = static_cast<int64_t>(v.tokens.size());
+    for (const auto& t : j.at("types")) {
+      const int64_t x = t.get<int64_t>();
+      if (x < 0 || x > 6) throw bad("token type " + std::to_string(x) + " is not 0..6");
+      v.types.push_back(static_cast<TokenType>(x));
+    }
+    if (v.model == TokenizerModel::kByteLevelBpe) {
+      try {
+        v.pre = pre_tokenizer_from_gguf_name(j.at("pre").get<std::string>());
+      } catch (const Error& e) {
+        throw Error(e.code(), origin + ": " + e.what());
+      }
+      for (const auto& m : j.at("merges")) {
+        if (!m.is_array() || m.size() != 2) throw bad("merge " + std::to_string(v.merges.size()) + " is not [left, right]");
+        const int64_t a = m[0].get<int64_t>(), b = m[1].get<int64_t>();
+        if (a < 0 || a >= n || b < 0 || b >= n)
+          throw bad("merge " + std::to_string(v.merges.size()) + " names a token outside the vocabulary of " + std::to_string(n));
+        v.merges.emplace_back(v.tokens[static_cast<size_t>(a)], v.tokens[static_cast<size_t>(b)]);
+      }
+    } else {
+      for (const auto& x : j.at("scores")) {
+        if (x.is_number()) {
+          v.scores.push_back(x.get<float>());
+        } else {
+          const std::string s = x.get<std::string>();
+          if (s == "inf") v.scores.push_back(std::numeric_limits<float>::infinity());
+          else if (s == "-inf") v.scores.push_back(-std::numeric_limits<float>::infinity());
+          else if (s == "nan") v.scores.push_back(std::numeric_limits<float>::quiet_NaN());
+          else throw bad("score '" + s + "' is not a number, \"inf\", \"-inf\" or \"nan\"");
+        }
+      }
+    }
+    const auto id = [&](const char* key) {
+      const int64_t x = j.at(key).get<int64_t>();
+      if (x < -1 || x >= n) throw bad(std::string(key) + " " + std::to_string(x) + " is outside the vocabulary of " + std::to_string(n));
+      return static_cast<int32_t>(x);
+    };
+    v.bos_id = id("bos_id");
+    v.eos_id = id("eos_id");
+    v.unk_id = id("unk_id");
+    v.add_bos = j.at("add_bos").get<bool>();
+    v.add_space_prefix = j.at("add_space_prefix").get<bool>();
+    v.ignore_merges = j.at("ignore_merges").get<bool>();
+    if (!detail::bytes_of_json(j.at("chat_template"), v.chat_template))
+      throw bad("chat_template is neither a string nor {\"hex\": ...}");
+  } catch (const nlohmann::json::exception& e) {
+    throw bad(std::string("unexpected tokenizer state content: ") + e.what());
+  }
+  try {
+    return from_vocab(std::move(v));
+  } catch (const Error& e) {
+    throw Error(e.code(), origin + ": " + e.what());
+  }
 }
 
 // ---- tokenizer.json ----------------------------------------------------------------------------
