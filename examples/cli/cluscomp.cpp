@@ -46,6 +46,7 @@
 #include "cluscomp/io/gguf_quant.hpp"
 #include "cluscomp/io/gguf_writer.hpp"
 #include "cluscomp/io/hf_config.hpp"
+#include "cluscomp/io/model_tokenizer.hpp"
 #include "cluscomp/io/safetensors.hpp"
 #include "cluscomp/io/tokenizer.hpp"
 #include "cluscomp/io/utf8.hpp"
@@ -177,6 +178,18 @@ int inspect_safetensors(const std::string& path) {
     cc::CluscompModel m = cc::read_cluscomp_model(path);
     fmt::print("format version {}: {} clustered matrices, {} dense tensors\n", m.format_version,
                m.clustered.size(), m.dense.size());
+    const auto tok = m.metadata.find(cc::kCluscompTokenizerKey);
+    if (tok != m.metadata.end()) {
+      const cc::Tokenizer t = cc::Tokenizer::from_state_json(tok->second, path + " (" + cc::kCluscompTokenizerKey + ")");
+      fmt::print("tokenizer: embedded, {} tokens, {}{}\n", t.vocab_size(),
+                 t.model() == cc::TokenizerModel::kByteLevelBpe ? "byte-level BPE (pre " + std::string(cc::pre_tokenizer_name(t.pre_tokenizer())) + ")"
+                                                                  : std::string("SentencePiece BPE"),
+                 t.chat_template().empty() ? "" : ", chat template");
+    } else {
+      const auto src = m.metadata.find(cc::kCompressSourceKey);
+      fmt::print("tokenizer: not embedded{}\n",
+                 src != m.metadata.end() ? " (taken from the source, " + src->second + ")" : std::string());
+    }
     fmt::print("{:<40} {:>12} {:>3} {:>6} {:>2} {:>5} {:>6} {:>8} {:>8}\n", "matrix", "shape", "d", "K",
                "S", "bits", "dtype", "bpw", "bpw(ref)");
     for (const auto& [name, t] : m.clustered) {
@@ -350,31 +363,6 @@ Options parse_options(int argc, char** argv, int first, const std::vector<std::s
   return o;
 }
 
-// The tokenizer that goes with a model: GGUF metadata, or tokenizer.json beside an HF model.
-cc::Tokenizer load_tokenizer(const std::string& model) {
-  if (!fs::is_directory(model) && has_magic(model, "GGUF")) {
-    cc::GgufReader g(model);
-    return cc::Tokenizer::from_gguf(g);
-  }
-  const fs::path dir = fs::is_directory(model) ? fs::path(model) : fs::path(model).parent_path();
-  const fs::path tj = dir / "tokenizer.json";
-  if (!fs::exists(tj) && !fs::is_directory(model)) {
-    // A compressed model: the tokenizer of the model it was compressed from.
-    std::string source;
-    try {
-      const cc::SafetensorsFile f = cc::SafetensorsFile::open(model);
-      auto it = f.metadata().find("compress.source");
-      if (it != f.metadata().end()) source = it->second;
-    } catch (const cc::Error&) {
-      source.clear();
-    }
-    if (!source.empty() && fs::exists(source) && source != model) return load_tokenizer(source);
-  }
-  if (!fs::exists(tj))
-    throw cc::Error(cc::StatusCode::kNotFound, tj.string() + ": no tokenizer.json beside the model");
-  return cc::Tokenizer::from_tokenizer_json(tj.string());
-}
-
 cc::LlamaModel load_model_timed(const std::string& path, int threads) {
   const auto t0 = Clock::now();
   cc::LlamaRuntimeOptions o;
@@ -411,7 +399,7 @@ std::string read_utf8_text(const std::string& path) {
 // windows are slices of one long token stream, as the reference's loader cuts them.
 std::vector<int32_t> read_training_tokens(const std::string& model_path, const std::string& text_path) {
   const std::string text = read_utf8_text(text_path);
-  const cc::Tokenizer tok = load_tokenizer(model_path);
+  const cc::Tokenizer tok = cc::load_model_tokenizer(model_path);
   const auto t0 = Clock::now();
   std::vector<int32_t> ids = tok.encode(text, false);
   fmt::print(stderr, "tokenised {} bytes into {} tokens in {:.2f} s\n", text.size(), ids.size(), seconds_since(t0));
@@ -421,7 +409,7 @@ std::vector<int32_t> read_training_tokens(const std::string& model_path, const s
 int eval_cmd(const std::string& model_path, const std::string& text_path, const Options& opt) {
   const std::string text = read_utf8_text(text_path);
   cc::LlamaModel m = load_model_timed(model_path, static_cast<int>(opt.get_int("threads", 0)));
-  const cc::Tokenizer tok = load_tokenizer(model_path);
+  const cc::Tokenizer tok = cc::load_model_tokenizer(model_path);
   auto t0 = Clock::now();
   const std::vector<int32_t> ids = tok.encode(text, tok.add_bos_default());
   fmt::print(stderr, "tokenised {} bytes into {} tokens in {:.2f} s\n", text.size(), ids.size(), seconds_since(t0));
@@ -457,7 +445,7 @@ int eval_cmd(const std::string& model_path, const std::string& text_path, const 
 
 int generate_cmd(const std::string& model_path, const std::string& prompt, const Options& opt) {
   cc::LlamaModel m = load_model_timed(model_path, static_cast<int>(opt.get_int("threads", 0)));
-  const cc::Tokenizer tok = load_tokenizer(model_path);
+  const cc::Tokenizer tok = cc::load_model_tokenizer(model_path);
   const int64_t max_tokens = opt.get_int("max-tokens", 64);
   if (max_tokens < 1) throw cc::Error(cc::StatusCode::kInvalidArgument, "--max-tokens must be at least 1");
   cc::SamplingOptions so;
@@ -692,6 +680,9 @@ int compress_cmd(const std::string& model_path, const Options& opt) {
   fmt::print(stderr, "reading {} ...\n", model_path);
   const cc::SourceModel src = cc::read_source_model(model_path);
   fmt::print(stderr, "read {} tensors in {:.2f} s\n", src.tensors.size(), seconds_since(t0));
+  if (!src.tokenizer)
+    fmt::print(stderr, "warning: no tokenizer is embedded in the output ({}); eval/generate will need the source model\n",
+               src.tokenizer_note);
   const bool tty = isatty(2) != 0;
   auto last_draw = Clock::now();
   o.progress = [&](const cc::CompressProgress& p) {
@@ -794,6 +785,16 @@ int compress_cmd(const std::string& model_path, const Options& opt) {
                rep.skipped_tensors.size() == 1 ? "" : "s", names);
   }
   for (const std::string& t : rep.removed_temporaries) fmt::print("removed:     {} (left by a killed run)\n", t);
+  return 0;
+}
+
+// Adds the tokenizer of SOURCE to a compressed file written before tokenizers were embedded.
+int embed_tokenizer_cmd(const std::string& model_path, const std::string& source_path, const Options& opt) {
+  const std::string out = opt.values.count("out") ? opt.values.at("out") : model_path;
+  const cc::Tokenizer tok = cc::load_model_tokenizer(source_path);
+  cc::embed_model_tokenizer(model_path, tok, out);
+  fmt::print("{}: embedded the tokenizer of {} ({} tokens{})\n", out, source_path, tok.vocab_size(),
+             tok.chat_template().empty() ? "" : ", chat template");
   return 0;
 }
 
@@ -1037,6 +1038,9 @@ int usage(int rc) {
              "                         [--grad-accum N] [--lr X] [--weight-decay X] [--seed N] [--recompute] [--no-eval]\n"
              "                         [--loss-csv FILE] [--threads N]\n"
              "         codebook-only finetuning of STUDENT on TEXT (causal LM loss); no resume\n"
+             "       cluscomp embed-tokenizer COMPRESSED SOURCE [--out OUT]\n"
+             "         stores SOURCE's tokenizer in COMPRESSED (in place unless --out), for files compressed\n"
+             "         before tokenizers were embedded; tensors and other metadata unchanged\n"
              "       cluscomp version\n"
              "MODEL: a .gguf file, a .safetensors file (HF or cluscomp format); eval/generate also\n"
              "       take an HF model directory (config.json + model.safetensors + tokenizer.json)\n");
@@ -1074,6 +1078,10 @@ int run(int argc, char** argv) {
                                               "dense-dtype", "work-dir", "threads", "jobs", "activations", "act-samples",
                                               "act-window", "importance-damp"},
                                              {"reference-layout"}));
+  if (cmd == "embed-tokenizer") {
+    if (argc < 4) return usage(2);
+    return embed_tokenizer_cmd(model, argv[3], parse_options(argc, argv, 4, {"out"}, {}));
+  }
   if (cmd == "calibrate") {
     if (argc < 5) return usage(2);
     return calibrate_cmd(model, argv[3], argv[4],

@@ -3,8 +3,9 @@
 // and stderr going to files (not a terminal: the one-line-per-matrix progress format). Checks the
 // exit status, the final table against the written file (bpw from the settings, relative error of
 // the decoded matrices against the source weights), the overall bpw and file size lines, the ETA
-// fields of the progress lines, --per-kind / non-finite number parsing, and the skipped-tensor
-// warning and orphan removal lines. Under a second.
+// fields of the progress lines, --per-kind / non-finite number parsing, the skipped-tensor
+// warning and orphan removal lines, and that the output generates with its source deleted (the
+// embedded tokenizer; embed-tokenizer for older files). Under a second.
 #include <catch2/catch.hpp>
 
 #include <fcntl.h>
@@ -23,6 +24,7 @@
 
 #include "cluscomp/codebook/decode.hpp"
 #include "cluscomp/io/cluscomp_format.hpp"
+#include "cluscomp/io/model_tokenizer.hpp"
 #include "support/test_data.hpp"
 #include "support/tiny_llama.hpp"
 
@@ -255,4 +257,46 @@ TEST_CASE("cli compress: a tensor without an HF name is a warning, an orphaned t
   CHECK(r.out.find("\nremoved:     " + orphan.string() + " (left by a killed run)\n") != std::string::npos);
   CHECK_FALSE(fs::exists(orphan));
   CHECK(fs::exists(out));
+}
+
+TEST_CASE("cli compress: the output generates with its source deleted; an old file names the fix",
+          "[cli][compress][tokenizer]") {
+  Fixture fx;
+  const std::string src = (fx.dir / "tok.gguf").string();
+  cluscomp_test::TinyGgufOptions go;
+  go.tokenizer = true;
+  cluscomp_test::write_bytes(src, cluscomp_test::write_tiny_gguf(fx.tiny, go));
+  const std::string prompt = "the cat and the hat";
+  const size_t n_prompt = load_model_tokenizer(src).encode(prompt, false).size();
+  const std::string out = (fx.dir / "c.safetensors").string();
+  REQUIRE(run_cli({"compress", src, "--out", out, "--d", "4", "--k", "16", "--iterations", "1"}, fx.dir.path()).status == 0);
+  const std::vector<std::string> gen = {"generate", out, prompt, "--raw", "--max-tokens", "4"};
+  const CliRun before = run_cli(gen, fx.dir.path());
+  REQUIRE(before.status == 0);
+  fs::remove(src);
+  const CliRun after = run_cli(gen, fx.dir.path());
+  INFO("stderr: " << after.err);
+  CHECK(after.status == 0);
+  CHECK(after.out == before.out);
+  CHECK(after.err.find("prompt: " + std::to_string(n_prompt) + " tokens;") != std::string::npos);
+
+  // A file from before the tokenizer was embedded, whose source is gone: exit 1, the message names
+  // the source and the fix; embed-tokenizer (from a copy of the source) repairs it.
+  const std::string old = (fx.dir / "old.safetensors").string();
+  {
+    const CluscompModel cm = read_cluscomp_model(out);
+    std::map<std::string, std::string> meta = cm.caller_metadata();
+    meta.erase(kCluscompTokenizerKey);
+    write_cluscomp_model(old, cm.dense, cm.clustered, meta);
+  }
+  const CliRun broken = run_cli({"generate", old, prompt, "--raw", "--max-tokens", "4"}, fx.dir.path());
+  CHECK(broken.status == 1);
+  CHECK(broken.err.find("'" + src + "' (compress.source) is missing") != std::string::npos);
+  CHECK(broken.err.find("cluscomp embed-tokenizer " + old) != std::string::npos);
+  const std::string copy = (fx.dir / "moved.gguf").string();
+  cluscomp_test::write_bytes(copy, cluscomp_test::write_tiny_gguf(fx.tiny, go));
+  REQUIRE(run_cli({"embed-tokenizer", old, copy}, fx.dir.path()).status == 0);
+  const CliRun repaired = run_cli({"generate", old, prompt, "--raw", "--max-tokens", "4"}, fx.dir.path());
+  CHECK(repaired.status == 0);
+  CHECK(repaired.out == before.out);
 }

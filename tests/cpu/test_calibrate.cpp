@@ -50,6 +50,14 @@ cluscomp_test::TinyLlama make_tiny(uint32_t seed = kSeed) {
   return cluscomp_test::make_tiny_llama(o);
 }
 
+/// The teacher's GGUF bytes, with a tokenizer: the student embeds it and the outputs must keep it.
+/// (Its bos/eos ids are part of the config, so every teacher of a test is written this way.)
+std::vector<unsigned char> teacher_gguf(const cluscomp_test::TinyLlama& t) {
+  cluscomp_test::TinyGgufOptions go;
+  go.tokenizer = true;
+  return cluscomp_test::write_tiny_gguf(t, go);
+}
+
 struct Fixture {
   TempDir dir;
   cluscomp_test::TinyLlama tiny = make_tiny();
@@ -57,7 +65,7 @@ struct Fixture {
   std::string student = (dir / "student.safetensors").string();
   std::vector<int32_t> tokens = cluscomp_test::pattern_tokens(600, 40);
   Fixture() {
-    cluscomp_test::write_bytes(gguf, cluscomp_test::write_tiny_gguf(tiny));
+    cluscomp_test::write_bytes(gguf, teacher_gguf(tiny));
     CompressOptions o;
     for (auto& s : o.per_kind) {
       s.d = 4;
@@ -132,6 +140,10 @@ TEST_CASE("calibrate: every block's loss drops, the model moves toward the teach
   CHECK(cluscomp_test::changed_codebooks_only_centroids(before, after) == 14);
   CHECK(after.metadata.count("calibrate.settings") == 1);
   CHECK(after.metadata.at("compress.method") == "cluscomp");
+  // The embedded tokenizer (and config) stay: the calibrated file tokenises on its own.
+  REQUIRE(before.metadata.count(kCluscompTokenizerKey) == 1);
+  CHECK(after.metadata.at(kCluscompTokenizerKey) == before.metadata.at(kCluscompTokenizerKey));
+  CHECK(after.metadata.at(kCluscompConfigKey) == before.metadata.at(kCluscompConfigKey));
 
   // Through the runtime, loaded from the file: on the calibration windows the calibrated model's
   // final hidden states are much closer to the teacher's than clustering alone (end to end: the
@@ -254,7 +266,7 @@ bool block0_resumed(LlamaModel& teacher, const std::string& teacher_id, const Fi
 LlamaModel changed_teacher(const Fixture& fx, const std::string& tensor, const std::string& path) {
   cluscomp_test::TinyLlama t = fx.tiny;
   t.w.at(tensor)[5] += 0.25f;
-  cluscomp_test::write_bytes(path, cluscomp_test::write_tiny_gguf(t));
+  cluscomp_test::write_bytes(path, teacher_gguf(t));
   return load_llama_model(path);
 }
 

@@ -33,6 +33,7 @@
 #include "cluscomp/io/cluscomp_format.hpp"
 #include "cluscomp/io/file.hpp"
 #include "cluscomp/io/gguf_writer.hpp"
+#include "cluscomp/io/model_tokenizer.hpp"
 #include "cluscomp/model/llama.hpp"
 #include "cluscomp/pipeline/compress.hpp"
 #include "cluscomp/reference/dtype_ref.hpp"
@@ -353,6 +354,123 @@ TEST_CASE("compress: an interrupted run resumes to a byte-identical file without
   other.seed = 7;
   const CompressReport ro = compress_model(fx.src, b.string(), other);
   CHECK(ro.resumed == 0);
+}
+
+namespace {
+
+/// Tokenization through `got` equals tokenization through `want` (ids, with and without BOS and
+/// special tokens; decode; the chat template and its prompt ids); the tables are identical too.
+void check_same_tokenization(const Tokenizer& want, const Tokenizer& got) {
+  CHECK(got.to_state_json() == want.to_state_json());
+  const std::vector<std::string> texts = {"", "the cat is on the mat", "  and then 1010 01 x", "ÜnÏcødé 😀 zzz",
+                                          "<|im_start|>user\nhi<|im_end|>\n", "andandand\n\n\t the"};
+  for (const std::string& t : texts) {
+    INFO("text: " << t);
+    for (bool special : {false, true})
+      for (bool bos : {false, true}) {
+        const std::vector<int32_t> ids = want.encode(t, bos, special);
+        CHECK(got.encode(t, bos, special) == ids);
+        CHECK(got.decode(ids) == want.decode(ids));
+      }
+  }
+  for (const std::vector<ChatMessage>& chat : {std::vector<ChatMessage>{{"user", "Hi there"}},
+                                               std::vector<ChatMessage>{{"system", "Be brief."}, {"user", "1 + 1?"}}}) {
+    const std::string prompt = want.apply_chat_template(chat, true);
+    CHECK(got.apply_chat_template(chat, true) == prompt);
+    CHECK(got.encode(prompt, false, true) == want.encode(prompt, false, true));
+  }
+  CHECK(got.bos_id() == want.bos_id());
+  CHECK(got.eos_id() == want.eos_id());
+}
+
+}  // namespace
+
+TEST_CASE("compress: the output embeds the tokenizer and tokenises without its source (GGUF and HF)",
+          "[pipeline][compress][tokenizer]") {
+  namespace fs = std::filesystem;
+  TempDir dir;
+  const Tiny tiny = make_tiny();
+  CompressOptions o = explicit_options(4, 16);
+  o.iterations = 1;
+  for (bool hf : {false, true}) {
+    INFO((hf ? "HF directory source" : "GGUF source"));
+    const fs::path src_path = dir / (hf ? "hf_model" : "tok.gguf");
+    if (hf) {
+      cluscomp_test::write_tiny_hf(tiny, src_path, true);
+    } else {
+      cluscomp_test::TinyGgufOptions go;
+      go.tokenizer = true;
+      cluscomp_test::write_bytes(src_path, cluscomp_test::write_tiny_gguf(tiny, go));
+    }
+    const Tokenizer want = load_model_tokenizer(src_path.string());
+    REQUIRE(want.vocab_size() == 40);
+    REQUIRE_FALSE(want.chat_template().empty());
+    SourceModel src = read_source_model(src_path.string());
+    REQUIRE(src.tokenizer);
+    CHECK(src.tokenizer_note.empty());
+    const std::string out = (dir / (hf ? "hf.cluscomp.safetensors" : "gguf.cluscomp.safetensors")).string();
+    compress_model(src, out, o);
+    CHECK(read_cluscomp_model(out).metadata.at("compress.source") == src_path.string());
+    // The source is gone: the compressed file alone gives the same tokens.
+    fs::remove_all(src_path);
+    check_same_tokenization(want, load_model_tokenizer(out));
+    // A source given by a relative path is recorded absolute.
+    src.path = "some/relative/model.gguf";
+    const std::string rel_out = (dir / "rel.safetensors").string();
+    compress_model(src, rel_out, o);
+    CHECK(read_cluscomp_model(rel_out).metadata.at("compress.source") ==
+          (fs::current_path() / "some/relative/model.gguf").string());
+  }
+  // A source without a tokenizer still compresses; the note says why there is none.
+  const fs::path bare = dir / "bare.gguf";
+  write_gguf(tiny, bare.string());
+  const SourceModel bare_src = read_source_model(bare.string());
+  CHECK_FALSE(bare_src.tokenizer);
+  CHECK_FALSE(bare_src.tokenizer_note.empty());
+  const std::string bare_out = (dir / "bare.cluscomp.safetensors").string();
+  compress_model(bare_src, bare_out, o);
+  CHECK(read_cluscomp_model(bare_out).metadata.count(kCluscompTokenizerKey) == 0);
+}
+
+TEST_CASE("compress: files from before tokenizers were embedded use their source, or say how to fix it",
+          "[pipeline][compress][tokenizer]") {
+  namespace fs = std::filesystem;
+  TempDir dir;
+  const Tiny tiny = make_tiny();
+  const fs::path src_path = dir / "old_src.gguf";
+  cluscomp_test::TinyGgufOptions go;
+  go.tokenizer = true;
+  cluscomp_test::write_bytes(src_path, cluscomp_test::write_tiny_gguf(tiny, go));
+  const Tokenizer want = load_model_tokenizer(src_path.string());
+  CompressOptions o = explicit_options(4, 16);
+  o.iterations = 1;
+  const std::string full = (dir / "full.safetensors").string();
+  compress_model(read_source_model(src_path.string()), full, o);
+  // An old file: no embedded tokenizer, the source as it was typed (relative to where compress
+  // ran, here the file's own directory).
+  const std::string old = (dir / "old.safetensors").string();
+  {
+    const CluscompModel cm = read_cluscomp_model(full);
+    std::map<std::string, std::string> meta = cm.caller_metadata();
+    REQUIRE(meta.erase(kCluscompTokenizerKey) == 1);
+    meta["compress.source"] = "old_src.gguf";
+    write_cluscomp_model(old, cm.dense, cm.clustered, meta);
+  }
+  check_same_tokenization(want, load_model_tokenizer(old));
+  fs::remove(src_path);
+  require_error([&] { (void)load_model_tokenizer(old); }, StatusCode::kNotFound, "'old_src.gguf' (compress.source) is missing");
+  require_error([&] { (void)load_model_tokenizer(old); }, StatusCode::kNotFound, "cluscomp embed-tokenizer " + old);
+  // The repair: embed the tokenizer (from wherever the source is now); the file is then the one
+  // compress writes today, up to compress.source.
+  embed_model_tokenizer(old, want, old);
+  check_same_tokenization(want, load_model_tokenizer(old));
+  const CluscompModel a = read_cluscomp_model(full), b = read_cluscomp_model(old);
+  CHECK(b.metadata.at(kCluscompTokenizerKey) == a.metadata.at(kCluscompTokenizerKey));
+  CHECK(b.metadata.size() == a.metadata.size());
+  // A plain safetensors file with nothing beside it.
+  const std::string plain = (dir / "plain.safetensors").string();
+  write_cluscomp_model(plain, a.dense, {}, {});
+  require_error([&] { (void)load_model_tokenizer(plain); }, StatusCode::kNotFound, "the file embeds none");
 }
 
 TEST_CASE("compress: several matrices at once give the same bytes; a cancel stops every job",

@@ -55,7 +55,9 @@ struct Fixture {
     to.context = 32;
     to.tied = tied;
     tiny = cluscomp_test::make_tiny_llama(to);
-    cluscomp_test::write_bytes(gguf, cluscomp_test::write_tiny_gguf(tiny));
+    cluscomp_test::TinyGgufOptions go;
+    go.tokenizer = true;  // the student embeds it; the outputs must keep it
+    cluscomp_test::write_bytes(gguf, cluscomp_test::write_tiny_gguf(tiny, go));
     CompressOptions o;
     for (auto& s : o.per_kind) {
       s.d = 4;
@@ -243,6 +245,9 @@ TEST_CASE("recover: KD lowers the loss and the KL to the teacher; only centroids
   CHECK(after.metadata.at("recover.settings").find("\"loss\":\"kd\"") != std::string::npos);
   CHECK(after.metadata.at("recover.settings").find("\"train\":\"codebooks\"") != std::string::npos);
   CHECK(after.metadata.at("compress.method") == "cluscomp");
+  // The embedded tokenizer stays: the recovered file tokenises on its own.
+  REQUIRE(before.metadata.count(kCluscompTokenizerKey) == 1);
+  CHECK(after.metadata.at(kCluscompTokenizerKey) == before.metadata.at(kCluscompTokenizerKey));
 
   // Deterministic across thread counts; gradient accumulation and max_steps shape the steps.
   RecoverOptions o = fx.options();
@@ -313,6 +318,8 @@ TEST_CASE("finetune: codebook-only CE finetuning lowers the training loss", "[re
     CHECK(std::vector<unsigned char>(before.dense[i].data, before.dense[i].data + before.dense[i].nbytes) ==
           std::vector<unsigned char>(after.dense[i].data, after.dense[i].data + after.dense[i].nbytes));
   for (const auto& kv : before.clustered) CHECK(after.clustered.at(kv.first).code_words() == kv.second.code_words());
+  REQUIRE(before.metadata.count(kCluscompTokenizerKey) == 1);
+  CHECK(after.metadata.at(kCluscompTokenizerKey) == before.metadata.at(kCluscompTokenizerKey));
 }
 
 TEST_CASE("recover: bad input gives a clear error and no output", "[recover][errors]") {

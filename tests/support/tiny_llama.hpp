@@ -5,6 +5,9 @@
 #include <catch2/catch.hpp>
 
 #include <cstdint>
+#include <filesystem>
+#include <fstream>
+#include <iterator>
 #include <map>
 #include <random>
 #include <string>
@@ -14,6 +17,10 @@
 #include "cluscomp/io/gguf_quant.hpp"
 #include "cluscomp/io/gguf_writer.hpp"
 #include "cluscomp/io/hf_config.hpp"
+#include "cluscomp/io/safetensors.hpp"
+#include "cluscomp/io/tokenizer.hpp"
+#include "cluscomp/io/utf8.hpp"
+#include <nlohmann/json.hpp>
 
 namespace cluscomp_test {
 
@@ -121,6 +128,97 @@ inline std::string gguf_name_of(const std::string& hf) {
   return "";
 }
 
+/// The ChatML template of SmolLM2-Instruct (a default system message when the first is not one).
+inline const char* kTinyChatTemplate =
+    "{% for message in messages %}{% if loop.first and messages[0]['role'] != 'system' %}{{ "
+    "'<|im_start|>system\nYou are a helpful AI assistant named SmolLM, trained by Hugging "
+    "Face<|im_end|>\n' }}{% endif %}{{'<|im_start|>' + message['role'] + '\n' + message['content'] "
+    "+ '<|im_end|>' + '\n'}}{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' "
+    "}}{% endif %}";
+
+/// The GPT-2 alphabet form of a byte string (" a" -> "Ġa").
+inline std::string tiny_byte_level(const std::string& bytes) {
+  std::string out;
+  for (unsigned char b : bytes) cluscomp::unicode::append_utf8(out, cluscomp::unicode::kByteUnicode.to_cp[b]);
+  return out;
+}
+
+/// A SmolLM-style byte-level BPE vocabulary of exactly `vocab` tokens (32..51), so that every id
+/// is valid for a tiny model of that vocabulary: the byte tokens of " ", a..z, 0, 1; merges in
+/// priority order; then "<|endoftext|>" (BOS and EOS, control), "<|im_start|>", "<|im_end|>"
+/// (control); digits pre-tokenised one by one; the ChatML template above.
+inline cluscomp::TokenizerVocab tiny_tokenizer_vocab(int64_t vocab) {
+  using namespace cluscomp;
+  static const std::pair<const char*, const char*> kMerges[] = {
+      {"h", "e"}, {" ", "t"}, {" t", "he"}, {"i", "n"}, {" ", "a"}, {"e", "r"}, {"o", "n"},
+      {" ", "s"}, {"a", "t"}, {"e", "n"}, {"o", "r"}, {" ", "w"}, {"i", "s"}, {" ", "i"},
+      {"e", "s"}, {"a", "n"}, {"l", "l"}, {" ", "c"}, {"an", "d"}};
+  const int64_t n_merges = vocab - 32;
+  REQUIRE(n_merges >= 0);
+  REQUIRE(n_merges <= static_cast<int64_t>(std::size(kMerges)));
+  TokenizerVocab v;
+  v.model = TokenizerModel::kByteLevelBpe;
+  v.pre = PreTokenizer::kDigitsThenGpt2;
+  v.add_space_prefix = false;
+  v.tokens.push_back(tiny_byte_level(" "));
+  for (char c = 'a'; c <= 'z'; ++c) v.tokens.push_back(tiny_byte_level(std::string(1, c)));
+  v.tokens.push_back("0");
+  v.tokens.push_back("1");
+  for (int64_t i = 0; i < n_merges; ++i) {
+    const auto& m = kMerges[i];
+    v.merges.emplace_back(tiny_byte_level(m.first), tiny_byte_level(m.second));
+    v.tokens.push_back(tiny_byte_level(std::string(m.first) + m.second));
+  }
+  v.types.assign(v.tokens.size(), TokenType::kNormal);
+  for (const char* sp : {"<|endoftext|>", "<|im_start|>", "<|im_end|>"}) {
+    v.tokens.push_back(sp);
+    v.types.push_back(TokenType::kControl);
+  }
+  v.bos_id = v.eos_id = static_cast<int32_t>(vocab - 3);
+  v.chat_template = kTinyChatTemplate;
+  return v;
+}
+
+/// Writes `v` (from tiny_tokenizer_vocab) as an HF tokenizer.json + tokenizer_config.json in `dir`.
+inline void write_tiny_tokenizer_json(const std::filesystem::path& dir, const cluscomp::TokenizerVocab& v) {
+  nlohmann::json vocab = nlohmann::json::object(), added = nlohmann::json::array(), merges = nlohmann::json::array();
+  for (size_t i = 0; i < v.tokens.size(); ++i) {
+    if (v.types[i] == cluscomp::TokenType::kControl)
+      added.push_back({{"id", i}, {"content", v.tokens[i]}, {"special", true}});
+    else
+      vocab[v.tokens[i]] = i;
+  }
+  for (const auto& m : v.merges) merges.push_back(m.first + " " + m.second);
+  const nlohmann::json j = {
+      {"version", "1.0"},
+      {"normalizer", nullptr},
+      {"added_tokens", added},
+      {"pre_tokenizer",
+       {{"type", "Sequence"},
+        {"pretokenizers", nlohmann::json::array({{{"type", "Digits"}, {"individual_digits", true}},
+                                                 {{"type", "ByteLevel"}, {"add_prefix_space", false},
+                                                  {"trim_offsets", true}, {"use_regex", true}}})}}},
+      {"model", {{"type", "BPE"}, {"vocab", vocab}, {"merges", merges}}}};
+  std::ofstream(dir / "tokenizer.json") << j.dump();
+  const std::string special = v.tokens.at(static_cast<size_t>(v.eos_id));
+  std::ofstream(dir / "tokenizer_config.json")
+      << nlohmann::json({{"bos_token", special}, {"eos_token", special}, {"add_bos_token", false},
+                         {"chat_template", v.chat_template}})
+             .dump();
+}
+
+/// An HF model directory: config.json, model.safetensors (fp32), and with `tokenizer` the
+/// tiny_tokenizer_vocab as tokenizer.json + tokenizer_config.json.
+inline void write_tiny_hf(const TinyLlama& t, const std::filesystem::path& dir, bool tokenizer) {
+  std::filesystem::create_directories(dir);
+  cluscomp::write_llama_config((dir / "config.json").string(), t.cfg);
+  cluscomp::SafetensorsWriter w;
+  for (const auto& kv : t.w)
+    w.add(kv.first, cluscomp::DType::kF32, t.shape.at(kv.first), kv.second.data(), kv.second.size() * 4);
+  w.write((dir / "model.safetensors").string());
+  if (tokenizer) write_tiny_tokenizer_json(dir, tiny_tokenizer_vocab(t.cfg.vocab_size));
+}
+
 struct TinyGgufOptions {
   std::string arch_key;                           // general.architecture (default: cfg.model_type)
   std::string skip;                               // HF name of a tensor to leave out
@@ -128,6 +226,7 @@ struct TinyGgufOptions {
   cluscomp::GgmlType type = cluscomp::GgmlType::kF32;  // type of the 2-D weights
   /// Extra 1-D F32 tensors written as they are, GGUF name -> values (e.g. ones without an HF name).
   std::vector<std::pair<std::string, std::vector<float>>> extra;
+  bool tokenizer = false;  // write tiny_tokenizer_vocab(vocab_size) as tokenizer.ggml.* metadata
 };
 
 /// The GGUF file bytes of a tiny model (q/k rows permuted for llama, as llama.cpp does).
@@ -146,6 +245,22 @@ inline std::vector<unsigned char> write_tiny_gguf(const TinyLlama& t, const Tiny
   w.add_f32(a + ".rope.freq_base", static_cast<float>(c.rope_theta));
   w.add_u32(a + ".context_length", static_cast<uint32_t>(c.max_position_embeddings));
   w.add_u32(a + ".vocab_size", static_cast<uint32_t>(c.vocab_size));
+  if (o.tokenizer) {
+    const TokenizerVocab v = tiny_tokenizer_vocab(c.vocab_size);
+    std::vector<std::string> merges;
+    for (const auto& m : v.merges) merges.push_back(m.first + " " + m.second);
+    std::vector<int32_t> types;
+    for (TokenType x : v.types) types.push_back(static_cast<int32_t>(x));
+    w.add_string("tokenizer.ggml.model", "gpt2");
+    w.add_string("tokenizer.ggml.pre", "smollm");
+    w.add("tokenizer.ggml.tokens", GgufValue::string_array(v.tokens));
+    w.add("tokenizer.ggml.token_type", GgufValue::i32_array(types));
+    w.add("tokenizer.ggml.merges", GgufValue::string_array(merges));
+    w.add_u32("tokenizer.ggml.bos_token_id", static_cast<uint32_t>(v.bos_id));
+    w.add_u32("tokenizer.ggml.eos_token_id", static_cast<uint32_t>(v.eos_id));
+    w.add_bool("tokenizer.ggml.add_bos_token", false);
+    w.add_string("tokenizer.chat_template", v.chat_template);
+  }
   const bool permute = c.model_type == "llama";
   for (const auto& [hf, v] : t.w) {
     if (hf == o.skip) continue;

@@ -11,7 +11,8 @@
 /// - `__metadata__`: "cluscomp.format_version" = "1"; per matrix "cluscomp.matrix.<name>" = a
 ///   JSON object string {out, in, out_pad, d, k, num_codebooks, code_bits, centroid_dtype,
 ///   num_vectors, code_words, bpw_reference, bpw_packed}; optionally "cluscomp.config" (the
-///   source model's config.json text); any other keys the caller passes.
+///   source model's config.json text) and "cluscomp.tokenizer" (Tokenizer::to_state_json); any
+///   other keys the caller passes.
 
 #include <cmath>
 #include <cstdint>
@@ -37,6 +38,16 @@ inline constexpr int kCluscompFormatVersion = 1;
 inline constexpr const char* kCluscompVersionKey = "cluscomp.format_version";
 inline constexpr const char* kCluscompMatrixKeyPrefix = "cluscomp.matrix.";
 inline constexpr const char* kCluscompConfigKey = "cluscomp.config";
+/// The model's tokenizer, Tokenizer::to_state_json text (docs/format.md): a compressed file
+/// tokenises without the model it was compressed from.
+inline constexpr const char* kCluscompTokenizerKey = "cluscomp.tokenizer";
+
+/// Whether a caller may set metadata key `key` on a cluscomp file: every key outside "cluscomp.*",
+/// and the optional format keys that describe the model (config, tokenizer). The version and the
+/// per-matrix descriptions are the writer's own.
+inline bool is_cluscomp_caller_key(const std::string& key) {
+  return key.rfind("cluscomp.", 0) != 0 || key == kCluscompConfigKey || key == kCluscompTokenizerKey;
+}
 
 /// A cluscomp model read from disk: the clustered matrices (owning copies) and the dense
 /// tensors (TensorRefs into `file`, valid while this object lives; moving keeps them valid).
@@ -52,15 +63,16 @@ struct CluscompModel {
       if (t.name == name) return &t;
     return nullptr;
   }
-  /// The stored source config.json text, or "" when none was stored.
   /// The metadata a writer may pass on to write_cluscomp_model: everything but the keys the
-  /// format itself writes (the version and the per-matrix descriptions); the config is kept.
+  /// format itself writes (the version and the per-matrix descriptions); the config and the
+  /// tokenizer are kept, so a rewritten file (calibrate, recover) stays self-contained.
   std::map<std::string, std::string> caller_metadata() const {
     std::map<std::string, std::string> m;
     for (const auto& kv : metadata)
-      if (kv.first.rfind("cluscomp.", 0) != 0 || kv.first == kCluscompConfigKey) m.insert(kv);
+      if (is_cluscomp_caller_key(kv.first)) m.insert(kv);
     return m;
   }
+  /// The stored source config.json text, or "" when none was stored.
   std::string config_json() const {
     auto it = metadata.find(kCluscompConfigKey);
     return it == metadata.end() ? std::string() : it->second;
@@ -89,8 +101,9 @@ inline std::string cluscomp_matrix_metadata(const CodebookShape& s) {
 
 /// Writes a cluscomp model atomically to `path`. `dense` tensors are written from the caller's
 /// memory and `clustered` from the CodebookTensors' own buffers (nothing is copied into one big
-/// buffer). `metadata` goes into __metadata__ as well; "cluscomp.config" is the one reserved key a
-/// caller may set (the source config.json text), other "cluscomp.*" keys are refused. Exact and
+/// buffer). `metadata` goes into __metadata__ as well; of the "cluscomp.*" keys a caller may set
+/// only "cluscomp.config" (the source config.json text) and "cluscomp.tokenizer" (stored as given;
+/// load_model_tokenizer validates it), the others are refused. Exact and
 /// deterministic (see SafetensorsWriter for the order). Throws Error: kInvalidArgument (name
 /// clashes, reserved keys, an invalid CodebookTensor), kIoError from the OS.
 inline void write_cluscomp_model(const std::string& path, const std::vector<TensorRef>& dense,
@@ -98,7 +111,7 @@ inline void write_cluscomp_model(const std::string& path, const std::vector<Tens
                                  const std::map<std::string, std::string>& metadata = {}) {
   SafetensorsWriter w;
   for (const auto& kv : metadata) {
-    if (kv.first.rfind("cluscomp.", 0) == 0 && kv.first != kCluscompConfigKey)
+    if (!is_cluscomp_caller_key(kv.first))
       throw Error(StatusCode::kInvalidArgument, "write_cluscomp_model: metadata key '" + kv.first +
                                                     "' is reserved for the format");
     w.set_metadata(kv.first, kv.second);

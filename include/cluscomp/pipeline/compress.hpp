@@ -59,6 +59,7 @@
 #include <limits>
 #include <map>
 #include <mutex>
+#include <optional>
 #include <string>
 #include <thread>
 #include <utility>
@@ -80,6 +81,7 @@
 #include "cluscomp/io/gguf_llama.hpp"
 #include "cluscomp/io/gguf_quant.hpp"
 #include "cluscomp/io/hf_config.hpp"
+#include "cluscomp/io/model_tokenizer.hpp"
 #include "cluscomp/io/reference_checkpoint.hpp"
 #include "cluscomp/io/safetensors.hpp"
 #include "cluscomp/model/llama.hpp"
@@ -164,18 +166,29 @@ struct SourceModel {
   /// GGUF names of the tensors read_source_model left out (no HF name: hf_name_from_gguf), in file
   /// order; compress_model warns about them.
   std::vector<std::string> skipped;
+  /// The model's tokenizer, embedded in the output so that it tokenises without the source;
+  /// empty when the source has none cluscomp reads (then `tokenizer_note` says why).
+  std::optional<Tokenizer> tokenizer;
+  std::string tokenizer_note;
 };
 
 /// Reads a LLaMA-family GGUF file (every tensor dequantised to fp32, bit-identical to ggml; q/k
 /// rows of llama/mistral files restored to HF order, as load_llama_gguf does) or an HF directory
-/// with config.json + one model.safetensors (fp32/fp16/bf16 converted exactly). GGUF tensors
-/// without an HF name are left out and listed in SourceModel::skipped. Throws Error
-/// naming the file: kNotFound, kFormatError, kUnsupported (sharded HF checkpoints, architectures).
+/// with config.json + one model.safetensors (fp32/fp16/bf16 converted exactly), and its tokenizer
+/// (load_model_tokenizer: GGUF metadata, tokenizer.json). GGUF tensors without an HF name are
+/// left out and listed in SourceModel::skipped. Throws Error naming the file: kNotFound,
+/// kFormatError, kUnsupported (sharded HF checkpoints, architectures); a missing or unsupported
+/// tokenizer is not an error (SourceModel::tokenizer_note).
 inline SourceModel read_source_model(const std::string& path) {
   namespace fs = std::filesystem;
   SourceModel m;
   m.path = path;
   if (!fs::exists(path)) throw Error(StatusCode::kNotFound, path + ": no such file or directory");
+  try {
+    m.tokenizer = load_model_tokenizer(path);
+  } catch (const Error& e) {
+    m.tokenizer_note = e.what();
+  }
   if (fs::is_directory(path)) {
     m.config = read_llama_config((fs::path(path) / "config.json").string());
     const fs::path st = fs::path(path) / "model.safetensors";
@@ -1155,7 +1168,10 @@ inline CompressReport compress_model(const SourceModel& m, const std::string& ou
   meta["compress.bpw"] = buf;
   meta["compress.method"] = compress_method_name(o.method);
   meta["compress.seed"] = std::to_string(o.seed);
-  meta["compress.source"] = m.path;
+  // Absolute, so that it names the source from any working directory. Informational: the output
+  // embeds the tokenizer (below) and needs nothing else from the source.
+  const fs::path source_abs = fs::absolute(fs::path(m.path), ec);
+  meta[kCompressSourceKey] = ec ? m.path : source_abs.lexically_normal().string();
   if (o.target_bpw > 0) {
     std::snprintf(buf, sizeof buf, "%.6g", o.target_bpw);
     meta["compress.target_bpw"] = buf;
@@ -1166,6 +1182,7 @@ inline CompressReport compress_model(const SourceModel& m, const std::string& ou
   }
   for (const auto& kv : o.metadata) meta[kv.first] = kv.second;
   meta[kCluscompConfigKey] = llama_config_to_json(m.config).dump(2);
+  if (m.tokenizer) meta[kCluscompTokenizerKey] = m.tokenizer->to_state_json();
   if (o.reference_layout) {
     write_reference_checkpoint(out_path, m.config, dense, clustered);
     rep.output_bytes = 0;
