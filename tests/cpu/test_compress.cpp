@@ -356,6 +356,40 @@ TEST_CASE("compress: an interrupted run resumes to a byte-identical file without
   CHECK(ro.resumed == 0);
 }
 
+TEST_CASE("compress: the resume key is the source's content, not its path or size", "[pipeline][compress][resume]") {
+  Fixture fx;
+  CompressOptions o = explicit_options(4, 16);
+  o.iterations = 1;
+  const std::string out = (fx.dir / "r.safetensors").string();
+  // Stop before writing: all 14 matrices are in the work directory.
+  CompressOptions cut = o;
+  int resumed = 0;
+  cut.progress = [&](const CompressProgress& p) {
+    resumed += p.stage == CompressProgress::Stage::kMatrixDone && p.resumed;
+    return p.stage != CompressProgress::Stage::kWriting;
+  };
+  require_error([&] { compress_model(fx.src, out, cut); }, StatusCode::kCancelled, "cancelled");
+  // The same model under another path reuses every matrix.
+  const std::string moved = (fx.dir / "moved.gguf").string();
+  std::filesystem::copy_file(fx.gguf, moved);
+  require_error([&] { compress_model(read_source_model(moved), out, cut); }, StatusCode::kCancelled, "cancelled");
+  CHECK(resumed == 14);
+  // The model changed in place, same path and same size: the changed matrix is recomputed, the
+  // rest reused, and the result is what a fresh run on the changed model writes.
+  Tiny changed = fx.tiny;
+  const std::string q0 = "model.layers.0.self_attn.q_proj.weight";
+  changed.w.at(q0)[7] += 0.5f;
+  write_gguf(changed, fx.gguf);
+  REQUIRE(std::filesystem::file_size(fx.gguf) == std::filesystem::file_size(moved));
+  const SourceModel src2 = read_source_model(fx.gguf);
+  const CompressReport rep = compress_model(src2, out, o);
+  CHECK(rep.resumed == 13);
+  for (const MatrixReport& r : rep.matrices) CHECK(r.resumed == (r.plan.name != q0));
+  const std::string fresh = (fx.dir / "fresh.safetensors").string();
+  CHECK(compress_model(src2, fresh, o).resumed == 0);
+  CHECK(file_bytes(out) == file_bytes(fresh));
+}
+
 namespace {
 
 /// Tokenization through `got` equals tokenization through `want` (ids, with and without BOS and

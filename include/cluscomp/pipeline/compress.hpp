@@ -29,12 +29,14 @@
 ///
 /// Resume: each finished matrix is written atomically to `<work_dir>/<name>.safetensors` with the
 /// job description it was made for; a later run with the same job reuses it instead of
-/// recomputing. The output is written atomically once every matrix is done, then the work
-/// directory is removed. Because k-means is deterministic per seed (any thread count) and the
-/// output holds no timings, a resumed run writes a byte-identical file. A run killed while writing
-/// the output leaves `<out>.tmp.XXXXXX` (io/file.hpp); the next run to the same output removes such
-/// orphans of its own output name before it starts (remove_stale_temporaries: only that exact
-/// pattern, only files older than the run and not locked by a live writer) and lists them in
+/// recomputing. The job holds a digest of the matrix's own source values (not the source's path
+/// or size), so a model changed in place recomputes exactly the matrices that changed. The output
+/// is written atomically once every matrix is done, then the work directory is removed. Because
+/// k-means is deterministic per seed (any thread count) and the output holds no timings, a resumed
+/// run writes a byte-identical file. A run killed while writing the output leaves
+/// `<out>.tmp.XXXXXX` (io/file.hpp); the next run to the same output removes such orphans of its
+/// own output name before it starts (remove_stale_temporaries: only that exact pattern, only files
+/// older than the run and not locked by a live writer) and lists them in
 /// CompressReport::removed_temporaries.
 ///
 /// GGUF tensors without an HF name (hf_name_from_gguf, e.g. rope_freqs.weight) are not carried
@@ -514,9 +516,17 @@ inline double weighted_sq_norm(const std::vector<float>& w, int64_t out, int64_t
   return s;
 }
 
-/// The job one matrix was made for: equal strings mean a work file may be reused.
-inline std::string job_string(const MatrixPlan& p, const CompressOptions& o, const SourceModel& m,
-                              uint64_t source_bytes) {
+/// The job one matrix was made for: equal strings mean a work file may be reused. `w` is the
+/// matrix's source values: the job keys on their digest, the content itself, so a model edited or
+/// replaced in place (same path, even the same size) recomputes the matrices that changed, and a
+/// moved model keeps its work. Cost: one digest_of pass (byte-wise FNV-1a, core/digest.hpp, about
+/// 0.45 GB/s) over the matrix's fp32 values, in the job that compresses it: ~1 s of CPU for
+/// SmolLM2-135M (424 MB of projection values, against ~50 CPU-s of k-means); for a 70B model
+/// (~270 GB) ~10 CPU-minutes spread over the jobs, against many CPU-hours of k-means (and
+/// read_source_model holds those values in memory anyway). A cheaper key (size + mtime + the
+/// first/last MB) would miss in-place edits that keep the size and touch the middle, the failure
+/// this guards against, so it is not used (docs/architecture.md, "Compression").
+inline std::string job_string(const MatrixPlan& p, const CompressOptions& o, const std::vector<float>& w) {
   nlohmann::json j;
   j["name"] = p.name;
   j["out"] = p.out;
@@ -539,8 +549,7 @@ inline std::string job_string(const MatrixPlan& p, const CompressOptions& o, con
       j["importance_damp"] = o.importance_damp;
     }
   }
-  j["source"] = m.path;
-  j["source_bytes"] = source_bytes;
+  j["weights"] = digest_of(w);
   return j.dump();
 }
 
@@ -931,7 +940,6 @@ inline CompressReport compress_model(const SourceModel& m, const std::string& ou
   std::error_code ec;
   fs::create_directories(work, ec);
   if (ec) throw Error(StatusCode::kIoError, work.string() + ": cannot create the work directory: " + ec.message());
-  const uint64_t source_bytes = fs::is_regular_file(m.path, ec) ? static_cast<uint64_t>(fs::file_size(m.path, ec)) : 0;
 
   // Cost model for the ETA: k-means ~ vectors * K * (iterations + 1), RTN ~ weights.
   std::vector<double> cost(plans.size());
@@ -961,11 +969,11 @@ inline CompressReport compress_model(const SourceModel& m, const std::string& ou
 
   auto process = [&](size_t mi) {
     const MatrixPlan& p = plans[mi];
-    const std::string job = compress_detail::job_string(p, o, m, source_bytes);
+    const std::vector<float>& w = compress_detail::find_tensor(m, p.name).values;
+    const std::string job = compress_detail::job_string(p, o, w);
     const fs::path wf = work / (p.name + ".safetensors");
     MatrixReport mr;
     mr.plan = p;
-    const std::vector<float>& w = compress_detail::find_tensor(m, p.name).values;
     auto notify = [&](CompressProgress::Stage stage, int it, double mat_s, double mat_eta) {
       std::lock_guard<std::mutex> lock(mu);
       if (runner.stopped()) throw Error(StatusCode::kCancelled, "compress: stopped");  // another job failed or cancelled
