@@ -20,6 +20,7 @@
 #include <chrono>
 #include <csignal>
 #include <cmath>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <iterator>
@@ -34,6 +35,8 @@
 #include "cluscomp/io/file.hpp"
 #include "cluscomp/io/gguf_writer.hpp"
 #include "cluscomp/io/model_tokenizer.hpp"
+#include "cluscomp/io/reference_checkpoint.hpp"
+#include "cluscomp/io/safetensors.hpp"
 #include "cluscomp/model/llama.hpp"
 #include "cluscomp/pipeline/compress.hpp"
 #include "cluscomp/reference/dtype_ref.hpp"
@@ -229,6 +232,50 @@ TEST_CASE("compress: S = 2 codebooks and the reference layout", "[pipeline][comp
   const ReferenceCheckpoint ck = read_reference_checkpoint((fx.dir / "ref").string());
   CHECK(ck.clustered.size() == 14);
   CHECK(rr.output_bytes > 0);
+  // The two layouts hold the same clustering: the same settings in cluscomp's own format decode
+  // to exactly the dense matrices that the reference files give, both through the reader and
+  // through a decode of the raw <prefix>.cluster / <prefix>.index written here (CLUSCOMP.md §1:
+  // vector v = i*(out_pad/d) + j holds W[j*d .. j*d+d-1, i]; padding rows dropped).
+  const std::string own = (fx.dir / "own.safetensors").string();
+  CompressOptions r_own = r;
+  r_own.reference_layout = false;
+  compress_model(fx.src, own, r_own);
+  const CluscompModel cm_own = read_cluscomp_model(own);
+  REQUIRE(cm_own.clustered.size() == 14);
+  const SafetensorsFile raw = SafetensorsFile::open((fx.dir / "ref" / "model.safetensors").string());
+  int raw_pairs = 0;
+  for (const auto& t : raw.tensors()) raw_pairs += t.name.size() > 8 && t.name.compare(t.name.size() - 8, 8, ".cluster") == 0;
+  CHECK(raw_pairs == 14);
+  for (const auto& kv : cm_own.clustered) {
+    INFO(kv.first);
+    const CodebookShape& sh = kv.second.shape();
+    const std::vector<float> want = decode_dense(kv.second, DecodeLayout::kW);  // (out, in)
+    REQUIRE(ck.clustered.count(kv.first) == 1);
+    CHECK(decode_dense(ck.clustered.at(kv.first), DecodeLayout::kW) == want);
+    const std::string prefix = kv.first.substr(0, kv.first.size() - 7);  // drop ".weight"
+    const TensorRef* cl = raw.find(prefix + ".cluster");
+    const TensorRef* ix = raw.find(prefix + ".index");
+    REQUIRE(cl);
+    REQUIRE(ix);
+    REQUIRE(ix->dtype == DType::kI32);
+    REQUIRE(cl->shape.size() == 2);
+    const int64_t k = cl->shape[0], d = cl->shape[1];
+    CHECK(k == sh.k);
+    CHECK(d == sh.d);
+    const int64_t out_pad = (sh.out + d - 1) / d * d, per_row = out_pad / d;
+    REQUIRE(ix->numel() == sh.in * per_row);
+    const std::vector<float> c = tensor_to_float(*cl);
+    std::vector<float> got(static_cast<size_t>(sh.out * sh.in), std::nanf(""));
+    for (int64_t i = 0; i < sh.in; ++i)
+      for (int64_t j = 0; j < per_row; ++j) {
+        int32_t code;
+        std::memcpy(&code, ix->data + (i * per_row + j) * 4, 4);
+        if (code < 0 || code >= k) FAIL("code " << code << " outside [0, " << k << ") at vector " << i * per_row + j);
+        for (int64_t t = 0; t < d && j * d + t < sh.out; ++t)
+          got[static_cast<size_t>((j * d + t) * sh.in + i)] = c[static_cast<size_t>(code * d + t)];
+      }
+    CHECK(got == want);
+  }
 }
 
 TEST_CASE("compress: --bpw search meets the target and spends it", "[pipeline][compress][search]") {
