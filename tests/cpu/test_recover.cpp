@@ -398,6 +398,28 @@ TEST_CASE("recover: bad input gives a clear error and no output", "[recover][err
       none();
     }
   }
+  // An absurd --samples: a clear error naming samples before the window offsets are allocated
+  // (overflow: kInvalidArgument; more than the machine's memory: kOutOfMemory), not bad_alloc.
+  for (int64_t samples : {int64_t{1} << 50, std::numeric_limits<int64_t>::max()}) {
+    RecoverOptions many = o;
+    many.samples = samples;
+    for (int fine = 0; fine < 2; ++fine) {
+      INFO("samples " << samples << (fine ? " finetune" : " recover"));
+      try {
+        if (fine)
+          finetune_model(fx.student, fx.tokens, out, many);
+        else
+          recover_model(&teacher, fx.gguf, fx.student, fx.tokens, out, many);
+        FAIL("no error");
+      } catch (const Error& e) {
+        CHECK((e.code() == StatusCode::kInvalidArgument || e.code() == StatusCode::kOutOfMemory));
+        const std::string m = e.what();
+        CHECK(m.rfind(fine ? "finetune: " : "recover: ", 0) == 0);
+        CHECK(m.find(std::to_string(samples) + " samples") != std::string::npos);
+      }
+      none();
+    }
+  }
   // Cancelled: nothing written.
   require_error(
       [&] {

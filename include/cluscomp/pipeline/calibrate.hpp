@@ -198,6 +198,23 @@ inline int64_t available_memory() {
   return 0;
 }
 
+/// Checks, before window_offsets allocates them, that `samples` window offsets (int64 each) fit
+/// in memory: throws Error naming samples, kInvalidArgument when their size overflows 63 bits,
+/// kOutOfMemory when it exceeds `budget` bytes (0: available_memory(); unknown: not checked).
+inline void check_offsets_memory(int64_t samples, const std::string& what, int64_t budget = 0) {
+  if (samples < 1) throw Error(StatusCode::kInvalidArgument, what + ": samples must be at least 1");
+  const std::string size = what + ": " + std::to_string(samples) + " samples of window offsets";
+  const uint64_t b = checked_mul(static_cast<uint64_t>(samples), sizeof(int64_t), size.c_str());
+  if (b > static_cast<uint64_t>(INT64_MAX)) throw Error(StatusCode::kInvalidArgument, size + ": size overflows 63 bits");
+  if (budget <= 0) budget = available_memory();
+  if (budget > 0 && static_cast<int64_t>(b) > budget) {
+    char buf[160];
+    std::snprintf(buf, sizeof buf, ": need %.2f GiB, only %.2f GiB available: lower --samples",
+                  static_cast<double>(b) / 1073741824.0, budget / 1073741824.0);
+    throw Error(StatusCode::kOutOfMemory, size + buf);
+  }
+}
+
 inline int64_t peak_rss() {
   struct rusage u {};
   if (getrusage(RUSAGE_SELF, &u) != 0) return 0;

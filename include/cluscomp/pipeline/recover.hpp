@@ -241,6 +241,7 @@ inline RecoverReport recover_model(LlamaModel* teacher, const std::string& teach
   if (out_path.empty()) throw bad("empty output path");
   if (o.epochs < 1) throw bad("epochs must be at least 1");
   if (o.samples < 1) throw bad("samples must be at least 1");
+  calibrate_detail::check_offsets_memory(o.samples, "recover");  // before anything sized by samples
   if (o.window < 2) throw bad("window must be at least 2 tokens");
   if (o.accumulation < 1) throw bad("gradient accumulation must be at least 1 window per step");
   if (o.max_steps < 0) throw bad("max steps must not be negative");
@@ -277,7 +278,7 @@ inline RecoverReport recover_model(LlamaModel* teacher, const std::string& teach
     throw bad("the text has " + std::to_string(tokens.size()) + " tokens, shorter than one window of " +
               std::to_string(n) + " tokens (give a longer text or a smaller --window)");
   const std::vector<int64_t> offsets =
-      calibrate_detail::window_offsets(static_cast<int64_t>(tokens.size()), n, o.samples, o.seed);
+      calibrate_detail::window_offsets(static_cast<int64_t>(tokens.size()), n, o.samples, o.seed, "recover");
 
   RecoverReport rep;
   rep.loss = o.loss;
