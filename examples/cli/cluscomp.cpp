@@ -104,11 +104,6 @@ std::vector<int64_t> torch_shape(const std::vector<int64_t>& ne) {
   return std::vector<int64_t>(ne.rbegin(), ne.rend());
 }
 
-bool has_magic(const std::string& path, const char* magic) {
-  cc::MappedFile f(path);
-  return f.size() >= 4 && std::memcmp(f.data(), magic, 4) == 0;
-}
-
 void print_config(const cc::LlamaConfig& c) {
   fmt::print("architecture: {} | {} blocks | hidden {} | ffn {} | heads {} (kv {}) | head dim {}\n",
              c.model_type, c.num_hidden_layers, c.hidden_size, c.intermediate_size,
@@ -1106,13 +1101,13 @@ int run(int argc, char** argv) {
                                        "seed", "threads", "loss-csv"},
                                       {"recompute", "no-eval"}));
   }
-  if (cmd == "inspect") return has_magic(model, "GGUF") ? inspect_gguf(model) : inspect_safetensors(model);
+  if (cmd == "inspect") return cc::is_gguf_file(model) ? inspect_gguf(model) : inspect_safetensors(model);
   if (cmd == "roundtrip") {
     std::string out;
     for (int i = 3; i + 1 < argc; ++i)
       if (std::string(argv[i]) == "--out") out = argv[i + 1];
     if (out.empty()) return usage(2);
-    if (!has_magic(model, "GGUF")) {
+    if (!cc::is_gguf_file(model)) {
       fmt::print(stderr, "cluscomp roundtrip: {} is not a GGUF file\n", model);
       return 2;
     }

@@ -446,6 +446,13 @@ inline void read_gguf_value(GgufCursor& c, GgufType type, GgufValue& out, const 
 
 // ---- the reader -----------------------------------------------------------------------------------
 
+/// Whether the file at `path` starts with the GGUF magic (a regular file of at least 4 bytes;
+/// mapping errors throw as MappedFile's do). The one format sniff for GGUF input.
+inline bool is_gguf_file(const std::string& path) {
+  const MappedFile f(path);
+  return f.size() >= 4 && std::memcmp(f.data(), "GGUF", 4) == 0;
+}
+
 /// A parsed GGUF file. Holds the mapping (file constructor) or borrows the caller's buffer
 /// (memory constructor; the buffer must outlive the reader). Movable, not copyable; tensor data
 /// pointers stay valid across moves.

@@ -5,7 +5,6 @@
 /// ("cluscomp.tokenizer", docs/format.md). Files written before cluscomp embedded tokenizers fall
 /// back to a tokenizer.json beside them, then to the model named by their "compress.source".
 
-#include <cstring>
 #include <filesystem>
 #include <map>
 #include <string>
@@ -26,11 +25,6 @@ inline constexpr const char* kCompressSourceKey = "compress.source";
 
 namespace model_tokenizer_detail {
 
-inline bool is_gguf(const std::string& path) {
-  MappedFile f(path);
-  return f.size() >= 4 && std::memcmp(f.data(), "GGUF", 4) == 0;
-}
-
 inline Tokenizer load(const std::string& path, int depth) {
   namespace fs = std::filesystem;
   if (!fs::exists(path)) throw Error(StatusCode::kNotFound, path + ": no such file or directory");
@@ -40,7 +34,7 @@ inline Tokenizer load(const std::string& path, int depth) {
       throw Error(StatusCode::kNotFound, path + ": no tokenizer.json in the model directory");
     return Tokenizer::from_tokenizer_json(tj.string());
   }
-  if (is_gguf(path)) {
+  if (is_gguf_file(path)) {
     const GgufReader g(path);
     return Tokenizer::from_gguf(g);
   }

@@ -563,10 +563,7 @@ inline LlamaModel load_llama_model(const std::string& path, const LlamaRuntimeOp
   namespace fs = std::filesystem;
   if (!fs::exists(path)) throw Error(StatusCode::kNotFound, path + ": no such file or directory");
   if (fs::is_directory(path)) return load_llama_hf(path, opt);
-  {
-    MappedFile f(path);
-    if (f.size() >= 4 && std::memcmp(f.data(), "GGUF", 4) == 0) return load_llama_gguf(path, opt);
-  }
+  if (is_gguf_file(path)) return load_llama_gguf(path, opt);
   bool is_cluscomp = false;
   try {
     is_cluscomp = SafetensorsFile::open(path).metadata().count(kCluscompVersionKey) > 0;
