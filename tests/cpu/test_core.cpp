@@ -8,7 +8,7 @@
 #include <vector>
 
 #include "cluscomp/core/bitpack.hpp"
-#include "cluscomp/core/checked.hpp"
+#include "cluscomp/host/checked.hpp"
 #include "cluscomp/core/dtype.hpp"
 #include "cluscomp/core/error.hpp"
 #include "cluscomp/reference/bitpack_ref.hpp"

@@ -30,7 +30,7 @@
 
 #include "cluscomp/autograd/gemm.hpp"
 #include "cluscomp/codebook/codebook_tensor.hpp"
-#include "cluscomp/codebook/codebook_view.hpp"
+#include "cluscomp/core/codebook_view.hpp"
 #include "cluscomp/codebook/decode.hpp"
 #include "cluscomp/core/bitpack.hpp"
 #include "cluscomp/core/config.hpp"

@@ -46,7 +46,7 @@
 #include <vector>
 
 #include "cluscomp/cluster/distance_kernels.hpp"
-#include "cluscomp/core/parallel.hpp"
+#include "cluscomp/host/parallel.hpp"
 
 CLUSCOMP_NAMESPACE_BEGIN
 namespace cluster_detail {

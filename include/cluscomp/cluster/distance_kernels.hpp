@@ -5,12 +5,10 @@
 /// with `stride` a multiple of 8 and the padding entries holding NaN coordinates (a NaN distance
 /// never wins) and index INT32_MAX.
 ///
-/// Numerics, shared by every path: the distance of x to c is evaluated in fp32 as
-/// `s = t0*t0; s += t1*t1; ...` with t_k = x_k - c_k, in that order, without FMA (also when the
-/// including code is built with FMA contraction on: CLUSCOMP_NO_CONTRACT). The scalar code and
-/// the AVX2 code perform the same IEEE operations per pair, so they produce bit-identical
-/// distances and therefore identical argmins. Ties are broken towards the lower centroid index
-/// (lexicographic minimum of (distance, index)), independent of the scan order.
+/// Numerics, shared by every path: core/distance.hpp's squared_distance (fp32, a fixed order, no
+/// FMA whatever the includer's flags) and its tie-break `precedes` (lowest index among minimal
+/// distances). The AVX2 code performs the same IEEE operations per pair lane by lane, so every
+/// path gives bit-identical distances and therefore identical argmins.
 
 #include <algorithm>
 #include <cmath>
@@ -19,6 +17,7 @@
 #include <vector>
 
 #include "cluscomp/core/config.hpp"
+#include "cluscomp/core/distance.hpp"
 
 #if (defined(__x86_64__) || defined(__i386__)) && (defined(__GNUC__) || defined(__clang__))
 #define CLUSCOMP_KMEANS_HAVE_AVX2 1
@@ -31,42 +30,6 @@ CLUSCOMP_NAMESPACE_BEGIN
 namespace cluster_detail {
 
 inline constexpr int32_t kNoIndex = std::numeric_limits<int32_t>::max();
-
-/// Marks v as a value held in a register that the compiler must treat as opaque: the operation
-/// that produced it (a product) cannot be fused with the one that consumes it (an add) into an
-/// FMA. The exact kernels put it after every product, so their per-pair arithmetic is the same
-/// IEEE operations in every path whatever the including code's flags (GCC contracts a * b + c
-/// across statements by default in C++, -ffp-contract=fast, once -march enables FMA; clang
-/// within expressions). It emits no instruction. Other compilers: no barrier (MSVC does not
-/// contract by default).
-#if (defined(__GNUC__) || defined(__clang__)) && (defined(__x86_64__) || defined(__i386__))
-#define CLUSCOMP_NO_CONTRACT(v) __asm__("" : "+x"(v))
-#elif (defined(__GNUC__) || defined(__clang__)) && defined(__aarch64__)
-#define CLUSCOMP_NO_CONTRACT(v) __asm__("" : "+w"(v))
-#else
-#define CLUSCOMP_NO_CONTRACT(v) ((void)0)
-#endif
-
-/// Squared distance of x (D contiguous floats) to c (coordinate k at c[k * cstride]), fp32,
-/// the shared evaluation order above.
-template <int D>
-CLUSCOMP_FORCEINLINE float squared_distance(const float* x, const float* c, int64_t cstride = 1) {
-  float t = x[0] - c[0];
-  float s = t * t;
-  CLUSCOMP_NO_CONTRACT(s);
-  for (int k = 1; k < D; ++k) {
-    t = x[k] - c[k * cstride];
-    float q = t * t;
-    CLUSCOMP_NO_CONTRACT(q);
-    s += q;
-  }
-  return s;
-}
-
-/// True when (d, i) precedes (best_d, best_i) lexicographically; NaN never precedes.
-CLUSCOMP_FORCEINLINE bool precedes(float d, int32_t i, float best_d, int32_t best_i) {
-  return d < best_d || (d == best_d && i < best_i);
-}
 
 /// A structure-of-arrays centroid block. `center_d2`, when not null, is sorted ascending and
 /// lets a scan stop at the first block of 8 whose first entry exceeds the caller's threshold.

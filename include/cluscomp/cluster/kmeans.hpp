@@ -86,11 +86,11 @@
 #include "cluscomp/cluster/box_filter.hpp"
 #include "cluscomp/cluster/centroid_tree.hpp"
 #include "cluscomp/cluster/distance_kernels.hpp"
-#include "cluscomp/core/parallel.hpp"
-#include "cluscomp/core/checked.hpp"
+#include "cluscomp/host/parallel.hpp"
+#include "cluscomp/host/checked.hpp"
 #include "cluscomp/core/config.hpp"
 #include "cluscomp/core/error.hpp"
-#include "cluscomp/core/uninit.hpp"
+#include "cluscomp/host/uninit.hpp"
 #include "cluscomp/core/view.hpp"
 
 CLUSCOMP_NAMESPACE_BEGIN

@@ -8,7 +8,7 @@
 #include <string>
 #include <vector>
 
-#include "cluscomp/core/checked.hpp"
+#include "cluscomp/host/checked.hpp"
 #include "cluscomp/core/config.hpp"
 #include "cluscomp/core/dtype.hpp"
 #include "cluscomp/core/error.hpp"

@@ -8,10 +8,10 @@
 #include <string>
 #include <vector>
 
-#include "cluscomp/codebook/codebook_view.hpp"
+#include "cluscomp/core/codebook_view.hpp"
 #include "cluscomp/codebook/configs.hpp"
 #include "cluscomp/core/bitpack.hpp"
-#include "cluscomp/core/checked.hpp"
+#include "cluscomp/host/checked.hpp"
 #include "cluscomp/core/dtype.hpp"
 #include "cluscomp/core/error.hpp"
 

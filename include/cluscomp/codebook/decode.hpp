@@ -16,12 +16,12 @@
 #include <vector>
 
 #include "cluscomp/codebook/codebook_tensor.hpp"
-#include "cluscomp/codebook/codebook_view.hpp"
+#include "cluscomp/core/codebook_view.hpp"
 #include "cluscomp/codebook/configs.hpp"
 #include "cluscomp/core/bitpack.hpp"
-#include "cluscomp/core/checked.hpp"
+#include "cluscomp/host/checked.hpp"
 #include "cluscomp/core/error.hpp"
-#include "cluscomp/core/parallel.hpp"
+#include "cluscomp/host/parallel.hpp"
 #include "cluscomp/core/view.hpp"
 
 CLUSCOMP_NAMESPACE_BEGIN

@@ -15,7 +15,7 @@
 #include <cstdint>
 #include <string>
 
-#include "cluscomp/codebook/codebook_view.hpp"
+#include "cluscomp/core/codebook_view.hpp"
 #include "cluscomp/codebook/configs.hpp"
 #include "cluscomp/codebook/decode.hpp"
 #include "cluscomp/core/error.hpp"

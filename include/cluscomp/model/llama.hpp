@@ -31,7 +31,7 @@
 #include <utility>
 #include <vector>
 
-#include "cluscomp/core/checked.hpp"
+#include "cluscomp/host/checked.hpp"
 #include "cluscomp/core/config.hpp"
 #include "cluscomp/core/error.hpp"
 #include "cluscomp/io/file.hpp"

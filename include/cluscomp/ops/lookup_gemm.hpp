@@ -50,7 +50,7 @@
 #include <vector>
 
 #include "cluscomp/codebook/codebook_tensor.hpp"
-#include "cluscomp/codebook/codebook_view.hpp"
+#include "cluscomp/core/codebook_view.hpp"
 #include "cluscomp/codebook/configs.hpp"
 #include "cluscomp/codebook/decode.hpp"
 #include "cluscomp/core/bitpack.hpp"

@@ -21,7 +21,7 @@
 #include <vector>
 
 #include "cluscomp/core/config.hpp"
-#include "cluscomp/core/parallel.hpp"
+#include "cluscomp/host/parallel.hpp"
 
 CLUSCOMP_NAMESPACE_BEGIN
 

@@ -63,9 +63,9 @@
 
 #include "cluscomp/autograd/adamw.hpp"
 #include "cluscomp/autograd/train_block.hpp"
-#include "cluscomp/core/checked.hpp"
+#include "cluscomp/host/checked.hpp"
 #include "cluscomp/core/config.hpp"
-#include "cluscomp/core/digest.hpp"
+#include "cluscomp/host/digest.hpp"
 #include "cluscomp/core/dtype.hpp"
 #include "cluscomp/core/error.hpp"
 #include "cluscomp/io/cluscomp_format.hpp"

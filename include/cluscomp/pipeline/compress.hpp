@@ -74,7 +74,7 @@
 #include "cluscomp/codebook/codebook_tensor.hpp"
 #include "cluscomp/codebook/decode.hpp"
 #include "cluscomp/core/config.hpp"
-#include "cluscomp/core/digest.hpp"
+#include "cluscomp/host/digest.hpp"
 #include "cluscomp/core/dtype.hpp"
 #include "cluscomp/core/error.hpp"
 #include "cluscomp/io/cluscomp_format.hpp"

@@ -6,7 +6,7 @@
 #include <cstdint>
 #include <cstring>
 
-#include "cluscomp/codebook/codebook_view.hpp"
+#include "cluscomp/core/codebook_view.hpp"
 #include "cluscomp/core/config.hpp"
 
 CLUSCOMP_NAMESPACE_BEGIN

@@ -18,7 +18,7 @@
 
 #include <cstdint>
 
-#include "cluscomp/codebook/codebook_view.hpp"
+#include "cluscomp/core/codebook_view.hpp"
 #include "cluscomp/core/config.hpp"
 #include "cluscomp/core/view.hpp"
 #include "cluscomp/cuda/device/centroid_load.cuh"
