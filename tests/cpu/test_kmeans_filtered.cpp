@@ -234,14 +234,14 @@ void check_filtered_kernel(uint64_t seed, KernelCounts& counts) {
                 for (int p = 0; p < kFilterTilePoints; ++p) counts.rechecks += rc[p];
                 counts.pairs += visited * kFilterTilePoints;
                 // The filter runs wherever it can: the CPU has AVX2 + FMA and no value is too large.
-                REQUIRE(filtered == (cpu_has_avx2() && cpu_has_fma() && v != Data::kGuard));
+                REQUIRE(filtered == (cpu_has_avx2() && cpu_has_avx2_fma() && v != Data::kGuard));
               } else {
                 REQUIRE_FALSE(filtered);
               }
             } else if (path == 3) {
               int64_t visited[kFilterTilePoints] = {};
               scan_box_filtered_tile<D>(cpu_has_avx2(), xs, bf, blk, bd, bi, rc, visited, &filtered);
-              REQUIRE(filtered == (cpu_has_avx2() && cpu_has_fma() && v != Data::kGuard));
+              REQUIRE(filtered == (cpu_has_avx2() && cpu_has_avx2_fma() && v != Data::kGuard));
               const int64_t opened = *std::max_element(visited, visited + kFilterTilePoints);
               if (filtered) {
                 for (int p = 0; p < kFilterTilePoints; ++p) REQUIRE(visited[p] % kBoxLeaf == 0);  // whole leaves
@@ -295,7 +295,7 @@ TEST_CASE("filtered brute-force scan equals the exact scan bit for bit, every d 
   check_all_d(std::make_integer_sequence<int, 16>{}, counts);
   INFO("filtered tiles " << counts.filtered_tiles << " of " << counts.tiles << ", re-checks " << counts.rechecks
                           << " of " << counts.pairs << " pairs");
-  if (cpu_has_avx2() && cpu_has_fma()) {
+  if (cpu_has_avx2() && cpu_has_avx2_fma()) {
     // Not vacuous: the filter ran, and re-checked far fewer pairs than it screened.
     REQUIRE(counts.filtered_tiles > counts.tiles / 2);
     REQUIRE(counts.rechecks * 4 < counts.pairs);
@@ -476,7 +476,7 @@ void check_kmeans_filtered(const std::vector<float>& x, int d, int64_t k, int it
     REQUIRE(r.objective == base.objective);
     REQUIRE(r.final_objective == base.final_objective);
   };
-  const bool fma = cpu_has_avx2() && cpu_has_fma();
+  const bool fma = cpu_has_avx2() && cpu_has_avx2_fma();
   if (fma) {
     REQUIRE(base.stats.filter_evaluations > 0);
     REQUIRE(base.stats.filter_rechecks > 0);

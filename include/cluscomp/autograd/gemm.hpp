@@ -17,6 +17,7 @@
 
 #include "cluscomp/core/config.hpp"
 #include "cluscomp/core/error.hpp"
+#include "cluscomp/host/cpu_features.hpp"
 #include "cluscomp/ops/matmul.hpp"
 #include "cluscomp/ops/parallel.hpp"
 
@@ -190,7 +191,7 @@ void gemm_f32(int64_t m, int64_t n, int64_t k, const float* a, int64_t lda, cons
     return;
   }
 #if CLUSCOMP_OPS_X86
-  const bool avx2 = ops_detail::cpu_has_avx2_fma();
+  const bool avx2 = cpu_has_avx2_fma();
 #endif
   const int64_t mb = (m + kGemmMc - 1) / kGemmMc, nb = (n + kGemmNc - 1) / kGemmNc;
   const int64_t kc_max = std::min(k, kGemmKc);

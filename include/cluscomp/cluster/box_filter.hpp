@@ -473,10 +473,9 @@ __attribute__((target("avx2,fma"))) CLUSCOMP_FORCEINLINE void box_leaf_stage(con
 /// From this dimension on, a leaf that not every point of the tile opens by its own box test runs
 /// stage 1 only for the points that do (one point at a time, its four blocks interleaved); below
 /// it, for the whole tile. At d = 8 the points of a tile need only ~half of the union of their
-/// leaves (32-entry boxes are wide there), but one point alone reuses no centroid load, so the
-/// halved stage-1 pairs gave only: 2 threads, assignment time of 3 iterations + final, d = 8
-/// K = 65536 2.1M weight-like points 8.9 -> 7.7 s, ffn_up d = 8 K = 65536 -10%, K = 4096 -4%,
-/// d = 10 -7%, d = 7 -2%; d = 6 +2 to +5% (docs/benchmarks.md, eighth round).
+/// leaves (32-entry boxes are wide there), but one point alone reuses no centroid load, so halving
+/// the stage-1 pairs buys much less than half the time: it pays from d = 7 and costs a little at
+/// d = 6 (docs/benchmarks.md, "per-point box filter").
 inline constexpr int kBoxPerPointMinD = 7;
 
 /// AVX2 + FMA box-pruned scan (see the top of this file). Adds to visited[p] the entries whose

@@ -18,6 +18,7 @@
 
 #include "cluscomp/core/config.hpp"
 #include "cluscomp/core/distance.hpp"
+#include "cluscomp/host/cpu_features.hpp"
 
 #if (defined(__x86_64__) || defined(__i386__)) && (defined(__GNUC__) || defined(__clang__))
 #define CLUSCOMP_KMEANS_HAVE_AVX2 1
@@ -222,12 +223,6 @@ __attribute__((target("avx2"))) inline int64_t scan_ascending_tile_avx2(const fl
   return b;
 }
 
-inline bool cpu_has_avx2() {
-  static const bool has = __builtin_cpu_supports("avx2") != 0;
-  return has;
-}
-#else
-inline bool cpu_has_avx2() { return false; }
 #endif
 
 /// Dispatches to the AVX2 scan when the CPU has it (and `allow_simd`), else the portable scan.
@@ -499,10 +494,6 @@ inline int64_t scan_filtered_tile_portable(const float* const* xs, const SoaBloc
 }
 
 #if CLUSCOMP_KMEANS_HAVE_AVX2
-inline bool cpu_has_fma() {
-  static const bool has = __builtin_cpu_supports("avx2") != 0 && __builtin_cpu_supports("fma") != 0;
-  return has;
-}
 
 /// Stage 2 of the AVX2 filter for the block at b whose compare mask is set (rare once the
 /// thresholds are tight): re-checks each point's candidates and lowers its threshold.
@@ -575,15 +566,13 @@ __attribute__((target("avx2,fma"))) inline int64_t scan_filtered_tile_fma(const 
   }
   return count;
 }
-#else
-inline bool cpu_has_fma() { return false; }
 #endif
 
 /// The filter's guards for a tile of kFilterTilePoints points: AVX2 + FMA (and `use_avx2`), the
 /// centroids' and every centred point's squared norm below kFilterMaxNorm2, no NaN incoming best.
 template <int D>
 inline bool filter_tile_ok(bool use_avx2, const float* const* xs, const FilterBlock& fb, const float* best_d) {
-  bool ok = use_avx2 && cpu_has_fma() && fb.max_norm2 < kFilterMaxNorm2;
+  bool ok = use_avx2 && cpu_has_avx2_fma() && fb.max_norm2 < kFilterMaxNorm2;
   for (int p = 0; ok && p < kFilterTilePoints; ++p) {
     float xc[D];
     ok = !std::isnan(best_d[p]) && center_point<D>(xs[p], fb.center, xc) < static_cast<double>(kFilterMaxNorm2);

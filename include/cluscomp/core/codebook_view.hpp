@@ -49,6 +49,12 @@ struct CodebookView {
     return unpack_code(codes, v, code_bits);
   }
 
+  /// The (K, d) table of the codebook that owns input row i: hoisted out of a loop over row i's
+  /// codes, it saves the per-code division of centroid_for_row when S > 1.
+  CLUSCOMP_HOST_DEVICE CLUSCOMP_FORCEINLINE const T* codebook_for_row(int64_t i) const {
+    return centroids + codebook_of_row(i, num_codebooks, in) * k * d;
+  }
+
   /// Pointer to the first of the d components of centroid `c` of the codebook owning row i.
   CLUSCOMP_HOST_DEVICE CLUSCOMP_FORCEINLINE const T* centroid_for_row(int64_t i, uint32_t c) const {
     const int64_t s = codebook_of_row(i, num_codebooks, in);

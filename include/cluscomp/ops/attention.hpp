@@ -23,6 +23,7 @@
 
 #include "cluscomp/core/config.hpp"
 #include "cluscomp/core/error.hpp"
+#include "cluscomp/host/cpu_features.hpp"
 #include "cluscomp/ops/matmul.hpp"
 #include "cluscomp/ops/parallel.hpp"
 #include "cluscomp/ops/softmax.hpp"
@@ -145,7 +146,7 @@ inline Status causal_attention(const AttentionArgs& a, ThreadPool* pool = nullpt
   const int64_t blocks = (a.n + qb - 1) / qb;
   const int64_t group = a.heads / a.kv_heads;
   const int64_t hd = a.head_dim;
-  const bool avx2 = ops_detail::cpu_has_avx2_fma();  // one path for the whole call (and machine)
+  const bool avx2 = cpu_has_avx2_fma();  // one path for the whole call (and machine)
   auto task = [&](int64_t t) {
     const int64_t h = t / blocks, b = t % blocks;
     const int64_t kvh = h / group;

@@ -19,6 +19,7 @@
 
 #include "cluscomp/core/config.hpp"
 #include "cluscomp/core/error.hpp"
+#include "cluscomp/host/cpu_features.hpp"
 #include "cluscomp/ops/parallel.hpp"
 
 #if (defined(__x86_64__) || defined(__i386__)) && (defined(__GNUC__) || defined(__clang__))
@@ -97,11 +98,6 @@ __attribute__((target("avx2,fma"))) inline void micro_tile_avx2(const float* x, 
     }
 }
 
-inline bool cpu_has_avx2_fma() {
-  return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
-}
-#else
-inline bool cpu_has_avx2_fma() { return false; }
 #endif
 
 /// One micro-tile of y: the lane part from the chosen path, then the k tail in order, then bias.
@@ -182,7 +178,7 @@ inline Status check_matmul_args(const MatmulArgs& a) {
 inline Status matmul_nt(const MatmulArgs& a, ThreadPool* pool = nullptr) {
   Status s = check_matmul_args(a);
   if (!s.ok() || a.m == 0 || a.n == 0) return s;
-  const bool avx2 = ops_detail::cpu_has_avx2_fma();
+  const bool avx2 = cpu_has_avx2_fma();
   const int64_t per_task = ops_detail::kColumnsPerTask;
   const int64_t tasks = (a.n + per_task - 1) / per_task;
   // Small products (attention rows, tiny models) are not worth waking the pool for.
@@ -195,6 +191,6 @@ inline Status matmul_nt(const MatmulArgs& a, ThreadPool* pool = nullptr) {
 }
 
 /// True when matmul_nt runs the AVX2+FMA path on this CPU (benchmarks and reports).
-inline bool matmul_uses_avx2() { return ops_detail::cpu_has_avx2_fma(); }
+inline bool matmul_uses_avx2() { return cpu_has_avx2_fma(); }
 
 CLUSCOMP_NAMESPACE_END
