@@ -1,8 +1,8 @@
 #!/usr/bin/env python3
-"""Generates include/cluscomp/io/unicode_tables.hpp: the Unicode character classes the tokenizer
+"""Generates include/cluscomp/io/tokenizer/unicode_tables.hpp: the Unicode character classes the tokenizer
 pre-splitters need, as sorted code point ranges, from Python's unicodedata.
 
-    python3 scripts/gen_unicode_tables.py > include/cluscomp/io/unicode_tables.hpp
+    python3 scripts/gen_unicode_tables.py > include/cluscomp/io/tokenizer/unicode_tables.hpp
 
 Classes (each code point has exactly one):
   letter     General_Category L*  (Lu Ll Lt Lm Lo)                     regex \\p{L}

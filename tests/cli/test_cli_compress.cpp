@@ -24,7 +24,7 @@
 
 #include "cluscomp/codebook/decode.hpp"
 #include "cluscomp/io/cluscomp_format.hpp"
-#include "cluscomp/io/model_tokenizer.hpp"
+#include "cluscomp/io/tokenizer/model_tokenizer.hpp"
 #include "support/test_data.hpp"
 #include "support/tiny_llama.hpp"
 

@@ -34,7 +34,7 @@
 #include "cluscomp/io/cluscomp_format.hpp"
 #include "cluscomp/io/file.hpp"
 #include "cluscomp/io/gguf_writer.hpp"
-#include "cluscomp/io/model_tokenizer.hpp"
+#include "cluscomp/io/tokenizer/model_tokenizer.hpp"
 #include "cluscomp/io/reference_checkpoint.hpp"
 #include "cluscomp/io/safetensors.hpp"
 #include "cluscomp/model/llama.hpp"

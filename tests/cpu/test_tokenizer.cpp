@@ -12,12 +12,12 @@
 #include <string>
 #include <vector>
 
-#include "cluscomp/io/chat_template.hpp"
+#include "cluscomp/io/tokenizer/chat_template.hpp"
 #include "cluscomp/io/gguf.hpp"
 #include "cluscomp/io/gguf_writer.hpp"
-#include "cluscomp/io/pretokenize.hpp"
+#include "cluscomp/io/tokenizer/pretokenize.hpp"
 #include "cluscomp/io/tokenizer.hpp"
-#include "cluscomp/io/utf8.hpp"
+#include "cluscomp/io/tokenizer/utf8.hpp"
 #include "support/require_error.hpp"
 #include "support/test_data.hpp"
 

@@ -11,7 +11,7 @@
 #include <string>
 #include <vector>
 
-#include "cluscomp/io/utf8.hpp"
+#include "cluscomp/io/tokenizer/utf8.hpp"
 
 using namespace cluscomp;
 using unicode::Utf8StreamDecoder;

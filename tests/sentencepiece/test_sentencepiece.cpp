@@ -12,7 +12,7 @@
 #include <string>
 #include <vector>
 
-#include "cluscomp/io/sentencepiece_tokenizer.hpp"
+#include "cluscomp/io/tokenizer/sentencepiece_tokenizer.hpp"
 #include "cluscomp/io/tokenizer.hpp"
 #include "support/test_data.hpp"
 

@@ -19,7 +19,7 @@
 #include "cluscomp/io/hf_config.hpp"
 #include "cluscomp/io/safetensors.hpp"
 #include "cluscomp/io/tokenizer.hpp"
-#include "cluscomp/io/utf8.hpp"
+#include "cluscomp/io/tokenizer/utf8.hpp"
 #include <nlohmann/json.hpp>
 
 namespace cluscomp_test {

@@ -83,7 +83,7 @@
 #include "cluscomp/io/gguf_llama.hpp"
 #include "cluscomp/io/gguf_quant.hpp"
 #include "cluscomp/io/hf_config.hpp"
-#include "cluscomp/io/model_tokenizer.hpp"
+#include "cluscomp/io/tokenizer/model_tokenizer.hpp"
 #include "cluscomp/io/reference_checkpoint.hpp"
 #include "cluscomp/io/safetensors.hpp"
 #include "cluscomp/model/llama.hpp"

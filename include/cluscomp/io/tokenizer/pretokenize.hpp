@@ -13,7 +13,7 @@
 
 #include "cluscomp/core/config.hpp"
 #include "cluscomp/core/error.hpp"
-#include "cluscomp/io/utf8.hpp"
+#include "cluscomp/io/tokenizer/utf8.hpp"
 
 CLUSCOMP_NAMESPACE_BEGIN
 

@@ -10,7 +10,7 @@
 
 #if defined(__has_include)
 #if !__has_include(<sentencepiece_processor.h>)
-#error "cluscomp/io/sentencepiece_tokenizer.hpp needs <sentencepiece_processor.h> (Debian package libsentencepiece-dev)"
+#error "cluscomp/io/tokenizer/sentencepiece_tokenizer.hpp needs <sentencepiece_processor.h> (Debian package libsentencepiece-dev)"
 #endif
 #endif
 
@@ -24,8 +24,9 @@
 
 #include "cluscomp/core/config.hpp"
 #include "cluscomp/core/error.hpp"
-#include "cluscomp/io/tokenizer.hpp"
-#include "cluscomp/io/utf8.hpp"
+#include "cluscomp/io/tokenizer/tables.hpp"
+#include "cluscomp/io/tokenizer/tokenizer.hpp"
+#include "cluscomp/io/tokenizer/utf8.hpp"
 
 CLUSCOMP_NAMESPACE_BEGIN
 

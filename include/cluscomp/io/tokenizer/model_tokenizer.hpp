@@ -15,7 +15,7 @@
 #include "cluscomp/io/file.hpp"
 #include "cluscomp/io/gguf.hpp"
 #include "cluscomp/io/safetensors.hpp"
-#include "cluscomp/io/tokenizer.hpp"
+#include "cluscomp/io/tokenizer/tokenizer.hpp"
 
 CLUSCOMP_NAMESPACE_BEGIN
 

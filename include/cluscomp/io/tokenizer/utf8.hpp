@@ -11,7 +11,7 @@
 
 #include "cluscomp/core/config.hpp"
 #include "cluscomp/core/error.hpp"
-#include "cluscomp/io/unicode_tables.hpp"
+#include "cluscomp/io/tokenizer/unicode_tables.hpp"
 
 CLUSCOMP_NAMESPACE_BEGIN
 namespace unicode {
