@@ -109,6 +109,28 @@ std::string synopsis(const VerbSpec& v) {
   return optional ? s + " [options]" : s;
 }
 
+// Words of `text` in lines that end before column kColumns; continuation lines indented by `indent`.
+constexpr size_t kColumns = 100;
+std::string wrap(const std::string& text, size_t indent) {
+  std::string out;
+  size_t column = indent, pos = 0;
+  while (pos < text.size()) {
+    const size_t end = std::min(text.find(' ', pos), text.size());
+    const std::string word = text.substr(pos, end - pos);
+    pos = end + 1;
+    if (column > indent && column + 1 + word.size() > kColumns) {
+      out += "\n" + std::string(indent, ' ');
+      column = indent;
+    } else if (column > indent) {
+      out += ' ';
+      ++column;
+    }
+    out += word;
+    column += word.size();
+  }
+  return out;
+}
+
 const char* kModelNote =
     "MODEL: a .gguf file, a .safetensors file (HF or cluscomp format); eval/generate also\n"
     "       take an HF model directory (config.json + model.safetensors + tokenizer.json)\n";
@@ -119,18 +141,21 @@ std::string usage_text() {
   std::string s = "usage: cluscomp VERB ARGS [options]\n"
                   "       cluscomp VERB --help    the verb's options\n"
                   "verbs:\n";
-  for (const VerbSpec& v : verbs()) s += fmt::format("  {}\n      {}\n", synopsis(v), v.summary);
+  for (const VerbSpec& v : verbs()) s += fmt::format("  {}\n      {}\n", synopsis(v), wrap(v.summary, 6));
   return s + kModelNote;
 }
 
 std::string verb_help_text(const VerbSpec& v) {
-  std::string s = fmt::format("usage: {}\n{}\n", synopsis(v), v.summary);
+  std::string s = fmt::format("usage: {}\n{}\n", synopsis(v), wrap(v.summary, 0));
   if (*v.details) s += v.details;
   if (!v.options.empty()) {
     size_t width = 0;
     for (const OptionSpec& o : v.options) width = std::max(width, option_synopsis(o).size());
     s += "options:\n";
-    for (const OptionSpec& o : v.options) s += fmt::format("  {:<{}}  {}\n", option_synopsis(o), width, o.help);
+    for (const OptionSpec& o : v.options) {
+      s += fmt::format("  {:<{}}  ", option_synopsis(o), width);
+      s += wrap(o.help, width + 4) + "\n";
+    }
   }
   if (std::string(v.args).find("MODEL") != std::string::npos || std::string(v.args).find("TEACHER") != std::string::npos)
     s += kModelNote;

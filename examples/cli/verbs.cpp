@@ -41,9 +41,11 @@ std::vector<VerbSpec> make_verbs() {
   v.push_back({"inspect", "MODEL", "architecture and a per-tensor summary (GGUF, safetensors, cluscomp format)", {}, "",
                run_inspect});
   v.push_back({"roundtrip", "MODEL.gguf",
-               "writes a GGUF model back through our GGUF writer and, dense fp32, through our safetensors writer "
-               "(+ config.json), re-reads both and checks every value bit for bit",
-               {{"out", "DIR", "directory for model.gguf, model.safetensors and config.json", true}}, "", run_roundtrip});
+               "checks our writers: MODEL written back and re-read, every value compared bit for bit",
+               {{"out", "DIR", "directory for model.gguf, model.safetensors and config.json", true}},
+               "model.gguf: through our GGUF writer; model.safetensors + config.json: dequantised to fp32, HF names,\n"
+               "through our safetensors writer\n",
+               run_roundtrip});
   v.push_back({"eval", "MODEL TEXT", "perplexity of MODEL on a UTF-8 text file (CLUSCOMP.md §4)",
                {
                    {"window", "N", "tokens per window (default 0: min(context, 2048))"},
@@ -102,8 +104,7 @@ std::vector<VerbSpec> make_verbs() {
        },
        "", run_compress});
   v.push_back({"calibrate", "TEACHER STUDENT TEXT",
-               "block-wise codebook finetuning of a compressed STUDENT against TEACHER on a calibration text "
-               "(CLUSCOMP.md §2); resumable per block",
+               "block-wise codebook finetuning of a compressed STUDENT against TEACHER (CLUSCOMP.md §2); resumable",
                {
                    {"out", "OUT", "the calibrated model", true},
                    {"samples", "N", "calibration windows taken from TEXT at seeded offsets (default 16)"},
