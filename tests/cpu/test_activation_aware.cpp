@@ -4,6 +4,9 @@
 //  - block 0's q/k/v statistics equal an independent RMSNorm of the embedding rows, and o, gate,
 //    up and down read the tensors that feed them in the training block's forward;
 //  - statistics are bit-identical across thread counts, every block's inputs are covered;
+//  - add_activation_importance (the command line's step) fills CompressOptions with exactly
+//    collect_activation_stats' result and a provenance record, reports load, blocks and the end
+//    in order, and a cancel is kCancelled with the options untouched;
 //  - uniform importance (damp 0) reproduces the data-free clustering bit for bit;
 //  - spread importance lowers the output-weighted error against the data-free clustering;
 //  - the bpw search ranks by the weighted error (normalised per matrix: uniform importance is the
@@ -12,6 +15,8 @@
 //    clear error before any work, no output;
 //  - resume reuses finished matrices only when the statistics and damping are the same.
 #include <catch2/catch.hpp>
+
+#include <nlohmann/json.hpp>
 
 #include <cmath>
 #include <filesystem>
@@ -199,6 +204,64 @@ TEST_CASE("activation stats: block 0's q/k/v inputs equal an independent RMSNorm
   ao.samples = int64_t{1} << 62;
   require_error([&] { collect_activation_stats(m, toks, ao); }, StatusCode::kInvalidArgument,
                 "4611686018427387904 samples x 8 tokens of activations: size overflows");
+}
+
+TEST_CASE("activation stats: add_activation_importance loads, collects and fills CompressOptions",
+          "[pipeline][activation]") {
+  Fixture fx;
+  INFO("seed " << kSeed);
+  const std::vector<int32_t> toks = token_stream(300, 40, 11);
+  ActivationStatsOptions ao;
+  ao.samples = 3;
+  ao.window = 16;
+  ao.seed = 77;
+  ao.threads = 1;
+  const ActivationStats direct = collect_activation_stats(load_llama_model(fx.gguf), toks, ao);
+
+  CompressOptions o;
+  o.metadata["caller.note"] = "kept";
+  std::vector<std::string> events;
+  add_activation_importance(fx.gguf, "calib.txt", toks, ao, &o, [&](const ActivationImportanceProgress& p) {
+    using S = ActivationImportanceProgress::Stage;
+    if (p.stage == S::kModelLoaded) {
+      CHECK(p.model != nullptr);
+      CHECK(p.model->config().num_hidden_layers == 2);
+      CHECK(p.seconds >= 0);
+      events.push_back("loaded");
+    } else if (p.stage == S::kBlockDone) {
+      CHECK(p.blocks == 2);
+      events.push_back("block " + std::to_string(p.block));
+    } else {
+      CHECK(p.tokens == 3 * 16);
+      events.push_back("done");
+    }
+    return true;
+  });
+  CHECK(events == std::vector<std::string>{"loaded", "block 0", "block 1", "done"});
+  CHECK(o.input_importance == direct.mean_sq);  // bit-identical: the same call on the same model
+  CHECK(o.metadata.at("caller.note") == "kept");
+  const nlohmann::json rec = nlohmann::json::parse(o.metadata.at(kCompressActivationsKey));
+  CHECK(rec == nlohmann::json{{"text", "calib.txt"}, {"samples", 3}, {"window", 16}, {"seed", 77}, {"tokens", 48}});
+
+  // A cancel, after the load or after a block: kCancelled and the options as they were.
+  for (const std::string& at : {std::string("loaded"), std::string("block 0")}) {
+    INFO("cancel at " << at);
+    CompressOptions c;
+    require_error(
+        [&] {
+          add_activation_importance(fx.gguf, "calib.txt", toks, ao, &c, [&](const ActivationImportanceProgress& p) {
+            if (p.stage == ActivationImportanceProgress::Stage::kModelLoaded) return at != "loaded";
+            return !(p.stage == ActivationImportanceProgress::Stage::kBlockDone && p.block == 0);
+          });
+        },
+        StatusCode::kCancelled, "activation stats: cancelled");
+    CHECK(c.input_importance.empty());
+    CHECK(c.metadata.empty());
+  }
+  // A missing model is load_llama_model's error, naming the file.
+  CompressOptions m;
+  require_error([&] { add_activation_importance((fx.dir / "none.gguf").string(), "t", toks, ao, &m); },
+                StatusCode::kNotFound, "none.gguf");
 }
 
 TEST_CASE("activation-aware compress: uniform importance reproduces the data-free clustering",

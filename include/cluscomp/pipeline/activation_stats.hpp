@@ -17,6 +17,10 @@
 /// RMSNorm's output), o (the attention output), gate/up (the MLP RMSNorm's output) and down
 /// (silu(gate) * up). Sums are in double in token order: deterministic for any thread count.
 /// One block's weights and the (samples, window, hidden) stream are held at a time.
+///
+/// add_activation_importance is the whole step compress takes for activation-aware clustering:
+/// load the uncompressed model, collect its statistics, free it, and hand the statistics to
+/// CompressOptions with a record of where they came from.
 
 #include <chrono>
 #include <cmath>
@@ -24,7 +28,10 @@
 #include <functional>
 #include <map>
 #include <string>
+#include <utility>
 #include <vector>
+
+#include <nlohmann/json.hpp>
 
 #include "cluscomp/autograd/ops.hpp"
 #include "cluscomp/autograd/train_block.hpp"
@@ -33,6 +40,7 @@
 #include "cluscomp/ops/parallel.hpp"
 #include "cluscomp/model/llama.hpp"
 #include "cluscomp/pipeline/calibrate.hpp"
+#include "cluscomp/pipeline/compress.hpp"
 
 CLUSCOMP_NAMESPACE_BEGIN
 
@@ -128,6 +136,77 @@ inline ActivationStats collect_activation_stats(const LlamaModel& model, const s
       throw Error(StatusCode::kCancelled, "activation stats: cancelled after block " + std::to_string(bi));
   }
   return out;
+}
+
+/// What add_activation_importance reports while it runs (library code never prints).
+struct ActivationImportanceProgress {
+  enum class Stage {
+    kModelLoaded,  // model: the uncompressed model just loaded; seconds: its load time
+    kBlockDone,    // block (0-based) of blocks finished
+    kDone,         // tokens averaged over; seconds since the load began (the model is freed)
+  };
+  Stage stage = Stage::kModelLoaded;
+  const LlamaModel* model = nullptr;
+  int64_t block = 0, blocks = 0;
+  int64_t tokens = 0;
+  double seconds = 0;
+};
+
+/// Return false to cancel (Error kCancelled, as collect_activation_stats); kDone's answer is
+/// ignored. `model` points at the model only during its kModelLoaded call.
+using ActivationImportanceCallback = std::function<bool(const ActivationImportanceProgress&)>;
+
+/// The key of the provenance record add_activation_importance writes into CompressOptions::metadata.
+inline constexpr const char* kCompressActivationsKey = "compress.activations";
+
+/// Loads the uncompressed model at `model_path` (o.threads threads), collects its input-activation
+/// statistics over `tokens` (collect_activation_stats, same numerics and determinism), frees the
+/// model, and stores them as options->input_importance; compress_model turns them into per-column
+/// point weights with options->importance_damp. options->metadata[kCompressActivationsKey] records
+/// the source as JSON: text (`text_label`, e.g. the text file's path), samples, window, seed,
+/// tokens. Errors: those of load_llama_model and collect_activation_stats.
+inline void add_activation_importance(const std::string& model_path, const std::string& text_label,
+                                      const std::vector<int32_t>& tokens, const ActivationStatsOptions& o,
+                                      CompressOptions* options, const ActivationImportanceCallback& progress = {}) {
+  using Clock = std::chrono::steady_clock;
+  auto since = [](Clock::time_point t0) { return std::chrono::duration<double>(Clock::now() - t0).count(); };
+  const auto t0 = Clock::now();
+  ActivationStats st;
+  {
+    LlamaRuntimeOptions ro;
+    ro.threads = o.threads;
+    // TODO(lead): set ro.device from the caller's device once LlamaRuntimeOptions has the field.
+    const LlamaModel model = load_llama_model(model_path, ro);
+    ActivationImportanceProgress p;
+    if (progress) {
+      p.model = &model;
+      p.seconds = since(t0);
+      if (!progress(p)) throw Error(StatusCode::kCancelled, "activation stats: cancelled after loading the model");
+    }
+    p.model = nullptr;
+    p.stage = ActivationImportanceProgress::Stage::kBlockDone;
+    st = collect_activation_stats(model, tokens, o, [&](int64_t b, int64_t n) {
+      if (!progress) return true;
+      p.block = b;
+      p.blocks = n;
+      return progress(p);
+    });
+  }
+  nlohmann::json record;
+  record["text"] = text_label;
+  record["samples"] = o.samples;
+  record["window"] = o.window;
+  record["seed"] = o.seed;
+  record["tokens"] = st.tokens;
+  options->metadata[kCompressActivationsKey] = record.dump();
+  options->input_importance = std::move(st.mean_sq);
+  if (progress) {
+    ActivationImportanceProgress done;
+    done.stage = ActivationImportanceProgress::Stage::kDone;
+    done.tokens = st.tokens;
+    done.seconds = since(t0);
+    progress(done);  // the work is done: nothing left to cancel
+  }
 }
 
 CLUSCOMP_NAMESPACE_END
