@@ -1,4 +1,4 @@
-// TrainBlock (include/cluscomp/autograd/train_block.hpp) on tiny random LLaMA blocks (hidden 16,
+// TrainBlock (include/cluscomp/model/train_block.hpp) on tiny random LLaMA blocks (hidden 16,
 // 4 heads / 2 kv heads of 4, intermediate 24) whose projections are codebooks of various d, K, S
 // (S > 1, output dimensions that need padding) next to frozen dense ones:
 //  - the float forward equals the runtime (LlamaModel::forward_hidden) bit for bit;
@@ -24,7 +24,7 @@
 
 #include "cluscomp/autograd/adamw.hpp"
 #include "cluscomp/autograd/losses.hpp"
-#include "cluscomp/autograd/train_block.hpp"
+#include "cluscomp/model/train_block.hpp"
 #include "cluscomp/model/llama.hpp"
 
 using namespace cluscomp;

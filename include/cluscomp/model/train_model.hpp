@@ -35,7 +35,7 @@
 
 #include "cluscomp/autograd/adamw.hpp"
 #include "cluscomp/autograd/ops.hpp"
-#include "cluscomp/autograd/train_block.hpp"
+#include "cluscomp/model/train_block.hpp"
 #include "cluscomp/core/config.hpp"
 #include "cluscomp/core/error.hpp"
 #include "cluscomp/model/llama.hpp"

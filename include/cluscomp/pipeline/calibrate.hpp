@@ -30,7 +30,7 @@
 /// output (the student file with the trained codebooks, every other tensor unchanged) is written
 /// atomically at the end; the work directory is then removed.
 ///
-/// Numerics: fp32 activations, losses and gradients (autograd/train_block.hpp), fp32 master
+/// Numerics: fp32 activations, losses and gradients (model/train_block.hpp), fp32 master
 /// codebooks, loss sums reported in double. Deterministic for a given seed whatever the thread
 /// count (every op of the block is).
 ///
@@ -62,7 +62,7 @@
 #include <nlohmann/json.hpp>
 
 #include "cluscomp/autograd/adamw.hpp"
-#include "cluscomp/autograd/train_block.hpp"
+#include "cluscomp/model/train_block.hpp"
 #include "cluscomp/host/checked.hpp"
 #include "cluscomp/core/config.hpp"
 #include "cluscomp/host/digest.hpp"

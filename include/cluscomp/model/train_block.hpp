@@ -22,6 +22,12 @@
 /// T = double runs the same code with double arithmetic for finite-difference checks.
 /// Determinism: every op is deterministic, so forward, backward and gradients never depend on the
 /// thread count of `pool`. Not thread-safe: one forward/backward at a time per object.
+///
+/// Why in model/ while the class stays in namespace autograd: the block is built from the runtime's
+/// LlamaBlock/Linear and LlamaConfig and writes back into them, so it sits above model/ and io/;
+/// autograd/ (the ops, losses, AdamW) stays below them and knows no model. The namespace is the
+/// API (autograd::TrainBlock) and names what the class is, a block of autograd ops; the folder
+/// names what it depends on (scripts/check_layers.py, docs/architecture.md).
 
 #include <algorithm>
 #include <cmath>
