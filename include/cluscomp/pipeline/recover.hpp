@@ -66,6 +66,7 @@
 #include "cluscomp/model/llama.hpp"
 #include "cluscomp/model/train_model.hpp"
 #include "cluscomp/pipeline/calibrate.hpp"
+#include "cluscomp/pipeline/work_files.hpp"
 
 CLUSCOMP_NAMESPACE_BEGIN
 
@@ -177,16 +178,7 @@ inline std::vector<unsigned char> encode_values(const float* v, size_t n, DType 
   if (dt != DType::kF32 && dt != DType::kF16 && dt != DType::kBF16)
     throw Error(StatusCode::kUnsupported, "recover: dense tensor '" + name + "' is stored as " +
                                               std::string(dtype_name(dt)) + ", which cannot hold trained values");
-  std::vector<unsigned char> bytes(n * static_cast<size_t>(dtype_size(dt)));
-  for (size_t i = 0; i < n; ++i) {
-    if (dt == DType::kF32) {
-      std::memcpy(bytes.data() + 4 * i, &v[i], 4);
-    } else {
-      const uint16_t b = dt == DType::kF16 ? float_to_half_bits(v[i]) : float_to_bf16_bits(v[i]);
-      std::memcpy(bytes.data() + 2 * i, &b, 2);
-    }
-  }
-  return bytes;
+  return encode_float_values(v, n, dt);
 }
 
 /// Mean KL (with a teacher) and CE of `m` over the windows, by the runtime forward.
@@ -455,16 +447,10 @@ inline RecoverReport recover_model(LlamaModel* teacher, const std::string& teach
   nlohmann::json j;
   j["loss"] = recover_loss_name(o.loss);
   j["train"] = recover_train_name(o.train);
-  j["samples"] = o.samples;
-  j["window"] = o.window;
-  j["epochs"] = o.epochs;
+  put_run_settings(j, o, true);
   j["steps"] = rep.steps;
   j["accumulation"] = o.accumulation;
   j["lr"] = o.lr;
-  j["weight_decay"] = o.weight_decay;
-  j["betas"] = {o.beta1, o.beta2};
-  j["eps"] = o.eps;
-  j["seed"] = o.seed;
   j["tokens"] = tokens.size();
   j["student"] = student_path;
   if (teacher) j["teacher"] = teacher_id;
