@@ -34,6 +34,7 @@
 #include "cluscomp/host/checked.hpp"
 #include "cluscomp/core/config.hpp"
 #include "cluscomp/core/error.hpp"
+#include "cluscomp/host/device_status.hpp"
 #include "cluscomp/io/file.hpp"
 #include "cluscomp/io/gguf.hpp"
 #include "cluscomp/io/cluscomp_format.hpp"
@@ -54,6 +55,9 @@ CLUSCOMP_NAMESPACE_BEGIN
 /// Runtime settings of a loaded model.
 struct LlamaRuntimeOptions {
   int threads = 0;  // worker threads including the caller; 0 = hardware concurrency
+  /// Where the work runs. Only kCpu has a backend today; any other device is an Error
+  /// (backend_status, host/device_status.hpp) before any work, never a silent CPU fallback.
+  Device device = Device::kCpu;
 };
 
 /// Keys and values of every block for positions [0, length()), fp32, (capacity, kv_dim) per block.
@@ -222,6 +226,7 @@ class LlamaModel {
   /// Validates the weights against `config` (Error(kInvalidArgument) naming the bad tensor).
   LlamaModel(LlamaConfig config, LlamaWeights weights, const LlamaRuntimeOptions& opt = {})
       : config_(std::move(config)), w_(std::move(weights)) {
+    throw_if_error(backend_status(opt.device, "the LLaMA runtime"));
     throw_if_error(config_.validate());
     const LlamaConfig& c = config_;
     using model_detail::require_linear;
@@ -395,6 +400,7 @@ class LlamaModel {
 /// dequantised to fp32 (bit-identical to ggml), q/k rows of llama/mistral files restored to HF
 /// order. Missing tensors: kNotFound; shapes that disagree with the config: kFormatError.
 inline LlamaModel load_llama_gguf(const GgufReader& g, const LlamaRuntimeOptions& opt = {}) {
+  throw_if_error(backend_status(opt.device, "the LLaMA runtime"));  // before reading any file
   const ModelSource src = ModelSource::open_gguf(g);
   LlamaTensorFetch fetch = [&](const std::string& name, const std::vector<int64_t>& shape, std::vector<float>* out) {
     return src.fetch(name, shape, out);
@@ -404,6 +410,7 @@ inline LlamaModel load_llama_gguf(const GgufReader& g, const LlamaRuntimeOptions
 
 /// Loads a GGUF file by path (see load_llama_gguf(const GgufReader&)).
 inline LlamaModel load_llama_gguf(const std::string& path, const LlamaRuntimeOptions& opt = {}) {
+  throw_if_error(backend_status(opt.device, "the LLaMA runtime"));  // before reading any file
   GgufReader g(path);
   return load_llama_gguf(g, opt);
 }
@@ -413,6 +420,7 @@ inline LlamaModel load_llama_gguf(const std::string& path, const LlamaRuntimeOpt
 /// fp32 exactly (fp16/bf16/fp32). Errors: kIoError/kNotFound for missing files, kNotFound for a
 /// missing tensor, kFormatError for a shape that disagrees with config.json.
 inline LlamaModel load_llama_hf(const std::string& dir, const LlamaRuntimeOptions& opt = {}) {
+  throw_if_error(backend_status(opt.device, "the LLaMA runtime"));  // before reading any file
   const ModelSource src = ModelSource::open_hf(dir);
   LlamaTensorFetch fetch = [&](const std::string& name, const std::vector<int64_t>& shape, std::vector<float>* out) {
     return src.fetch(name, shape, out);
@@ -427,6 +435,7 @@ inline LlamaModel load_llama_hf(const std::string& dir, const LlamaRuntimeOption
 /// Errors: kFormatError for a file without a stored config, a clustered matrix whose (out, in)
 /// disagrees with the config; otherwise as load_llama_hf.
 inline LlamaModel load_llama_cluscomp(const std::string& path, const LlamaRuntimeOptions& opt = {}) {
+  throw_if_error(backend_status(opt.device, "the LLaMA runtime"));  // before reading any file
   const CluscompModel cm = read_cluscomp_model(path);
   const std::string cfg = cm.config_json();
   if (cfg.empty())
@@ -470,6 +479,7 @@ inline LlamaModel load_llama_cluscomp(const std::string& path, const LlamaRuntim
 /// Loads a GGUF file, an HF directory, a cluscomp-format file (a .safetensors file whose metadata
 /// holds "cluscomp.format_version"), or the directory of another given .safetensors file.
 inline LlamaModel load_llama_model(const std::string& path, const LlamaRuntimeOptions& opt = {}) {
+  throw_if_error(backend_status(opt.device, "the LLaMA runtime"));  // before reading any file
   namespace fs = std::filesystem;
   if (!fs::exists(path)) throw Error(StatusCode::kNotFound, path + ": no such file or directory");
   if (fs::is_directory(path)) return load_llama_hf(path, opt);

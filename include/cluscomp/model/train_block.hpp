@@ -43,6 +43,7 @@
 #include "cluscomp/codebook/codebook_tensor.hpp"
 #include "cluscomp/core/config.hpp"
 #include "cluscomp/core/error.hpp"
+#include "cluscomp/host/device_status.hpp"
 #include "cluscomp/io/hf_config.hpp"
 #include "cluscomp/model/linear.hpp"
 #include "cluscomp/model/llama.hpp"
@@ -54,6 +55,9 @@ namespace autograd {
 
 /// Options of a TrainBlock.
 struct TrainBlockOptions {
+  /// Where the work runs. Only kCpu has a backend today; any other device is an Error
+  /// (backend_status, host/device_status.hpp) before any work, never a silent CPU fallback.
+  Device device = Device::kCpu;
   /// Activation checkpointing: forward keeps only the block input; backward recomputes the rest.
   bool recompute = false;
   /// Also train the two RMSNorm weights (recovery's "everything except the codes").
@@ -68,6 +72,7 @@ class BasicTrainBlock {
   /// Copies what it needs from `b`. Throws Error(kInvalidArgument) naming the layer whose shape
   /// disagrees with `c` (or config errors from LlamaConfig::validate).
   BasicTrainBlock(const LlamaConfig& c, const LlamaBlock& b, const TrainBlockOptions& opt = {}) : opt_(opt) {
+    throw_if_error(backend_status(opt.device, "train block"));
     throw_if_error(c.validate());
     H_ = c.hidden_size;
     F_ = c.intermediate_size;

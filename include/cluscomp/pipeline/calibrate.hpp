@@ -69,6 +69,7 @@
 #include "cluscomp/host/digest.hpp"
 #include "cluscomp/core/dtype.hpp"
 #include "cluscomp/core/error.hpp"
+#include "cluscomp/host/device_status.hpp"
 #include "cluscomp/io/cluscomp_format.hpp"
 #include "cluscomp/model/llama.hpp"
 #include "cluscomp/pipeline/work_files.hpp"
@@ -76,6 +77,9 @@
 CLUSCOMP_NAMESPACE_BEGIN
 
 struct CalibrateOptions {
+  /// Where the work runs. Only kCpu has a backend today; any other device is an Error
+  /// (backend_status, host/device_status.hpp) before any work, never a silent CPU fallback.
+  Device device = Device::kCpu;
   // Data. The reference uses 128 windows of 2048 tokens and 20 epochs; these defaults finish the
   // 135M demo model in minutes on two cores (docs/results.md, "Calibration settings").
   int64_t samples = 16;
@@ -321,6 +325,7 @@ inline CalibrateReport calibrate_model(LlamaModel& teacher, const std::string& t
                                        const std::string& student_path, const std::vector<int32_t>& tokens,
                                        const std::string& out_path, const CalibrateOptions& o,
                                        const CalibrateCallback& progress = {}) {
+  throw_if_error(backend_status(o.device, "calibrate"));
   namespace fs = std::filesystem;
   using namespace calibrate_detail;
   using Clock = std::chrono::steady_clock;

@@ -73,6 +73,7 @@
 #include "cluscomp/core/config.hpp"
 #include "cluscomp/core/dtype.hpp"
 #include "cluscomp/core/error.hpp"
+#include "cluscomp/host/device_status.hpp"
 #include "cluscomp/host/parallel.hpp"
 #include "cluscomp/io/cluscomp_format.hpp"
 #include "cluscomp/io/file.hpp"
@@ -98,6 +99,7 @@ CLUSCOMP_NAMESPACE_BEGIN
 /// centroids. Reported errors are of the stored values, in double.
 /// Throws Error (see the file comment); on any error the output path is untouched.
 inline CompressReport compress_model(const SourceModel& m, const std::string& out_path, const CompressOptions& o) {
+  throw_if_error(backend_status(o.device, "compress"));
   namespace fs = std::filesystem;
   using Clock = std::chrono::steady_clock;
   const auto t_start = Clock::now();

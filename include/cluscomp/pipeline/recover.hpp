@@ -62,6 +62,7 @@
 #include "cluscomp/core/config.hpp"
 #include "cluscomp/core/dtype.hpp"
 #include "cluscomp/core/error.hpp"
+#include "cluscomp/host/device_status.hpp"
 #include "cluscomp/io/cluscomp_format.hpp"
 #include "cluscomp/model/llama.hpp"
 #include "cluscomp/model/train_model.hpp"
@@ -91,6 +92,9 @@ inline RecoverTrain parse_recover_train(const std::string& s) {
 }
 
 struct RecoverOptions {
+  /// Where the work runs. Only kCpu has a backend today; any other device is an Error
+  /// (backend_status, host/device_status.hpp) before any work, never a silent CPU fallback.
+  Device device = Device::kCpu;
   RecoverLoss loss = RecoverLoss::kKd;
   RecoverTrain train = RecoverTrain::kCodebooks;
   // Data: 16 windows of 256 tokens, 1 epoch by default (minutes for the 135M demo model on two
@@ -103,10 +107,9 @@ struct RecoverOptions {
   // AdamW. lr 1e-3, 5x below calibration's 5e-3: calibration moves ONE block's codebooks to fit a
   // local MSE target, whereas here every codebook of every block moves at once and the errors
   // compound through the depth (Adam's step is about lr per value whatever the gradient's scale).
-  // Measured on SmolLM2-135M at 2 bpw after calibration (16 windows x 256, 2 epochs = 32 steps,
-  // KD, codebooks only): lr 1e-3 took held-out perplexity 768 -> 180 and training-window KL
-  // 2.82 -> 1.64, lr 1e-4 only 768 -> 250 and 2.82 -> 2.04. --train all (dense embedding and norms
-  // train too) was not swept; a lower lr (1e-4) is the cautious choice there.
+  // A short sweep on the real model favoured 1e-3 over 1e-4 (docs/benchmarks.md, "Figures moved
+  // out of code comments"). --train all (dense embedding and norms train too) was not swept; a
+  // lower lr (1e-4) is the cautious choice there.
   // No weight decay: the model starts at the calibrated codebooks and should stay near them; decay
   // would shrink centroids, norms and the embedding toward zero.
   float lr = 1e-3f;
@@ -225,6 +228,7 @@ WindowLosses evaluate_windows(LlamaModel& m, LlamaModel* teacher, const std::vec
 inline RecoverReport recover_model(LlamaModel* teacher, const std::string& teacher_id, const std::string& student_path,
                                    const std::vector<int32_t>& tokens, const std::string& out_path,
                                    const RecoverOptions& o, const RecoverCallback& progress = {}) {
+  throw_if_error(backend_status(o.device, "recover"));
   namespace fs = std::filesystem;
   using Clock = std::chrono::steady_clock;
   const auto t_start = Clock::now();
@@ -478,6 +482,7 @@ inline RecoverReport recover_model(LlamaModel* teacher, const std::string& teach
 inline RecoverReport finetune_model(const std::string& student_path, const std::vector<int32_t>& tokens,
                                     const std::string& out_path, RecoverOptions o,
                                     const RecoverCallback& progress = {}) {
+  throw_if_error(backend_status(o.device, "finetune"));
   o.loss = RecoverLoss::kCe;
   o.train = RecoverTrain::kCodebooks;
   try {

@@ -15,8 +15,10 @@
 
 #include "cluscomp/codebook/codebook_tensor.hpp"
 #include "cluscomp/core/config.hpp"
+#include "cluscomp/core/device.hpp"
 #include "cluscomp/core/dtype.hpp"
 #include "cluscomp/core/error.hpp"
+#include "cluscomp/host/device_status.hpp"
 #include "cluscomp/host/digest.hpp"
 #include "cluscomp/pipeline/compress/source.hpp"
 
@@ -66,13 +68,16 @@ struct CompressProgress {
 using CompressCallback = std::function<bool(const CompressProgress&)>;
 
 struct CompressOptions {
+  /// Where the work runs. Only kCpu has a backend today; any other device is an Error
+  /// (backend_status, host/device_status.hpp) before any work, never a silent CPU fallback.
+  Device device = Device::kCpu;
   CompressMethod method = CompressMethod::kCluster;
   std::vector<ProjectionKind> kinds = parse_projection_patterns("all");
   std::array<ClusterSettings, kNumProjectionKinds> per_kind{};  // explicit settings (target_bpw == 0)
   double target_bpw = 0;  // > 0: search per-matrix (d, K) instead of per_kind (finite, >= 0)
-  /// Candidate d of the search. d = 2 is left out by default: on SmolLM2-135M at ~4 bpw a mostly
-  /// d = 2 plan had lower weight error (0.106) than a d = 4 one (0.137) but far worse perplexity
-  /// (101.6 vs 23.4 with d in {4, 8}; 2 windows, docs/results.md): weight MSE ranks d = 2 unfairly.
+  /// Candidate d of the search. d = 2 is left out by default: weight MSE ranks d = 2 unfairly (a
+  /// mostly d = 2 plan has the lower weight error and a far worse perplexity on the real model;
+  /// docs/results.md, docs/benchmarks.md "Figures moved out of code comments").
   std::vector<int> search_d = {4, 8};
   int64_t search_sample = 8192;  // subsample size of the error estimate
   int64_t search_k = 128;        // K_s of the estimate
@@ -84,10 +89,10 @@ struct CompressOptions {
   int threads = 0;  // 0: all hardware threads
   /// Matrices compressed at the same time, each by threads / jobs threads (at least 1); the
   /// output is the same bytes for any value (k-means is deterministic for any thread count).
-  /// 0: min(threads, 2). A small matrix's k-means uses many threads poorly (SmolLM2-135M, 2
-  /// threads: 1 job 30 s, 2 jobs of 1 thread 24 s; docs/results.md), so on many cores and small
-  /// matrices more jobs pay; each job holds one matrix's k-means buffers (~50 bytes per weight
-  /// at d = 4).
+  /// 0: min(threads, 2). A small matrix's k-means has serial parts and uses many threads poorly,
+  /// so on many cores and small matrices more jobs pay (measurements: docs/benchmarks.md,
+  /// "Figures moved out of code comments"); each job holds one matrix's k-means buffers (~50 bytes
+  /// per weight at d = 4).
   int jobs = 0;
   DType dense_dtype = DType::kF16;  // storage of the tensors that stay dense (embeddings, norms)
   bool reference_layout = false;    // write the reference's layout (a directory; S = 1, one K and d)

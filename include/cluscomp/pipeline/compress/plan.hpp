@@ -28,6 +28,7 @@ CLUSCOMP_NAMESPACE_BEGIN
 /// the selected kinds exists ("no projection matrices"), when the target cannot be met (naming
 /// the smallest reachable bpw), or for a bad search setting.
 inline std::vector<MatrixPlan> plan_compression(const SourceModel& m, const CompressOptions& o) {
+  throw_if_error(backend_status(o.device, "compress"));
   compress_detail::check_options(o);
   std::vector<MatrixPlan> plans;
   for (const SourceTensor& t : m.tensors) {
