@@ -458,6 +458,10 @@ TEST_CASE("TrainBlock: bad input gives an Error naming the problem", "[autograd]
   LlamaBlock other = random_block(wide, default_specs(), rng);
   CHECK_THAT(error_message([&] { tb.write_back(other); }), Catch::Contains("gate_proj' is (32, 16), expected (24, 16)"));
   CHECK_THAT(error_message([&] { (void)tb.codebook_tensor(5); }), Catch::Contains("not a codebook layer"));
+  // A device without a backend is an error at construction, never a CPU block in disguise.
+  TrainBlockOptions on_cuda;
+  on_cuda.device = Device::kCuda;
+  CHECK_THAT(error_message([&] { TrainBlock t(c, b, on_cuda); }), Catch::Contains("cuda"));
 }
 
 // Timing at the real model's block shape (SmolLM-135M: hidden 576, 9/3 heads of 64, intermediate
