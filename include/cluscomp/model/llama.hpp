@@ -57,6 +57,7 @@ struct LlamaRuntimeOptions {
   int threads = 0;  // worker threads including the caller; 0 = hardware concurrency
   /// Where the work runs. Only kCpu has a backend today; any other device is an Error
   /// (backend_status, host/device_status.hpp) before any work, never a silent CPU fallback.
+  /// Last member, so that existing aggregate initialisations keep their meaning.
   Device device = Device::kCpu;
 };
 

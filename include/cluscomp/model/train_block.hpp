@@ -55,13 +55,14 @@ namespace autograd {
 
 /// Options of a TrainBlock.
 struct TrainBlockOptions {
-  /// Where the work runs. Only kCpu has a backend today; any other device is an Error
-  /// (backend_status, host/device_status.hpp) before any work, never a silent CPU fallback.
-  Device device = Device::kCpu;
   /// Activation checkpointing: forward keeps only the block input; backward recomputes the rest.
   bool recompute = false;
   /// Also train the two RMSNorm weights (recovery's "everything except the codes").
   bool train_norms = false;
+  /// Where the work runs. Only kCpu has a backend today; any other device is an Error
+  /// (backend_status, host/device_status.hpp) before any work, never a silent CPU fallback.
+  /// Last member, so that existing aggregate initialisations keep their meaning.
+  Device device = Device::kCpu;
 };
 
 template <class T>

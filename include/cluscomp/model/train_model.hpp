@@ -46,13 +46,14 @@ CLUSCOMP_NAMESPACE_BEGIN
 
 /// Options of a TrainModel.
 struct TrainModelOptions {
-  /// Where the work runs. Only kCpu has a backend today; any other device is an Error
-  /// (backend_status, host/device_status.hpp) before any work, never a silent CPU fallback.
-  Device device = Device::kCpu;
   /// Train everything except the codes (see the file comment); false: codebooks only.
   bool train_all = false;
   /// Activation checkpointing per block: forward keeps only each block's input.
   bool recompute = false;
+  /// Where the work runs. Only kCpu has a backend today; any other device is an Error
+  /// (backend_status, host/device_status.hpp) before any work, never a silent CPU fallback.
+  /// Last member, so that existing aggregate initialisations keep their meaning.
+  Device device = Device::kCpu;
 };
 
 template <class T>

@@ -77,9 +77,6 @@
 CLUSCOMP_NAMESPACE_BEGIN
 
 struct CalibrateOptions {
-  /// Where the work runs. Only kCpu has a backend today; any other device is an Error
-  /// (backend_status, host/device_status.hpp) before any work, never a silent CPU fallback.
-  Device device = Device::kCpu;
   // Data. The reference uses 128 windows of 2048 tokens and 20 epochs; these defaults finish the
   // 135M demo model in minutes on two cores (docs/results.md, "Calibration settings").
   int64_t samples = 16;
@@ -96,6 +93,10 @@ struct CalibrateOptions {
   /// Bytes the run may use for its activation streams and saved activations; 0 = the system's
   /// available memory (MemAvailable) minus what the loaded models already hold.
   int64_t memory_budget = 0;
+  /// Where the work runs. Only kCpu has a backend today; any other device is an Error
+  /// (backend_status, host/device_status.hpp) before any work, never a silent CPU fallback.
+  /// Last member, so that existing aggregate initialisations keep their meaning.
+  Device device = Device::kCpu;
 };
 
 struct CalibrateProgress {

@@ -92,9 +92,6 @@ inline RecoverTrain parse_recover_train(const std::string& s) {
 }
 
 struct RecoverOptions {
-  /// Where the work runs. Only kCpu has a backend today; any other device is an Error
-  /// (backend_status, host/device_status.hpp) before any work, never a silent CPU fallback.
-  Device device = Device::kCpu;
   RecoverLoss loss = RecoverLoss::kKd;
   RecoverTrain train = RecoverTrain::kCodebooks;
   // Data: 16 windows of 256 tokens, 1 epoch by default (minutes for the 135M demo model on two
@@ -119,6 +116,10 @@ struct RecoverOptions {
   int threads = 0;         // 0 = hardware concurrency
   bool recompute = false;  // activation checkpointing per block
   bool evaluate = true;    // measure the losses over the training windows before and after
+  /// Where the work runs. Only kCpu has a backend today; any other device is an Error
+  /// (backend_status, host/device_status.hpp) before any work, never a silent CPU fallback.
+  /// Last member, so that existing aggregate initialisations keep their meaning.
+  Device device = Device::kCpu;
 };
 
 struct RecoverProgress {

@@ -68,9 +68,6 @@ struct CompressProgress {
 using CompressCallback = std::function<bool(const CompressProgress&)>;
 
 struct CompressOptions {
-  /// Where the work runs. Only kCpu has a backend today; any other device is an Error
-  /// (backend_status, host/device_status.hpp) before any work, never a silent CPU fallback.
-  Device device = Device::kCpu;
   CompressMethod method = CompressMethod::kCluster;
   std::vector<ProjectionKind> kinds = parse_projection_patterns("all");
   std::array<ClusterSettings, kNumProjectionKinds> per_kind{};  // explicit settings (target_bpw == 0)
@@ -111,6 +108,10 @@ struct CompressOptions {
   double importance_damp = 0.01;
   /// Extra metadata entries written to the output (e.g. where input_importance came from).
   std::map<std::string, std::string> metadata;
+  /// Where the work runs. Only kCpu has a backend today; any other device is an Error
+  /// (backend_status, host/device_status.hpp) before any work, never a silent CPU fallback.
+  /// Last member, so that existing aggregate initialisations keep their meaning.
+  Device device = Device::kCpu;
 };
 
 /// The decision for one matrix.
