@@ -34,7 +34,7 @@
 
 #include <nlohmann/json.hpp>
 
-#include "cluscomp/autograd/train_block.hpp"
+#include "cluscomp/model/train_block.hpp"
 #include "cluscomp/model/llama.hpp"
 #include "support/test_data.hpp"
 

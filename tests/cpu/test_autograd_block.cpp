@@ -1,4 +1,4 @@
-// TrainBlock (include/cluscomp/autograd/train_block.hpp) on tiny random LLaMA blocks (hidden 16,
+// TrainBlock (include/cluscomp/model/train_block.hpp) on tiny random LLaMA blocks (hidden 16,
 // 4 heads / 2 kv heads of 4, intermediate 24) whose projections are codebooks of various d, K, S
 // (S > 1, output dimensions that need padding) next to frozen dense ones:
 //  - the float forward equals the runtime (LlamaModel::forward_hidden) bit for bit;
@@ -24,7 +24,7 @@
 
 #include "cluscomp/autograd/adamw.hpp"
 #include "cluscomp/autograd/losses.hpp"
-#include "cluscomp/autograd/train_block.hpp"
+#include "cluscomp/model/train_block.hpp"
 #include "cluscomp/model/llama.hpp"
 
 using namespace cluscomp;
@@ -458,6 +458,10 @@ TEST_CASE("TrainBlock: bad input gives an Error naming the problem", "[autograd]
   LlamaBlock other = random_block(wide, default_specs(), rng);
   CHECK_THAT(error_message([&] { tb.write_back(other); }), Catch::Contains("gate_proj' is (32, 16), expected (24, 16)"));
   CHECK_THAT(error_message([&] { (void)tb.codebook_tensor(5); }), Catch::Contains("not a codebook layer"));
+  // A device without a backend is an error at construction, never a CPU block in disguise.
+  TrainBlockOptions on_cuda;
+  on_cuda.device = Device::kCuda;
+  CHECK_THAT(error_message([&] { TrainBlock t(c, b, on_cuda); }), Catch::Contains("cuda"));
 }
 
 // Timing at the real model's block shape (SmolLM-135M: hidden 576, 9/3 heads of 64, intermediate

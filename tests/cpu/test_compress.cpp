@@ -941,3 +941,40 @@ TEST_CASE("compress: GGUF tensors without an HF name are warned about, listed, a
   CHECK(compress_model(fx.src, out, o).skipped_tensors.empty());
   CHECK(warnings.empty());
 }
+
+TEST_CASE("compress and the runtime refuse a device without a backend before any work", "[pipeline][compress][device]") {
+  // Only the CPU has a backend. A cuda request must fail with a message that names cuda (no
+  // backend built: kUnsupported; built but no GPU here: kCudaError; GPU present: kUnsupported
+  // naming the operation), never run on the CPU instead, and touch nothing on disk.
+  Fixture fx;
+  auto require_device_error = [](auto&& f, const char* what) {
+    INFO(what);
+    try {
+      f();
+      FAIL("no error for device cuda");
+    } catch (const Error& e) {
+      INFO("message: " << e.what());
+      CHECK((e.code() == StatusCode::kUnsupported || e.code() == StatusCode::kCudaError));
+      CHECK(std::string(e.what()).find("cuda") != std::string::npos);
+    }
+  };
+  CompressOptions o = explicit_options(4, 32);
+  o.device = Device::kCuda;
+  int calls = 0;
+  o.progress = [&](const CompressProgress&) { return ++calls > 0; };
+  const std::string out = (fx.dir / "cuda.safetensors").string();
+  require_device_error([&] { compress_model(fx.src, out, o); }, "compress_model");
+  require_device_error([&] { plan_compression(fx.src, o); }, "plan_compression");
+  CHECK(calls == 0);
+  CHECK_FALSE(std::filesystem::exists(out));
+  CHECK_FALSE(std::filesystem::exists(out + ".work"));
+  LlamaRuntimeOptions ro;
+  ro.device = Device::kCuda;
+  require_device_error([&] { load_llama_gguf(fx.gguf, ro); }, "load_llama_gguf");
+  require_device_error([&] { load_llama_model(fx.gguf, ro); }, "load_llama_model");
+  // The same options on the CPU work (the default).
+  o.device = Device::kCpu;
+  CHECK(plan_compression(fx.src, o).size() == 14);
+  ro.device = Device::kCpu;
+  CHECK(load_llama_gguf(fx.gguf, ro).config().num_hidden_layers == fx.tiny.cfg.num_hidden_layers);
+}

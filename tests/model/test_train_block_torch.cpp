@@ -1,4 +1,4 @@
-// TrainBlock (autograd/train_block.hpp) against PyTorch autograd on the same clustered LLaMA block
+// TrainBlock (model/train_block.hpp) against PyTorch autograd on the same clustered LLaMA block
 // with the same weights: block output, input gradient and every codebook's centroid gradient.
 // Reference: tests/model/train_block_torch_ref.py, run by scripts/test.sh with the distribution's
 // python3-torch into $CLUSCOMP_DATA/reference/train_block_torch (float64 autograd, stored as fp32;
@@ -21,7 +21,7 @@
 
 #include <nlohmann/json.hpp>
 
-#include "cluscomp/autograd/train_block.hpp"
+#include "cluscomp/model/train_block.hpp"
 #include "cluscomp/codebook/codebook_tensor.hpp"
 #include "cluscomp/model/linear.hpp"
 #include "support/test_data.hpp"

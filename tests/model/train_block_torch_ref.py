@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """A clustered LLaMA block's forward and codebook gradients by PyTorch autograd (float64), as an
-independent check of cluscomp's hand-written backward (autograd/train_block.hpp).
+independent check of cluscomp's hand-written backward (model/train_block.hpp).
 
     python3 tests/model/train_block_torch_ref.py OUTDIR
 

@@ -1,15 +1,22 @@
 #pragma once
 /// LLaMA-family models stored as GGUF: the architecture read from GGUF metadata as a LlamaConfig,
-/// and GGUF tensor names mapped to HF names.
+/// GGUF tensor names mapped to HF names, and tensor values in HF order.
 ///
-/// Note for the runtime: llama.cpp's converter permutes the rows of q_proj and k_proj (each head's
-/// rotary halves are interleaved for its RoPE kernel). Names map one to one; values of
-/// attn_q / attn_k are in that permuted order.
+/// llama.cpp's converter permutes the rows of q_proj and k_proj of llama/mistral files (each head's
+/// rotary halves are interleaved for its RoPE kernel). Names map one to one; gguf_tensor_hf_values
+/// undoes the permutation. These are facts of the file format, so they live here and not in the
+/// runtime: the runtime's loader (model/llama.hpp) and compress (pipeline/compress.hpp) both read
+/// GGUF through them (io/model_source.hpp).
 
+#include <algorithm>
+#include <cstdint>
 #include <string>
+#include <utility>
+#include <vector>
 
 #include "cluscomp/core/error.hpp"
 #include "cluscomp/io/gguf.hpp"
+#include "cluscomp/io/gguf_quant.hpp"
 #include "cluscomp/io/hf_config.hpp"
 
 CLUSCOMP_NAMESPACE_BEGIN
@@ -84,6 +91,67 @@ inline std::string hf_name_from_gguf(const std::string& name) {
   for (const auto& kv : kBlock)
     if (part == kv.first) return "model.layers." + layer + "." + kv.second + suffix;
   return "";
+}
+
+/// llama.cpp's converter stores each q/k head with its rotary halves interleaved (HF row
+/// j*half + i of a head becomes row 2i + j). This restores HF order, in place, for a (rows, cols)
+/// matrix (cols = 1 for a bias) of `heads` heads. Error(kFormatError) when the rows do not split
+/// into `heads` heads of an even size.
+inline void unpermute_gguf_qk_rows(std::vector<float>& m, int64_t heads, int64_t cols) {
+  const int64_t rows = static_cast<int64_t>(m.size()) / cols;
+  if (heads <= 0 || rows % heads != 0 || (rows / heads) % 2 != 0)
+    throw Error(StatusCode::kFormatError, "q/k rows " + std::to_string(rows) +
+                                              " do not split into " + std::to_string(heads) +
+                                              " heads of an even size");
+  const int64_t hd = rows / heads, half = hd / 2;
+  std::vector<float> out(m.size());
+  for (int64_t h = 0; h < heads; ++h)
+    for (int64_t j = 0; j < 2; ++j)
+      for (int64_t i = 0; i < half; ++i) {
+        const float* src = m.data() + (h * hd + 2 * i + j) * cols;
+        float* dst = out.data() + (h * hd + j * half + i) * cols;
+        std::copy(src, src + cols, dst);
+      }
+  m.swap(out);
+}
+
+/// The GGUF tensors of a LLaMA-family file under their HF names, in file order, and the GGUF
+/// names of those without one (e.g. rope_freqs.weight), also in file order. Pointers into `g`.
+struct GgufHfTensors {
+  std::vector<std::pair<std::string, const GgufTensorInfo*>> tensors;  // (HF name, tensor)
+  std::vector<std::string> skipped;
+};
+
+inline GgufHfTensors gguf_hf_tensors(const GgufReader& g) {
+  GgufHfTensors r;
+  for (const GgufTensorInfo& t : g.tensors()) {
+    std::string hf = hf_name_from_gguf(t.name);
+    if (hf.empty())
+      r.skipped.push_back(t.name);
+    else
+      r.tensors.emplace_back(std::move(hf), &t);
+  }
+  return r;
+}
+
+/// The values of GGUF tensor `t` (HF name `hf`) as fp32 in HF order: dequantised (bit-identical
+/// to ggml), q/k rows of llama/mistral files (c.model_type) restored with unpermute_gguf_qk_rows.
+/// Its HF shape is t.ne reversed. Errors: those of dequantize_tensor and unpermute_gguf_qk_rows.
+inline std::vector<float> gguf_tensor_hf_values(const GgufReader& g, const GgufTensorInfo& t, const std::string& hf,
+                                                const LlamaConfig& c) {
+  std::vector<float> v = dequantize_tensor(g, t);
+  if (c.model_type == "llama" || c.model_type == "mistral") {
+    auto ends = [&](const char* suf) {
+      const std::string x(suf);
+      return hf.size() >= x.size() && hf.compare(hf.size() - x.size(), x.size(), x) == 0;
+    };
+    const int64_t cols = t.ne.size() == 2 ? t.ne[0] : 1;  // HF shape (rows, cols) = ne reversed
+    if (ends("self_attn.q_proj.weight") || ends("self_attn.q_proj.bias"))
+      unpermute_gguf_qk_rows(v, c.num_attention_heads, cols);
+    if (ends("self_attn.k_proj.weight") || ends("self_attn.k_proj.bias"))
+      unpermute_gguf_qk_rows(v, c.num_key_value_heads, cols);
+  }
+  return v;
 }
 
 CLUSCOMP_NAMESPACE_END

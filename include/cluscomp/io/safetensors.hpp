@@ -426,6 +426,27 @@ inline std::vector<float> tensor_to_float(const TensorRef& t) {
   return v;
 }
 
+/// The inverse of tensor_to_float for the dtypes cluscomp writes: `n` fp32 values as the
+/// little-endian bytes of `dt` (F32 copies; F16 and BF16 round to nearest even). Compress (dense
+/// tensors, RTN values) and recover (trained dense tensors) both store through it, so their
+/// files agree byte for byte. Throws Error(kUnsupported) naming any other dtype (callers that can
+/// say why check first, with their own message).
+inline std::vector<unsigned char> encode_float_values(const float* v, size_t n, DType dt) {
+  if (dt != DType::kF32 && dt != DType::kF16 && dt != DType::kBF16)
+    throw Error(StatusCode::kUnsupported, std::string("cannot store fp32 values as ") + dtype_name(dt) +
+                                              " (F32, F16, BF16 only)");
+  std::vector<unsigned char> bytes(n * static_cast<size_t>(dtype_size(dt)));
+  for (size_t i = 0; i < n; ++i) {
+    if (dt == DType::kF32) {
+      std::memcpy(bytes.data() + 4 * i, &v[i], 4);
+    } else {
+      const uint16_t b = dt == DType::kF16 ? float_to_half_bits(v[i]) : float_to_bf16_bits(v[i]);
+      std::memcpy(bytes.data() + 2 * i, &b, 2);
+    }
+  }
+  return bytes;
+}
+
 /// Converts an integer or BOOL tensor to int64 (exact). Throws Error(kUnsupported) for float
 /// dtypes and Error(kOutOfRange) for a U64 value above INT64_MAX.
 inline std::vector<int64_t> tensor_to_int64(const TensorRef& t) {

@@ -34,12 +34,14 @@
 #include "cluscomp/host/checked.hpp"
 #include "cluscomp/core/config.hpp"
 #include "cluscomp/core/error.hpp"
+#include "cluscomp/host/device_status.hpp"
 #include "cluscomp/io/file.hpp"
 #include "cluscomp/io/gguf.hpp"
 #include "cluscomp/io/cluscomp_format.hpp"
 #include "cluscomp/io/gguf_llama.hpp"
 #include "cluscomp/io/gguf_quant.hpp"
 #include "cluscomp/io/hf_config.hpp"
+#include "cluscomp/io/model_source.hpp"
 #include "cluscomp/io/safetensors.hpp"
 #include "cluscomp/model/linear.hpp"
 #include "cluscomp/ops/attention.hpp"
@@ -53,6 +55,10 @@ CLUSCOMP_NAMESPACE_BEGIN
 /// Runtime settings of a loaded model.
 struct LlamaRuntimeOptions {
   int threads = 0;  // worker threads including the caller; 0 = hardware concurrency
+  /// Where the work runs. Only kCpu has a backend today; any other device is an Error
+  /// (backend_status, host/device_status.hpp) before any work, never a silent CPU fallback.
+  /// Last member, so that existing aggregate initialisations keep their meaning.
+  Device device = Device::kCpu;
 };
 
 /// Keys and values of every block for positions [0, length()), fp32, (capacity, kv_dim) per block.
@@ -146,12 +152,6 @@ inline RopeParams rope_params_of(const LlamaConfig& c) {
   return p;
 }
 
-inline std::string shape_string(const std::vector<int64_t>& s) {
-  std::string out = "[";
-  for (size_t i = 0; i < s.size(); ++i) out += (i ? ", " : "") + std::to_string(s[i]);
-  return out + "]";
-}
-
 inline void require_size(const std::vector<float>& v, int64_t n, const std::string& what) {
   if (static_cast<int64_t>(v.size()) != n)
     throw Error(StatusCode::kInvalidArgument, what + " has " + std::to_string(v.size()) +
@@ -222,32 +222,12 @@ inline LlamaWeights build_llama_weights(const LlamaConfig& c, const LlamaTensorF
   return w;
 }
 
-/// llama.cpp's converter stores each q/k head with its rotary halves interleaved (HF row
-/// j*half + i of a head becomes row 2i + j). This restores HF order, in place, for a (rows, cols)
-/// matrix (cols = 1 for a bias) of `heads` heads.
-inline void unpermute_gguf_qk_rows(std::vector<float>& m, int64_t heads, int64_t cols) {
-  const int64_t rows = static_cast<int64_t>(m.size()) / cols;
-  if (heads <= 0 || rows % heads != 0 || (rows / heads) % 2 != 0)
-    throw Error(StatusCode::kFormatError, "q/k rows " + std::to_string(rows) +
-                                              " do not split into " + std::to_string(heads) +
-                                              " heads of an even size");
-  const int64_t hd = rows / heads, half = hd / 2;
-  std::vector<float> out(m.size());
-  for (int64_t h = 0; h < heads; ++h)
-    for (int64_t j = 0; j < 2; ++j)
-      for (int64_t i = 0; i < half; ++i) {
-        const float* src = m.data() + (h * hd + 2 * i + j) * cols;
-        float* dst = out.data() + (h * hd + j * half + i) * cols;
-        std::copy(src, src + cols, dst);
-      }
-  m.swap(out);
-}
-
 class LlamaModel {
  public:
   /// Validates the weights against `config` (Error(kInvalidArgument) naming the bad tensor).
   LlamaModel(LlamaConfig config, LlamaWeights weights, const LlamaRuntimeOptions& opt = {})
       : config_(std::move(config)), w_(std::move(weights)) {
+    throw_if_error(backend_status(opt.device, "the LLaMA runtime"));
     throw_if_error(config_.validate());
     const LlamaConfig& c = config_;
     using model_detail::require_linear;
@@ -421,42 +401,17 @@ class LlamaModel {
 /// dequantised to fp32 (bit-identical to ggml), q/k rows of llama/mistral files restored to HF
 /// order. Missing tensors: kNotFound; shapes that disagree with the config: kFormatError.
 inline LlamaModel load_llama_gguf(const GgufReader& g, const LlamaRuntimeOptions& opt = {}) {
-  const LlamaConfig c = llama_config_from_gguf(g);
-  const bool permuted = c.model_type == "llama" || c.model_type == "mistral";
-  std::map<std::string, const GgufTensorInfo*> by_hf;
-  for (const GgufTensorInfo& t : g.tensors()) {
-    const std::string hf = hf_name_from_gguf(t.name);
-    if (!hf.empty()) by_hf[hf] = &t;
-  }
-  auto ends_with = [](const std::string& s, const char* suf) {
-    const std::string t(suf);
-    return s.size() >= t.size() && s.compare(s.size() - t.size(), t.size(), t) == 0;
+  throw_if_error(backend_status(opt.device, "the LLaMA runtime"));  // before reading any file
+  const ModelSource src = ModelSource::open_gguf(g);
+  LlamaTensorFetch fetch = [&](const std::string& name, const std::vector<int64_t>& shape, std::vector<float>* out) {
+    return src.fetch(name, shape, out);
   };
-  LlamaTensorFetch fetch = [&](const std::string& name, const std::vector<int64_t>& shape,
-                               std::vector<float>* out) {
-    auto it = by_hf.find(name);
-    if (it == by_hf.end()) return false;
-    const GgufTensorInfo& t = *it->second;
-    const std::vector<int64_t> want(shape.rbegin(), shape.rend());  // GGUF ne: fastest first
-    if (t.ne != want)
-      throw Error(StatusCode::kFormatError, g.name() + ": tensor '" + t.name + "' (" + name + ") has ne " +
-                                                model_detail::shape_string(t.ne) + ", expected " +
-                                                model_detail::shape_string(want));
-    *out = dequantize_tensor(g, t);
-    if (permuted) {
-      const int64_t cols = shape.size() == 2 ? shape[1] : 1;
-      if (ends_with(name, "self_attn.q_proj.weight") || ends_with(name, "self_attn.q_proj.bias"))
-        unpermute_gguf_qk_rows(*out, c.num_attention_heads, cols);
-      if (ends_with(name, "self_attn.k_proj.weight") || ends_with(name, "self_attn.k_proj.bias"))
-        unpermute_gguf_qk_rows(*out, c.num_key_value_heads, cols);
-    }
-    return true;
-  };
-  return LlamaModel(c, build_llama_weights(c, fetch, g.name()), opt);
+  return LlamaModel(src.config(), build_llama_weights(src.config(), fetch, src.name()), opt);
 }
 
 /// Loads a GGUF file by path (see load_llama_gguf(const GgufReader&)).
 inline LlamaModel load_llama_gguf(const std::string& path, const LlamaRuntimeOptions& opt = {}) {
+  throw_if_error(backend_status(opt.device, "the LLaMA runtime"));  // before reading any file
   GgufReader g(path);
   return load_llama_gguf(g, opt);
 }
@@ -466,48 +421,12 @@ inline LlamaModel load_llama_gguf(const std::string& path, const LlamaRuntimeOpt
 /// fp32 exactly (fp16/bf16/fp32). Errors: kIoError/kNotFound for missing files, kNotFound for a
 /// missing tensor, kFormatError for a shape that disagrees with config.json.
 inline LlamaModel load_llama_hf(const std::string& dir, const LlamaRuntimeOptions& opt = {}) {
-  namespace fs = std::filesystem;
-  const fs::path d(dir);
-  const LlamaConfig c = read_llama_config((d / "config.json").string());
-  std::vector<SafetensorsFile> files;
-  std::map<std::string, const TensorRef*> by_name;
-  std::vector<std::string> shard_names;
-  const fs::path index = d / "model.safetensors.index.json";
-  if (fs::exists(index)) {
-    const std::string text = read_text_file(index.string());
-    const nlohmann::json j = detail::parse_json_strict(text.data(), text.data() + text.size(), index.string());
-    if (!j.is_object() || !j.contains("weight_map") || !j.at("weight_map").is_object())
-      throw Error(StatusCode::kFormatError, index.string() + ": no 'weight_map' object");
-    for (auto it = j.at("weight_map").begin(); it != j.at("weight_map").end(); ++it) {
-      if (!it.value().is_string())
-        throw Error(StatusCode::kFormatError, index.string() + ": weight_map entry '" + it.key() + "' is not a string");
-      const std::string f = it.value().get<std::string>();
-      if (std::find(shard_names.begin(), shard_names.end(), f) == shard_names.end()) shard_names.push_back(f);
-    }
-  } else {
-    shard_names.push_back("model.safetensors");
-  }
-  files.reserve(shard_names.size());
-  for (const std::string& f : shard_names) {
-    const fs::path p = d / f;
-    if (!fs::exists(p)) throw Error(StatusCode::kNotFound, p.string() + ": no such file");
-    files.push_back(SafetensorsFile::open(p.string()));
-  }
-  for (const SafetensorsFile& f : files)
-    for (const TensorRef& t : f.tensors()) by_name[t.name] = &t;
-  LlamaTensorFetch fetch = [&](const std::string& name, const std::vector<int64_t>& shape,
-                               std::vector<float>* out) {
-    auto it = by_name.find(name);
-    if (it == by_name.end()) return false;
-    const TensorRef& t = *it->second;
-    if (t.shape != shape)
-      throw Error(StatusCode::kFormatError, dir + ": tensor '" + name + "' has shape " +
-                                                model_detail::shape_string(t.shape) + ", expected " +
-                                                model_detail::shape_string(shape));
-    *out = tensor_to_float(t);
-    return true;
+  throw_if_error(backend_status(opt.device, "the LLaMA runtime"));  // before reading any file
+  const ModelSource src = ModelSource::open_hf(dir);
+  LlamaTensorFetch fetch = [&](const std::string& name, const std::vector<int64_t>& shape, std::vector<float>* out) {
+    return src.fetch(name, shape, out);
   };
-  return LlamaModel(c, build_llama_weights(c, fetch, dir), opt);
+  return LlamaModel(src.config(), build_llama_weights(src.config(), fetch, src.name()), opt);
 }
 
 /// Loads a cluscomp-format model (io/cluscomp_format.hpp, as `cluscomp compress` writes it): the
@@ -517,6 +436,7 @@ inline LlamaModel load_llama_hf(const std::string& dir, const LlamaRuntimeOption
 /// Errors: kFormatError for a file without a stored config, a clustered matrix whose (out, in)
 /// disagrees with the config; otherwise as load_llama_hf.
 inline LlamaModel load_llama_cluscomp(const std::string& path, const LlamaRuntimeOptions& opt = {}) {
+  throw_if_error(backend_status(opt.device, "the LLaMA runtime"));  // before reading any file
   const CluscompModel cm = read_cluscomp_model(path);
   const std::string cfg = cm.config_json();
   if (cfg.empty())
@@ -538,8 +458,8 @@ inline LlamaModel load_llama_cluscomp(const std::string& path, const LlamaRuntim
     }
     if (t->shape != shape)
       throw Error(StatusCode::kFormatError, path + ": tensor '" + name + "' has shape " +
-                                                model_detail::shape_string(t->shape) + ", expected " +
-                                                model_detail::shape_string(shape));
+                                                detail::shape_text(t->shape) + ", expected " +
+                                                detail::shape_text(shape));
     *out = tensor_to_float(*t);
     return true;
   };
@@ -560,6 +480,7 @@ inline LlamaModel load_llama_cluscomp(const std::string& path, const LlamaRuntim
 /// Loads a GGUF file, an HF directory, a cluscomp-format file (a .safetensors file whose metadata
 /// holds "cluscomp.format_version"), or the directory of another given .safetensors file.
 inline LlamaModel load_llama_model(const std::string& path, const LlamaRuntimeOptions& opt = {}) {
+  throw_if_error(backend_status(opt.device, "the LLaMA runtime"));  // before reading any file
   namespace fs = std::filesystem;
   if (!fs::exists(path)) throw Error(StatusCode::kNotFound, path + ": no such file or directory");
   if (fs::is_directory(path)) return load_llama_hf(path, opt);

@@ -35,9 +35,10 @@
 
 #include "cluscomp/autograd/adamw.hpp"
 #include "cluscomp/autograd/ops.hpp"
-#include "cluscomp/autograd/train_block.hpp"
+#include "cluscomp/model/train_block.hpp"
 #include "cluscomp/core/config.hpp"
 #include "cluscomp/core/error.hpp"
+#include "cluscomp/host/device_status.hpp"
 #include "cluscomp/model/llama.hpp"
 #include "cluscomp/ops/parallel.hpp"
 
@@ -49,6 +50,10 @@ struct TrainModelOptions {
   bool train_all = false;
   /// Activation checkpointing per block: forward keeps only each block's input.
   bool recompute = false;
+  /// Where the work runs. Only kCpu has a backend today; any other device is an Error
+  /// (backend_status, host/device_status.hpp) before any work, never a silent CPU fallback.
+  /// Last member, so that existing aggregate initialisations keep their meaning.
+  Device device = Device::kCpu;
 };
 
 template <class T>
@@ -60,6 +65,7 @@ class BasicTrainModel {
   /// Copies what it needs from `m` (the student as loaded; `m` may be destroyed afterwards).
   /// Throws Error(kInvalidArgument) for inconsistent weights (as TrainBlock does).
   explicit BasicTrainModel(const LlamaModel& m, const TrainModelOptions& opt = {}) : opt_(opt) {
+    throw_if_error(backend_status(opt.device, "train model"));
     const LlamaConfig& c = m.config();
     const LlamaWeights& w = m.weights();
     H_ = c.hidden_size;
@@ -88,6 +94,7 @@ class BasicTrainModel {
     }
     autograd::TrainBlockOptions bo;
     bo.recompute = opt_.recompute;
+    bo.device = opt_.device;
     bo.train_norms = opt_.train_all;
     blocks_.reserve(w.blocks.size());
     for (const LlamaBlock& b : w.blocks) blocks_.emplace_back(c, b, bo);

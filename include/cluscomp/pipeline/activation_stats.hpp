@@ -34,7 +34,7 @@
 #include <nlohmann/json.hpp>
 
 #include "cluscomp/autograd/ops.hpp"
-#include "cluscomp/autograd/train_block.hpp"
+#include "cluscomp/model/train_block.hpp"
 #include "cluscomp/core/config.hpp"
 #include "cluscomp/core/error.hpp"
 #include "cluscomp/ops/parallel.hpp"

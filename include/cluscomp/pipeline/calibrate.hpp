@@ -30,7 +30,7 @@
 /// output (the student file with the trained codebooks, every other tensor unchanged) is written
 /// atomically at the end; the work directory is then removed.
 ///
-/// Numerics: fp32 activations, losses and gradients (autograd/train_block.hpp), fp32 master
+/// Numerics: fp32 activations, losses and gradients (model/train_block.hpp), fp32 master
 /// codebooks, loss sums reported in double. Deterministic for a given seed whatever the thread
 /// count (every op of the block is).
 ///
@@ -54,6 +54,7 @@
 #include <fstream>
 #include <functional>
 #include <map>
+#include <optional>
 #include <random>
 #include <string>
 #include <utility>
@@ -62,14 +63,16 @@
 #include <nlohmann/json.hpp>
 
 #include "cluscomp/autograd/adamw.hpp"
-#include "cluscomp/autograd/train_block.hpp"
+#include "cluscomp/model/train_block.hpp"
 #include "cluscomp/host/checked.hpp"
 #include "cluscomp/core/config.hpp"
 #include "cluscomp/host/digest.hpp"
 #include "cluscomp/core/dtype.hpp"
 #include "cluscomp/core/error.hpp"
+#include "cluscomp/host/device_status.hpp"
 #include "cluscomp/io/cluscomp_format.hpp"
 #include "cluscomp/model/llama.hpp"
+#include "cluscomp/pipeline/work_files.hpp"
 
 CLUSCOMP_NAMESPACE_BEGIN
 
@@ -90,6 +93,10 @@ struct CalibrateOptions {
   /// Bytes the run may use for its activation streams and saved activations; 0 = the system's
   /// available memory (MemAvailable) minus what the loaded models already hold.
   int64_t memory_budget = 0;
+  /// Where the work runs. Only kCpu has a backend today; any other device is an Error
+  /// (backend_status, host/device_status.hpp) before any work, never a silent CPU fallback.
+  /// Last member, so that existing aggregate initialisations keep their meaning.
+  Device device = Device::kCpu;
 };
 
 struct CalibrateProgress {
@@ -319,6 +326,7 @@ inline CalibrateReport calibrate_model(LlamaModel& teacher, const std::string& t
                                        const std::string& student_path, const std::vector<int32_t>& tokens,
                                        const std::string& out_path, const CalibrateOptions& o,
                                        const CalibrateCallback& progress = {}) {
+  throw_if_error(backend_status(o.device, "calibrate"));
   namespace fs = std::filesystem;
   using namespace calibrate_detail;
   using Clock = std::chrono::steady_clock;
@@ -380,22 +388,14 @@ inline CalibrateReport calibrate_model(LlamaModel& teacher, const std::string& t
   // serial pass over the weights (about 1.2 s per 135M fp32 parameters), small next to training.
   nlohmann::json job;
   job["student"] = file_identity(student_path);
-  job["samples"] = o.samples;
-  job["window"] = o.window;
-  job["epochs"] = o.epochs;
+  put_run_settings(job, o, true);
   job["aug_loss"] = o.aug_loss;
-  job["weight_decay"] = o.weight_decay;
-  job["betas"] = {o.beta1, o.beta2};
-  job["eps"] = o.eps;
-  job["seed"] = o.seed;
   job["tokens"] = {tokens.size(), digest_hex(fnv1a(tokens.data(), tokens.size() * sizeof(int32_t)))};
   const std::string config_text = llama_config_text(c);
   uint64_t teacher_digest = fnv1a(config_text.data(), config_text.size());
   teacher_digest = fnv1a(teacher.weights().embed->data(), teacher.weights().embed->size() * sizeof(float), teacher_digest);
-  const fs::path work = o.work_dir.empty() ? fs::path(out_path + ".work") : fs::path(o.work_dir);
+  const fs::path work = open_work_dir(out_path, o.work_dir);
   std::error_code ec;
-  fs::create_directories(work, ec);
-  if (ec) throw Error(StatusCode::kIoError, work.string() + ": cannot create the work directory: " + ec.message());
 
   // Streams (samples, n, hidden), from the teacher's embedding.
   const int64_t L = c.num_hidden_layers;
@@ -467,40 +467,40 @@ inline CalibrateReport calibrate_model(LlamaModel& teacher, const std::string& t
     const std::string job_str = job.dump();
     const fs::path wf = work / ("block_" + std::to_string(bi) + ".safetensors");
     bool reused = false;
-    if (fs::exists(wf)) {
+    if (std::optional<WorkFile> found = find_work_file(wf, "calibrate.job", job_str, "calibrate.stats")) {
       try {
-        CluscompModel wm = read_cluscomp_model(wf.string());
-        auto jt = wm.metadata.find("calibrate.job");
-        auto st = wm.metadata.find("calibrate.stats");
-        if (jt != wm.metadata.end() && jt->second == job_str && st != wm.metadata.end()) {
-          auto ps = projections(qb);
-          bool all = true;
-          for (int k = 0; k < 7 && all; ++k) {
-            if (ps[static_cast<size_t>(k)]->kind() != LinearKind::kCodebook) continue;
-            auto it = wm.clustered.find(prefix + kProjectionNames[k] + ".weight");
-            all = it != wm.clustered.end() && it->second.shape() == ps[static_cast<size_t>(k)]->codebook()->shape();
+        CluscompModel& wm = found->model;
+        auto ps = projections(qb);
+        bool all = true;
+        for (int k = 0; k < 7 && all; ++k) {
+          if (ps[static_cast<size_t>(k)]->kind() != LinearKind::kCodebook) continue;
+          auto it = wm.clustered.find(prefix + kProjectionNames[k] + ".weight");
+          all = it != wm.clustered.end() && it->second.shape() == ps[static_cast<size_t>(k)]->codebook()->shape();
+        }
+        if (all) {
+          // The statistics first: a work file without them is stale and must leave qb and
+          // `trained` untouched (it is recomputed from the untrained block).
+          const nlohmann::json& sj = found->stats;
+          CalibrateBlockReport stats = br;
+          stats.loss_before = sj.at("loss_before").get<double>();
+          stats.loss_after = sj.at("loss_after").get<double>();
+          stats.seconds = sj.at("seconds").get<double>();
+          stats.reverted = sj.at("reverted").get<bool>();
+          stats.lr = sj.at("lr").get<float>();
+          for (int k = 0; k < 7; ++k) {
+            Linear* l = ps[static_cast<size_t>(k)];
+            if (l->kind() != LinearKind::kCodebook) continue;
+            const std::string name = prefix + kProjectionNames[k] + ".weight";
+            CodebookTensor t = std::move(wm.clustered.at(name));
+            trained.erase(name);
+            trained.emplace(name, t);
+            *l = Linear::from_codebook(prefix + kProjectionNames[k], std::move(t), l->bias());
           }
-          if (all) {
-            for (int k = 0; k < 7; ++k) {
-              Linear* l = ps[static_cast<size_t>(k)];
-              if (l->kind() != LinearKind::kCodebook) continue;
-              const std::string name = prefix + kProjectionNames[k] + ".weight";
-              CodebookTensor t = std::move(wm.clustered.at(name));
-              trained.erase(name);
-              trained.emplace(name, t);
-              *l = Linear::from_codebook(prefix + kProjectionNames[k], std::move(t), l->bias());
-            }
-            const nlohmann::json sj = nlohmann::json::parse(st->second);
-            br.loss_before = sj.at("loss_before").get<double>();
-            br.loss_after = sj.at("loss_after").get<double>();
-            br.seconds = sj.at("seconds").get<double>();
-            br.reverted = sj.at("reverted").get<bool>();
-            br.lr = sj.at("lr").get<float>();
-            reused = true;
-          }
+          br = stats;
+          reused = true;
         }
       } catch (const Error&) {
-        reused = false;  // unreadable or stale: train again and overwrite
+        reused = false;  // stale: train again and overwrite
       } catch (const nlohmann::json::exception&) {
         reused = false;
       }
@@ -634,9 +634,7 @@ inline CalibrateReport calibrate_model(LlamaModel& teacher, const std::string& t
   // The output: the student file with its clustered matrices replaced, plus what was done.
   std::map<std::string, std::string> meta = cm.caller_metadata();
   nlohmann::json cj;
-  cj["samples"] = o.samples;
-  cj["window"] = o.window;
-  cj["epochs"] = o.epochs;
+  put_run_settings(cj, o, false);
   cj["aug_loss"] = o.aug_loss;
   cj["lr"] = o.lr;
   // Blocks resumed from a run at another lr: every block's lr (absent when all used this run's,
@@ -646,8 +644,6 @@ inline CalibrateReport calibrate_model(LlamaModel& teacher, const std::string& t
     for (const CalibrateBlockReport& b : rep.blocks) block_lr.push_back(b.lr);
     cj["block_lr"] = block_lr;
   }
-  cj["weight_decay"] = o.weight_decay;
-  cj["seed"] = o.seed;
   cj["student"] = student_path;
   cj["teacher"] = teacher_id;
   meta["calibrate.settings"] = cj.dump();

@@ -62,10 +62,12 @@
 #include "cluscomp/core/config.hpp"
 #include "cluscomp/core/dtype.hpp"
 #include "cluscomp/core/error.hpp"
+#include "cluscomp/host/device_status.hpp"
 #include "cluscomp/io/cluscomp_format.hpp"
 #include "cluscomp/model/llama.hpp"
 #include "cluscomp/model/train_model.hpp"
 #include "cluscomp/pipeline/calibrate.hpp"
+#include "cluscomp/pipeline/work_files.hpp"
 
 CLUSCOMP_NAMESPACE_BEGIN
 
@@ -102,10 +104,9 @@ struct RecoverOptions {
   // AdamW. lr 1e-3, 5x below calibration's 5e-3: calibration moves ONE block's codebooks to fit a
   // local MSE target, whereas here every codebook of every block moves at once and the errors
   // compound through the depth (Adam's step is about lr per value whatever the gradient's scale).
-  // Measured on SmolLM2-135M at 2 bpw after calibration (16 windows x 256, 2 epochs = 32 steps,
-  // KD, codebooks only): lr 1e-3 took held-out perplexity 768 -> 180 and training-window KL
-  // 2.82 -> 1.64, lr 1e-4 only 768 -> 250 and 2.82 -> 2.04. --train all (dense embedding and norms
-  // train too) was not swept; a lower lr (1e-4) is the cautious choice there.
+  // A short sweep on the real model favoured 1e-3 over 1e-4 (docs/benchmarks.md, "Figures moved
+  // out of code comments"). --train all (dense embedding and norms train too) was not swept; a
+  // lower lr (1e-4) is the cautious choice there.
   // No weight decay: the model starts at the calibrated codebooks and should stay near them; decay
   // would shrink centroids, norms and the embedding toward zero.
   float lr = 1e-3f;
@@ -115,6 +116,10 @@ struct RecoverOptions {
   int threads = 0;         // 0 = hardware concurrency
   bool recompute = false;  // activation checkpointing per block
   bool evaluate = true;    // measure the losses over the training windows before and after
+  /// Where the work runs. Only kCpu has a backend today; any other device is an Error
+  /// (backend_status, host/device_status.hpp) before any work, never a silent CPU fallback.
+  /// Last member, so that existing aggregate initialisations keep their meaning.
+  Device device = Device::kCpu;
 };
 
 struct RecoverProgress {
@@ -177,16 +182,7 @@ inline std::vector<unsigned char> encode_values(const float* v, size_t n, DType 
   if (dt != DType::kF32 && dt != DType::kF16 && dt != DType::kBF16)
     throw Error(StatusCode::kUnsupported, "recover: dense tensor '" + name + "' is stored as " +
                                               std::string(dtype_name(dt)) + ", which cannot hold trained values");
-  std::vector<unsigned char> bytes(n * static_cast<size_t>(dtype_size(dt)));
-  for (size_t i = 0; i < n; ++i) {
-    if (dt == DType::kF32) {
-      std::memcpy(bytes.data() + 4 * i, &v[i], 4);
-    } else {
-      const uint16_t b = dt == DType::kF16 ? float_to_half_bits(v[i]) : float_to_bf16_bits(v[i]);
-      std::memcpy(bytes.data() + 2 * i, &b, 2);
-    }
-  }
-  return bytes;
+  return encode_float_values(v, n, dt);
 }
 
 /// Mean KL (with a teacher) and CE of `m` over the windows, by the runtime forward.
@@ -233,6 +229,7 @@ WindowLosses evaluate_windows(LlamaModel& m, LlamaModel* teacher, const std::vec
 inline RecoverReport recover_model(LlamaModel* teacher, const std::string& teacher_id, const std::string& student_path,
                                    const std::vector<int32_t>& tokens, const std::string& out_path,
                                    const RecoverOptions& o, const RecoverCallback& progress = {}) {
+  throw_if_error(backend_status(o.device, "recover"));
   namespace fs = std::filesystem;
   using Clock = std::chrono::steady_clock;
   const auto t_start = Clock::now();
@@ -455,16 +452,10 @@ inline RecoverReport recover_model(LlamaModel* teacher, const std::string& teach
   nlohmann::json j;
   j["loss"] = recover_loss_name(o.loss);
   j["train"] = recover_train_name(o.train);
-  j["samples"] = o.samples;
-  j["window"] = o.window;
-  j["epochs"] = o.epochs;
+  put_run_settings(j, o, true);
   j["steps"] = rep.steps;
   j["accumulation"] = o.accumulation;
   j["lr"] = o.lr;
-  j["weight_decay"] = o.weight_decay;
-  j["betas"] = {o.beta1, o.beta2};
-  j["eps"] = o.eps;
-  j["seed"] = o.seed;
   j["tokens"] = tokens.size();
   j["student"] = student_path;
   if (teacher) j["teacher"] = teacher_id;
@@ -492,6 +483,7 @@ inline RecoverReport recover_model(LlamaModel* teacher, const std::string& teach
 inline RecoverReport finetune_model(const std::string& student_path, const std::vector<int32_t>& tokens,
                                     const std::string& out_path, RecoverOptions o,
                                     const RecoverCallback& progress = {}) {
+  throw_if_error(backend_status(o.device, "finetune"));
   o.loss = RecoverLoss::kCe;
   o.train = RecoverTrain::kCodebooks;
   try {

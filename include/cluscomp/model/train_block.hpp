@@ -22,6 +22,12 @@
 /// T = double runs the same code with double arithmetic for finite-difference checks.
 /// Determinism: every op is deterministic, so forward, backward and gradients never depend on the
 /// thread count of `pool`. Not thread-safe: one forward/backward at a time per object.
+///
+/// Why in model/ while the class stays in namespace autograd: the block is built from the runtime's
+/// LlamaBlock/Linear and LlamaConfig and writes back into them, so it sits above model/ and io/;
+/// autograd/ (the ops, losses, AdamW) stays below them and knows no model. The namespace is the
+/// API (autograd::TrainBlock) and names what the class is, a block of autograd ops; the folder
+/// names what it depends on (scripts/check_layers.py, docs/architecture.md).
 
 #include <algorithm>
 #include <cmath>
@@ -37,6 +43,7 @@
 #include "cluscomp/codebook/codebook_tensor.hpp"
 #include "cluscomp/core/config.hpp"
 #include "cluscomp/core/error.hpp"
+#include "cluscomp/host/device_status.hpp"
 #include "cluscomp/io/hf_config.hpp"
 #include "cluscomp/model/linear.hpp"
 #include "cluscomp/model/llama.hpp"
@@ -52,6 +59,10 @@ struct TrainBlockOptions {
   bool recompute = false;
   /// Also train the two RMSNorm weights (recovery's "everything except the codes").
   bool train_norms = false;
+  /// Where the work runs. Only kCpu has a backend today; any other device is an Error
+  /// (backend_status, host/device_status.hpp) before any work, never a silent CPU fallback.
+  /// Last member, so that existing aggregate initialisations keep their meaning.
+  Device device = Device::kCpu;
 };
 
 template <class T>
@@ -62,6 +73,7 @@ class BasicTrainBlock {
   /// Copies what it needs from `b`. Throws Error(kInvalidArgument) naming the layer whose shape
   /// disagrees with `c` (or config errors from LlamaConfig::validate).
   BasicTrainBlock(const LlamaConfig& c, const LlamaBlock& b, const TrainBlockOptions& opt = {}) : opt_(opt) {
+    throw_if_error(backend_status(opt.device, "train block"));
     throw_if_error(c.validate());
     H_ = c.hidden_size;
     F_ = c.intermediate_size;
