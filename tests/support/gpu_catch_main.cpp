@@ -1,6 +1,6 @@
 // The Catch2 main of the GPU tests: without a usable CUDA device the executable says so and exits
-// 77, which CTest reports as skipped (SKIP_RETURN_CODE); with one, it runs the tests.
-#define CATCH_CONFIG_RUNNER
+// 77, which CTest reports as skipped (SKIP_RETURN_CODE); with one, it runs the tests. Catch2
+// itself is catch_runner.cpp.
 #include <cuda_runtime_api.h>
 
 #include <catch2/catch.hpp>
