@@ -1,4 +1,4 @@
 // The one Catch2 main shared by every CPU test executable (Catch2 itself is catch_runner.cpp).
-#include <catch2/catch.hpp>
+#include "support/catch_runner.hpp"
 
-int main(int argc, char* argv[]) { return Catch::Session().run(argc, argv); }
+int main(int argc, char* argv[]) { return cluscomp_test_run_catch(argc, argv); }
