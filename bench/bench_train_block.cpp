@@ -36,6 +36,7 @@
 
 #include "cluscomp/model/train_block.hpp"
 #include "cluscomp/model/llama.hpp"
+#include "support/llama_configs.hpp"
 #include "support/test_data.hpp"
 
 using namespace cluscomp;
@@ -84,22 +85,6 @@ std::vector<float> read_f32(const std::filesystem::path& p, size_t n) {
   return v;
 }
 
-LlamaConfig smollm2_block_config() {
-  LlamaConfig c;
-  c.model_type = "llama";
-  c.hidden_size = 576;
-  c.intermediate_size = 1536;
-  c.num_hidden_layers = 1;
-  c.num_attention_heads = 9;
-  c.num_key_value_heads = 3;
-  c.head_dim = 64;
-  c.rms_norm_eps = 1e-5;
-  c.rope_theta = 100000.0;
-  c.max_position_embeddings = 2048;
-  c.vocab_size = 16;
-  return c;
-}
-
 struct Layer {
   int64_t out, in;
   std::vector<float> centroids;  // (1, K, d), fp16 values held exactly in fp32
@@ -110,7 +95,7 @@ struct Layer {
 
 int main(int argc, char** argv) {
   const int reps = argc > 1 ? std::max(1, std::atoi(argv[1])) : 7;
-  const LlamaConfig c = smollm2_block_config();
+  const LlamaConfig c = cluscomp_test::llama_config(cluscomp_test::kSmolLM2BlockShape);
   const int64_t H = c.hidden_size, F = c.intermediate_size, Q = c.q_dim(), KV = c.kv_dim();
   const int64_t outs[7] = {Q, KV, KV, H, F, F, H};
   const int64_t ins[7] = {H, H, H, Q, H, H, F};

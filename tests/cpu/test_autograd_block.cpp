@@ -26,6 +26,7 @@
 #include "cluscomp/autograd/losses.hpp"
 #include "cluscomp/model/train_block.hpp"
 #include "cluscomp/model/llama.hpp"
+#include "support/llama_configs.hpp"
 
 using namespace cluscomp;
 using namespace cluscomp::autograd;
@@ -60,19 +61,9 @@ std::vector<LayerSpec> default_specs(DType dt = DType::kF16) {
 }
 
 LlamaConfig tiny_config(int64_t layers = 1) {
-  LlamaConfig c;
-  c.model_type = "llama";
-  c.hidden_size = 16;
-  c.intermediate_size = 24;
-  c.num_hidden_layers = layers;
-  c.num_attention_heads = 4;
-  c.num_key_value_heads = 2;
-  c.head_dim = 4;
-  c.rms_norm_eps = 1e-5;
-  c.rope_theta = 10000.0;
-  c.max_position_embeddings = 64;
-  c.vocab_size = 10;
-  return c;
+  cluscomp_test::LlamaShape s = cluscomp_test::kTinyBlockShape;
+  s.layers = layers;
+  return cluscomp_test::llama_config(s);
 }
 
 CodebookTensor random_codebook(int64_t out, int64_t in, const LayerSpec& sp, std::mt19937& rng, float scale) {
@@ -468,18 +459,7 @@ TEST_CASE("TrainBlock: bad input gives an Error naming the problem", "[autograd]
 // 1536), every projection a codebook (d 4, K 4096, fp16). Run with: test_autograd_block "[.bench]".
 TEST_CASE("TrainBlock forward + backward timing at the real block shape", "[.bench]") {
   std::mt19937 rng(kSeed + 6);
-  LlamaConfig c;
-  c.model_type = "llama";
-  c.hidden_size = 576;
-  c.intermediate_size = 1536;
-  c.num_hidden_layers = 1;
-  c.num_attention_heads = 9;
-  c.num_key_value_heads = 3;
-  c.head_dim = 64;
-  c.rms_norm_eps = 1e-5;
-  c.rope_theta = 10000.0;
-  c.max_position_embeddings = 2048;
-  c.vocab_size = 10;
+  const LlamaConfig c = cluscomp_test::llama_config(cluscomp_test::kSmolLM2BlockShape);
   std::vector<LayerSpec> specs(7, LayerSpec{true, 4, 4096, 1, DType::kF16});
   const LlamaBlock b = random_block(c, specs, rng, false, 0.05f);
   TrainBlock tb(c, b);

@@ -14,6 +14,7 @@
 
 #include "cluscomp/io/cluscomp_format.hpp"
 #include "cluscomp/io/reference_checkpoint.hpp"
+#include "support/llama_configs.hpp"
 #include "support/test_data.hpp"
 
 #include <sys/resource.h>
@@ -72,16 +73,7 @@ void expect_error(F&& f, StatusCode code, std::initializer_list<const char*> fra
 }
 
 LlamaConfig tiny_config() {
-  LlamaConfig c;
-  c.model_type = "llama";
-  c.hidden_size = 8;
-  c.intermediate_size = 12;
-  c.num_hidden_layers = 2;
-  c.num_attention_heads = 2;
-  c.num_key_value_heads = 1;
-  c.head_dim = 4;
-  c.vocab_size = 16;
-  c.max_position_embeddings = 64;
+  LlamaConfig c = cluscomp_test::llama_config(cluscomp_test::kTinyCheckpointShape);
   c.extra["architectures"] = {"LlamaForCausalLM"};
   return c;
 }

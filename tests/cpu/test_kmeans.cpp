@@ -5,6 +5,7 @@
 #include <cmath>
 #include <cstdint>
 #include <cstring>
+#include <initializer_list>
 #include <limits>
 #include <random>
 #include <set>
@@ -58,6 +59,48 @@ void check_every_iteration(const std::vector<float>& x, int d, int64_t k, int it
   int64_t total = 0;
   for (int64_t c : r.counts) total += c;
   REQUIRE(total == static_cast<int64_t>(x.size()) / d);
+}
+
+// Two runs that must agree bit for bit: centroids, codes and every objective.
+void require_identical(const KMeansResult& a, const KMeansResult& b) {
+  REQUIRE(a.centroids == b.centroids);
+  REQUIRE(a.codes == b.codes);
+  REQUIRE(a.objective == b.objective);
+  REQUIRE(a.final_objective == b.final_objective);
+}
+
+struct PathRuns {
+  KMeansResult base;   // 1 thread
+  KMeansResult brute;  // 2 threads, SIMD, no pruning (empty unless asked for)
+};
+
+// How k-means computes must not change its answer: `o` on 1 thread is the base, and `o` on each
+// of `threads`, then on 2 threads with portable (non-SIMD) kernels, then, with `brute`, on 2
+// threads without pruning, must equal it bit for bit.
+PathRuns require_identical_across_paths(const std::vector<float>& x, int d, KMeansOptions o,
+                                        std::initializer_list<int> threads, bool brute) {
+  PathRuns runs;
+  o.threads = 1;
+  runs.base = kmeans(view(x, d), o);
+  for (int t : threads) {
+    o.threads = t;
+    INFO("threads " << t);
+    require_identical(kmeans(view(x, d), o), runs.base);
+  }
+  o.threads = 2;
+  o.use_simd = false;
+  {
+    INFO("portable kernels");
+    require_identical(kmeans(view(x, d), o), runs.base);
+  }
+  if (brute) {
+    o.use_simd = true;
+    o.use_pruning = false;
+    runs.brute = kmeans(view(x, d), o);
+    INFO("no pruning");
+    require_identical(runs.brute, runs.base);
+  }
+  return runs;
 }
 
 }  // namespace
@@ -223,29 +266,8 @@ TEST_CASE("kmeans is bit-identical across thread counts, SIMD and pruning", "[km
   KMeansOptions o;
   o.k = 1024;
   o.iterations = 5;
-  o.threads = 1;
-  const KMeansResult base = kmeans(view(x, 4), o);
-  for (int threads : {2, 3, 8}) {
-    o.threads = threads;
-    const KMeansResult r = kmeans(view(x, 4), o);
-    INFO("threads " << threads);
-    REQUIRE(r.centroids == base.centroids);
-    REQUIRE(r.codes == base.codes);
-    REQUIRE(r.objective == base.objective);
-    REQUIRE(r.final_objective == base.final_objective);
-  }
-  o.threads = 2;
-  o.use_simd = false;
-  const KMeansResult portable = kmeans(view(x, 4), o);
-  REQUIRE(portable.centroids == base.centroids);
-  REQUIRE(portable.codes == base.codes);
-  o.use_simd = true;
-  o.use_pruning = false;
-  const KMeansResult brute = kmeans(view(x, 4), o);
-  REQUIRE(brute.centroids == base.centroids);
-  REQUIRE(brute.codes == base.codes);
-  REQUIRE(brute.objective == base.objective);
-  REQUIRE(base.stats.distance_evaluations < brute.stats.distance_evaluations / 4);
+  const PathRuns runs = require_identical_across_paths(x, 4, o, {2, 3, 8}, true);
+  REQUIRE(runs.base.stats.distance_evaluations < runs.brute.stats.distance_evaluations / 4);
 }
 
 TEST_CASE("kmeans progress callback reports and cancels", "[kmeans]") {
@@ -496,30 +518,10 @@ TEST_CASE("tiled brute-force paths (d = 8) are bit-identical across threads, SIM
     KMeansOptions o;
     o.k = k;
     o.iterations = 4;
-    o.threads = 1;
     INFO("K = " << k);
-    const KMeansResult base = kmeans(view(x, 8), o);
-    REQUIRE(base.stats.brute_force_points > 0);
-    check_tie_aware(x, 8, base.centroids.data(), k, base.codes.data());
-    for (int threads : {2, 5}) {
-      o.threads = threads;
-      const KMeansResult r = kmeans(view(x, 8), o);
-      REQUIRE(r.centroids == base.centroids);
-      REQUIRE(r.codes == base.codes);
-      REQUIRE(r.objective == base.objective);
-    }
-    o.threads = 2;
-    o.use_simd = false;
-    const KMeansResult portable = kmeans(view(x, 8), o);
-    REQUIRE(portable.centroids == base.centroids);
-    REQUIRE(portable.codes == base.codes);
-    REQUIRE(portable.objective == base.objective);
-    o.use_simd = true;
-    o.use_pruning = false;
-    const KMeansResult brute = kmeans(view(x, 8), o);
-    REQUIRE(brute.centroids == base.centroids);
-    REQUIRE(brute.codes == base.codes);
-    REQUIRE(brute.objective == base.objective);
+    const PathRuns runs = require_identical_across_paths(x, 8, o, {2, 5}, true);
+    REQUIRE(runs.base.stats.brute_force_points > 0);
+    check_tie_aware(x, 8, runs.base.centroids.data(), k, runs.base.codes.data());
   }
 }
 
@@ -561,10 +563,7 @@ TEST_CASE("carried bounds: codes equal brute force at every iteration, and point
     o.use_bounds = false;
     const KMeansResult off = kmeans(view(c.x, c.d), o);
     REQUIRE(off.stats.bound_skipped_points == 0);
-    REQUIRE(on.codes == off.codes);
-    REQUIRE(on.centroids == off.centroids);
-    REQUIRE(on.objective == off.objective);
-    REQUIRE(on.final_objective == off.final_objective);
+    require_identical(on, off);
     REQUIRE(on.stats.splits == off.stats.splits);
   }
 }
@@ -598,9 +597,7 @@ TEST_CASE("carried bounds stay exact through empty-cluster splits", "[kmeans]") 
   o.progress = nullptr;
   o.use_bounds = false;
   const KMeansResult off = kmeans(view(x, 4), o);
-  REQUIRE(on.codes == off.codes);
-  REQUIRE(on.centroids == off.centroids);
-  REQUIRE(on.objective == off.objective);
+  require_identical(on, off);
   REQUIRE(on.stats.splits == off.stats.splits);
 }
 
@@ -609,25 +606,9 @@ TEST_CASE("carried bounds are bit-identical across thread counts and SIMD", "[km
   KMeansOptions o;
   o.k = 2048;
   o.iterations = 8;
-  o.threads = 1;
   o.use_bounds = true;
-  const KMeansResult base = kmeans(view(x, 4), o);
-  REQUIRE(base.stats.bound_skipped_points > 0);
-  for (int threads : {2, 3, 7}) {
-    o.threads = threads;
-    const KMeansResult r = kmeans(view(x, 4), o);
-    INFO("threads " << threads);
-    REQUIRE(r.centroids == base.centroids);
-    REQUIRE(r.codes == base.codes);
-    REQUIRE(r.objective == base.objective);
-    REQUIRE(r.final_objective == base.final_objective);
-  }
-  o.threads = 2;
-  o.use_simd = false;
-  const KMeansResult portable = kmeans(view(x, 4), o);
-  REQUIRE(portable.centroids == base.centroids);
-  REQUIRE(portable.codes == base.codes);
-  REQUIRE(portable.objective == base.objective);
+  const PathRuns runs = require_identical_across_paths(x, 4, o, {2, 3, 7}, false);
+  REQUIRE(runs.base.stats.bound_skipped_points > 0);
 }
 
 TEST_CASE("second-best scan kernels give a valid lower bound and the same best", "[kmeans]") {

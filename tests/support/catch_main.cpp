@@ -1,3 +1,4 @@
-// The one Catch2 main shared by every test executable (compiled once).
-#define CATCH_CONFIG_MAIN
-#include <catch2/catch.hpp>
+// The one Catch2 main shared by every CPU test executable (Catch2 itself is catch_runner.cpp).
+#include "support/catch_runner.hpp"
+
+int main(int argc, char* argv[]) { return cluscomp_test_run_catch(argc, argv); }

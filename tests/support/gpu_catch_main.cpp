@@ -1,10 +1,11 @@
 // The Catch2 main of the GPU tests: without a usable CUDA device the executable says so and exits
-// 77, which CTest reports as skipped (SKIP_RETURN_CODE); with one, it runs the tests.
-#define CATCH_CONFIG_RUNNER
+// 77, which CTest reports as skipped (SKIP_RETURN_CODE); with one, it runs the tests. Catch2
+// itself is catch_runner.cpp.
 #include <cuda_runtime_api.h>
 
-#include <catch2/catch.hpp>
 #include <cstdio>
+
+#include "support/catch_runner.hpp"
 
 int main(int argc, char** argv) {
   int count = 0;
@@ -17,5 +18,5 @@ int main(int argc, char** argv) {
   cudaDeviceProp prop{};
   if (cudaGetDeviceProperties(&prop, 0) == cudaSuccess)
     std::printf("device 0: %s (sm_%d%d)\n", prop.name, prop.major, prop.minor);
-  return Catch::Session().run(argc, argv);
+  return cluscomp_test_run_catch(argc, argv);
 }

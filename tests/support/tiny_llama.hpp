@@ -21,6 +21,7 @@
 #include "cluscomp/io/tokenizer.hpp"
 #include "cluscomp/io/tokenizer/utf8.hpp"
 #include <nlohmann/json.hpp>
+#include "support/llama_configs.hpp"
 
 namespace cluscomp_test {
 
@@ -42,19 +43,12 @@ struct TinyLlamaOptions {
 /// Gaussian weights drawn in a fixed order from `seed`: the same options give the same model.
 inline TinyLlama make_tiny_llama(const TinyLlamaOptions& o = {}) {
   TinyLlama t;
-  cluscomp::LlamaConfig& c = t.cfg;
-  c.model_type = o.arch;
-  c.hidden_size = 64;
-  c.intermediate_size = 96;
-  c.num_hidden_layers = 2;
-  c.num_attention_heads = 4;
-  c.num_key_value_heads = 2;
-  c.head_dim = 16;
-  c.rms_norm_eps = 1e-5;
-  c.rope_theta = 10000.0;
-  c.max_position_embeddings = o.context;
-  c.vocab_size = o.vocab;
-  c.tie_word_embeddings = o.tied;
+  LlamaShape shape = kTinyLlamaShape;
+  shape.vocab = o.vocab;
+  shape.context = o.context;
+  t.cfg = llama_config(shape, o.arch);
+  t.cfg.tie_word_embeddings = o.tied;
+  const cluscomp::LlamaConfig& c = t.cfg;
   std::mt19937 rng(o.seed);
   std::normal_distribution<float> nd(0.0f, 1.0f);
   auto add = [&](const std::string& name, std::vector<int64_t> sh, float scale, float offset = 0.0f) {
@@ -65,11 +59,11 @@ inline TinyLlama make_tiny_llama(const TinyLlamaOptions& o = {}) {
     t.w[name] = v;
     t.shape[name] = sh;
   };
-  const int64_t H = 64, F = 96, Q = 64, KV = 32, V = o.vocab;
+  const int64_t H = c.hidden_size, F = c.intermediate_size, Q = c.q_dim(), KV = c.kv_dim(), V = c.vocab_size;
   add("model.embed_tokens.weight", {V, H}, 1.0f);
   add("model.norm.weight", {H}, 0.1f, 1.0f);
   if (!o.tied) add("lm_head.weight", {V, H}, 0.2f);
-  for (int i = 0; i < 2; ++i) {
+  for (int64_t i = 0; i < c.num_hidden_layers; ++i) {
     const std::string p = "model.layers." + std::to_string(i) + ".";
     add(p + "input_layernorm.weight", {H}, 0.1f, 1.0f);
     add(p + "post_attention_layernorm.weight", {H}, 0.1f, 1.0f);
