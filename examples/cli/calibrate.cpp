@@ -25,7 +25,7 @@ int run_calibrate(const Invocation& inv) {
   if (out.empty()) throw cc::Error(cc::StatusCode::kInvalidArgument, "calibrate needs --out OUT");
   if (!fs::exists(student_path)) throw cc::Error(cc::StatusCode::kNotFound, student_path + ": no such file");
   cc::CalibrateOptions o;
-  // TODO(lead): set options.device: o.device = device
+  o.device = device;
   o.samples = opt.get_int("samples", o.samples);
   o.window = opt.get_int("window", o.window);
   const int64_t epochs = opt.get_int("epochs", o.epochs);

@@ -50,11 +50,11 @@ std::vector<int64_t> torch_shape(const std::vector<int64_t>& ne) {
   return std::vector<int64_t>(ne.rbegin(), ne.rend());
 }
 
-cc::LlamaModel load_model_timed(const std::string& path, int threads, [[maybe_unused]] cc::Device device) {
+cc::LlamaModel load_model_timed(const std::string& path, int threads, cc::Device device) {
   const auto t0 = Clock::now();
   cc::LlamaRuntimeOptions o;
   o.threads = threads;
-  // TODO(lead): set o.device = device once LlamaRuntimeOptions has the field.
+  o.device = device;
   cc::LlamaModel m = cc::load_llama_model(path, o);
   print_loaded(path, seconds_since(t0), m);
   return m;

@@ -84,7 +84,7 @@ int run_compress(const Invocation& inv) {
   const std::string out = opt.values.count("out") ? opt.values.at("out") : std::string();
   if (out.empty()) throw cc::Error(cc::StatusCode::kInvalidArgument, "compress needs --out OUT");
   cc::CompressOptions o;
-  (void)device;  // TODO(lead): set options.device: o.device = device
+  o.device = device;
   const std::string method = opt.values.count("method") ? opt.values.at("method") : "cluscomp";
   if (method == "rtn") {
     o.method = cc::CompressMethod::kRtn;
@@ -152,7 +152,7 @@ int run_compress(const Invocation& inv) {
     ao.window = opt.get_int("act-window", 256);
     ao.seed = static_cast<uint64_t>(opt.get_int("seed", 1234));  // the windows follow --seed
     ao.threads = o.threads;
-    // TODO(lead): set options.device: ao.device = device, if ActivationStatsOptions gets the field
+    ao.device = device;
     if (ao.samples < 1 || ao.window < 2)
       throw cc::Error(cc::StatusCode::kInvalidArgument, "--act-samples must be >= 1 and --act-window >= 2");
     o.importance_damp = opt.get_double("importance-damp", 0.01);

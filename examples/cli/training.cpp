@@ -14,9 +14,9 @@ namespace cc = cluscomp;
 
 namespace cli {
 
-cc::RecoverOptions recover_options(const Options& opt, [[maybe_unused]] cc::Device device) {
+cc::RecoverOptions recover_options(const Options& opt, cc::Device device) {
   cc::RecoverOptions o;
-  // TODO(lead): set options.device: o.device = device
+  o.device = device;
   o.samples = opt.get_int("samples", o.samples);
   o.window = opt.get_int("window", o.window);
   const int64_t epochs = opt.get_int("epochs", o.epochs);

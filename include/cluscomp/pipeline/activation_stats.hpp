@@ -36,6 +36,8 @@
 #include "cluscomp/autograd/ops.hpp"
 #include "cluscomp/model/train_block.hpp"
 #include "cluscomp/core/config.hpp"
+#include "cluscomp/core/device.hpp"
+#include "cluscomp/host/device_status.hpp"
 #include "cluscomp/core/error.hpp"
 #include "cluscomp/ops/parallel.hpp"
 #include "cluscomp/model/llama.hpp"
@@ -49,6 +51,9 @@ struct ActivationStatsOptions {
   int64_t window = 256;
   uint64_t seed = 1234;  // window offsets, as calibrate's
   int threads = 0;       // 0: all hardware threads
+  /// Where the model runs (core/device.hpp); kCuda is a Status from the runtime until the GPU
+  /// runtime exists.
+  Device device = Device::kCpu;
 };
 
 struct ActivationStats {
@@ -64,10 +69,12 @@ using ActivationStatsCallback = std::function<bool(int64_t block, int64_t blocks
 /// See the file comment. Errors (cluscomp::Error, prefixed "activation stats"): text shorter than a
 /// window, samples < 1, window < 2 or longer than the model's context, a token id outside the
 /// vocabulary, a stream larger than the available memory (kOutOfMemory, before any work), a
-/// non-finite activation (names the block and matrix), kCancelled.
+/// non-finite activation (names the block and matrix), kCancelled; for o.device = kCuda the
+/// backend Status (host/device_status.hpp).
 inline ActivationStats collect_activation_stats(const LlamaModel& model, const std::vector<int32_t>& tokens,
                                                 const ActivationStatsOptions& o,
                                                 const ActivationStatsCallback& progress = {}) {
+  throw_if_error(backend_status(o.device, "activation stats"));
   const LlamaConfig& c = model.config();
   const int64_t H = c.hidden_size, F = c.intermediate_size, n = o.window;
   const int64_t Q = c.num_attention_heads * c.head_dim;
@@ -175,7 +182,7 @@ inline void add_activation_importance(const std::string& model_path, const std::
   {
     LlamaRuntimeOptions ro;
     ro.threads = o.threads;
-    // TODO(lead): set ro.device from the caller's device once LlamaRuntimeOptions has the field.
+    ro.device = o.device;
     const LlamaModel model = load_llama_model(model_path, ro);
     ActivationImportanceProgress p;
     if (progress) {
