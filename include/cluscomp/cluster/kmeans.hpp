@@ -118,17 +118,20 @@ inline Status kmeans_cpu(MatrixView<const float> points, const KMeansOptions& o,
     r.k = o.k;
     r.d = points.cols;
     r.n = points.rows;
-    Status s;
-    switch (points.cols) {
+    // Each case returns its Status (no assignment of a [[nodiscard]] type: nvcc's front end
+    // warns on that, and this header is also compiled into .cu tests).
+    const Status s = [&]() -> Status {
+      switch (points.cols) {
 #define CLUSCOMP_KMEANS_CASE(DD) \
-  case DD: s = run_lloyd<DD>(points, o, threads, init, t0, &r); break;
-      CLUSCOMP_KMEANS_CASE(1) CLUSCOMP_KMEANS_CASE(2) CLUSCOMP_KMEANS_CASE(3) CLUSCOMP_KMEANS_CASE(4)
-      CLUSCOMP_KMEANS_CASE(5) CLUSCOMP_KMEANS_CASE(6) CLUSCOMP_KMEANS_CASE(7) CLUSCOMP_KMEANS_CASE(8)
-      CLUSCOMP_KMEANS_CASE(9) CLUSCOMP_KMEANS_CASE(10) CLUSCOMP_KMEANS_CASE(11) CLUSCOMP_KMEANS_CASE(12)
-      CLUSCOMP_KMEANS_CASE(13) CLUSCOMP_KMEANS_CASE(14) CLUSCOMP_KMEANS_CASE(15) CLUSCOMP_KMEANS_CASE(16)
+  case DD: return run_lloyd<DD>(points, o, threads, init, t0, &r);
+        CLUSCOMP_KMEANS_CASE(1) CLUSCOMP_KMEANS_CASE(2) CLUSCOMP_KMEANS_CASE(3) CLUSCOMP_KMEANS_CASE(4)
+        CLUSCOMP_KMEANS_CASE(5) CLUSCOMP_KMEANS_CASE(6) CLUSCOMP_KMEANS_CASE(7) CLUSCOMP_KMEANS_CASE(8)
+        CLUSCOMP_KMEANS_CASE(9) CLUSCOMP_KMEANS_CASE(10) CLUSCOMP_KMEANS_CASE(11) CLUSCOMP_KMEANS_CASE(12)
+        CLUSCOMP_KMEANS_CASE(13) CLUSCOMP_KMEANS_CASE(14) CLUSCOMP_KMEANS_CASE(15) CLUSCOMP_KMEANS_CASE(16)
 #undef CLUSCOMP_KMEANS_CASE
-      default: break;
-    }
+        default: return Status();
+      }
+    }();
     if (!s.ok()) throw Error(s);
   });
   if (st.ok() || st.code() == StatusCode::kCancelled) *out = std::move(r);
