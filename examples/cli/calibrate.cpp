@@ -28,9 +28,7 @@ int run_calibrate(const Invocation& inv) {
   o.device = device;
   o.samples = opt.get_int("samples", o.samples);
   o.window = opt.get_int("window", o.window);
-  const int64_t epochs = opt.get_int("epochs", o.epochs);
-  if (epochs < 1 || epochs > 10000) throw cc::Error(cc::StatusCode::kInvalidArgument, "--epochs must be in 1..10000");
-  o.epochs = static_cast<int>(epochs);
+  o.epochs = epochs_option(opt, o.epochs);
   o.lr = static_cast<float>(opt.get_double("lr", o.lr));
   o.weight_decay = static_cast<float>(opt.get_double("weight-decay", o.weight_decay));
   o.aug_loss = opt.flag("aug-loss");

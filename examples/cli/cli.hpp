@@ -80,6 +80,9 @@ struct Invocation {
 // verbs that compute call this before any work.
 cluscomp::Device device_for(const Options& opt, const char* operation);
 
+// --epochs for the training verbs (calibrate, recover, finetune): 1..10000, else an Error.
+int epochs_option(const Options& opt, int dflt);
+
 // The --device entry every computing verb lists in the table.
 OptionSpec device_option();
 

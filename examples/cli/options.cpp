@@ -78,6 +78,12 @@ OptionSpec device_option() {
           "where the work runs (default cpu); cuda needs a build with the CUDA backend and a GPU"};
 }
 
+int epochs_option(const Options& opt, int dflt) {
+  const int64_t epochs = opt.get_int("epochs", dflt);
+  if (epochs < 1 || epochs > 10000) throw cc::Error(cc::StatusCode::kInvalidArgument, "--epochs must be in 1..10000");
+  return static_cast<int>(epochs);
+}
+
 cc::Device device_for(const Options& opt, const char* operation) {
   cc::Device d = cc::Device::kCpu;
   if (opt.has("device") && !cc::parse_device(opt.values.at("device").c_str(), &d))

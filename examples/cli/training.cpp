@@ -19,9 +19,7 @@ cc::RecoverOptions recover_options(const Options& opt, cc::Device device) {
   o.device = device;
   o.samples = opt.get_int("samples", o.samples);
   o.window = opt.get_int("window", o.window);
-  const int64_t epochs = opt.get_int("epochs", o.epochs);
-  if (epochs < 1 || epochs > 10000) throw cc::Error(cc::StatusCode::kInvalidArgument, "--epochs must be in 1..10000");
-  o.epochs = static_cast<int>(epochs);
+  o.epochs = epochs_option(opt, o.epochs);
   o.max_steps = opt.get_int("steps", 0);
   if (o.max_steps < 0) throw cc::Error(cc::StatusCode::kInvalidArgument, "--steps must not be negative");
   o.accumulation = opt.get_int("grad-accum", 1);

@@ -15,6 +15,7 @@
 #include "cluscomp/cluster/kmeans.hpp"
 #include "cluscomp/core/distance.hpp"
 #include "cluscomp/core/kmeans_assign_tile.hpp"
+#include "support/assign_data.hpp"
 
 using namespace cluscomp;
 namespace km = cluscomp::kmeans_assign_map;
@@ -77,17 +78,9 @@ Replay replay_kernel(const std::vector<float>& points, int64_t n, const std::vec
 template <int D>
 void check_shape(int64_t n, int64_t k, uint32_t seed) {
   INFO("d = " << D << " n = " << n << " k = " << k << " seed = " << seed);
-  std::mt19937 rng(seed);
-  std::normal_distribution<float> g(0.0f, 1.0f);
-  std::vector<float> c(static_cast<size_t>(k * D)), x(static_cast<size_t>(n * D));
-  for (float& v : c) v = g(rng);
-  for (float& v : x) v = g(rng);
-  // Exact ties: the last centroid duplicates the first (the lower index must win), and some
-  // points sit exactly on centroids.
-  if (k > 1)
-    for (int e = 0; e < D; ++e) c[static_cast<size_t>((k - 1) * D + e)] = c[static_cast<size_t>(e)];
-  for (int64_t p = 0; p < n; p += 7)
-    for (int e = 0; e < D; ++e) x[static_cast<size_t>(p * D + e)] = c[static_cast<size_t>((p % k) * D + e)];
+  const cluscomp_test::AssignData data = cluscomp_test::make_assign_data(n, k, D, seed, 7);
+  const std::vector<float>& c = data.centroids;
+  const std::vector<float>& x = data.points;
   const Replay r = replay_kernel<D>(x, n, c, k);
   REQUIRE(r.reads_in_bounds);
   for (int64_t i = 0; i < n; ++i) REQUIRE(r.writes[static_cast<size_t>(i)] == 1);

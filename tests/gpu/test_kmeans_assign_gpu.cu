@@ -12,6 +12,7 @@
 
 #include "cluscomp/core/distance.hpp"
 #include "cluscomp/cuda/kmeans_assign.cuh"
+#include "support/assign_data.hpp"
 #include "support/gpu_test.cuh"
 
 using namespace cluscomp;
@@ -22,15 +23,9 @@ namespace {
 template <int D>
 void check_gpu_assign(int64_t n, int64_t k, uint32_t seed) {
   INFO("d = " << D << " n = " << n << " k = " << k << " seed = " << seed);
-  std::mt19937 rng(seed);
-  std::normal_distribution<float> g(0.0f, 1.0f);
-  std::vector<float> c(static_cast<size_t>(k * D)), x(static_cast<size_t>(n * D));
-  for (float& v : c) v = g(rng);
-  for (float& v : x) v = g(rng);
-  if (k > 1)
-    for (int e = 0; e < D; ++e) c[static_cast<size_t>((k - 1) * D + e)] = c[static_cast<size_t>(e)];
-  for (int64_t p = 0; p < n; p += 5)
-    for (int e = 0; e < D; ++e) x[static_cast<size_t>(p * D + e)] = c[static_cast<size_t>((p % k) * D + e)];
+  const cluscomp_test::AssignData data = cluscomp_test::make_assign_data(n, k, D, seed, 5);
+  const std::vector<float>& c = data.centroids;
+  const std::vector<float>& x = data.points;
   // The host answer: every centroid in index order, the lexicographic minimum of (distance, index).
   std::vector<uint32_t> want(static_cast<size_t>(n));
   for (int64_t i = 0; i < n; ++i) {
