@@ -34,6 +34,8 @@
 #include "support/test_data.hpp"
 #include "support/tiny_llama.hpp"
 
+namespace test_activation_aware {  // this file's names: tests are built as unity builds (tests/CMakeLists.txt)
+
 using namespace cluscomp;
 using cluscomp_test::require_error;
 using cluscomp_test::TempDir;
@@ -443,3 +445,5 @@ TEST_CASE("activation-aware compress: resume reuses matrices only for the same s
   CHECK(compress_model(fx.src, out2, fresh).resumed == 0);
   CHECK(cluscomp_test::file_bytes(out) == cluscomp_test::file_bytes(out2));
 }
+
+}  // namespace test_activation_aware

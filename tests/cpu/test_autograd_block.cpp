@@ -28,6 +28,8 @@
 #include "cluscomp/model/llama.hpp"
 #include "support/llama_configs.hpp"
 
+namespace test_autograd_block {  // this file's names: tests are built as unity builds (tests/CMakeLists.txt)
+
 using namespace cluscomp;
 using namespace cluscomp::autograd;
 
@@ -483,3 +485,5 @@ TEST_CASE("TrainBlock forward + backward timing at the real block shape", "[.ben
               << tb.backward_workspace_bytes(n) / 1048576.0 << " MiB (2 threads, best of 3)");
   }
 }
+
+}  // namespace test_autograd_block

@@ -18,6 +18,8 @@
 #include "cluscomp/autograd/losses.hpp"
 #include "cluscomp/autograd/ops.hpp"
 
+namespace test_autograd_ops {  // this file's names: tests are built as unity builds (tests/CMakeLists.txt)
+
 using namespace cluscomp;
 using namespace cluscomp::autograd;
 
@@ -519,3 +521,5 @@ TEST_CASE("autograd ops: bad input gives an Error naming the problem", "[autogra
     CHECK_THAT(error_message([&] { AdamW a({Parameter{"p", v.data(), g.data(), 3}}, o); }), Catch::Contains("beta2"));
   }
 }
+
+}  // namespace test_autograd_ops

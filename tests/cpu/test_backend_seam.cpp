@@ -23,6 +23,8 @@
 #include "cluscomp/host/device_status.hpp"
 #include "cluscomp/ops/lookup_gemm.hpp"
 
+namespace test_backend_seam {  // this file's names: tests are built as unity builds (tests/CMakeLists.txt)
+
 using namespace cluscomp;
 
 TEST_CASE("Device: names and parsing", "[core][device]") {
@@ -222,3 +224,5 @@ TEST_CASE("lookup_row_step accumulates x[i] * Wt[i, :] with one fma per element,
   // codebook_for_row is the table centroid_for_row indexes.
   for (int64_t i = 0; i < in; ++i) REQUIRE(w.codebook_for_row(i) == w.centroid_for_row(i, 0));
 }
+
+}  // namespace test_backend_seam

@@ -33,6 +33,8 @@
 #include "support/test_data.hpp"
 #include "support/tiny_llama.hpp"
 
+namespace test_calibrate {  // this file's names: tests are built as unity builds (tests/CMakeLists.txt)
+
 using namespace cluscomp;
 using cluscomp_test::file_bytes;
 using cluscomp_test::require_error;
@@ -459,3 +461,5 @@ TEST_CASE("calibrate: bad input gives a clear error and no output", "[pipeline][
     CHECK(std::filesystem::exists(out + ".work/block_0.safetensors"));
   }
 }
+
+}  // namespace test_calibrate

@@ -21,6 +21,8 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+namespace test_checkpoints {  // this file's names: tests are built as unity builds (tests/CMakeLists.txt)
+
 using namespace cluscomp;
 namespace fs = std::filesystem;
 
@@ -543,3 +545,5 @@ TEST_CASE("cluscomp format validation", "[cluscomp_format]") {
                  StatusCode::kInvalidArgument, {"reserved"});
   }
 }
+
+}  // namespace test_checkpoints

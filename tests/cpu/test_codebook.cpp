@@ -17,6 +17,8 @@
 #include "cluscomp/reference/codebook_ref.hpp"
 #include "support/codebook_data.hpp"
 
+namespace test_codebook {  // this file's names: tests are built as unity builds (tests/CMakeLists.txt)
+
 using namespace cluscomp;
 
 using cluscomp_test::describe;
@@ -352,3 +354,5 @@ TEST_CASE("decoders refuse bad views, outputs and row ranges", "[codebook][decod
   REQUIRE(s.code() == StatusCode::kUnsupported);
   REQUIRE(s.message().find("decode_dense: centroid dtype F64") != std::string::npos);
 }
+
+}  // namespace test_codebook

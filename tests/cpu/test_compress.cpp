@@ -44,6 +44,8 @@
 #include "support/test_data.hpp"
 #include "support/tiny_llama.hpp"
 
+namespace test_compress {  // this file's names: tests are built as unity builds (tests/CMakeLists.txt)
+
 using namespace cluscomp;
 using cluscomp_test::file_bytes;
 using cluscomp_test::require_error;
@@ -978,3 +980,5 @@ TEST_CASE("compress and the runtime refuse a device without a backend before any
   ro.device = Device::kCpu;
   CHECK(load_llama_gguf(fx.gguf, ro).config().num_hidden_layers == fx.tiny.cfg.num_hidden_layers);
 }
+
+}  // namespace test_compress

@@ -14,6 +14,8 @@
 #include "cluscomp/reference/bitpack_ref.hpp"
 #include "cluscomp/reference/dtype_ref.hpp"
 
+namespace test_core {  // this file's names: tests are built as unity builds (tests/CMakeLists.txt)
+
 using namespace cluscomp;
 
 TEST_CASE("half -> float -> half round-trips every finite and infinite binary16", "[dtype]") {
@@ -174,3 +176,5 @@ TEST_CASE("Status and Error carry code and message", "[error]") {
   REQUIRE(checked_mul(3, 5, "x") == 15);
   REQUIRE_THROWS_AS(checked_add(~uint64_t{0}, 1, "x"), Error);
 }
+
+}  // namespace test_core

@@ -16,6 +16,8 @@
 #include "cluscomp/reference/gguf_quant_ref.hpp"
 #include "support/test_data.hpp"
 
+namespace test_gguf {  // this file's names: tests are built as unity builds (tests/CMakeLists.txt)
+
 using namespace cluscomp;
 
 namespace {
@@ -782,3 +784,5 @@ TEST_CASE("reader: random byte flips never crash", "[gguf][negative]") {
   REQUIRE(accepted + rejected == 3000);
   REQUIRE(rejected > 0);
 }
+
+}  // namespace test_gguf

@@ -6,6 +6,8 @@
 #include "cluscomp/io/gguf_llama.hpp"
 #include "cluscomp/io/gguf_writer.hpp"
 
+namespace test_gguf_llama {  // this file's names: tests are built as unity builds (tests/CMakeLists.txt)
+
 using namespace cluscomp;
 
 namespace {
@@ -101,3 +103,5 @@ TEST_CASE("hf_name_from_gguf maps every LLaMA tensor name", "[gguf][llama]") {
   CHECK(hf_name_from_gguf("rope_freqs.weight").empty());
   CHECK(hf_name_from_gguf("blk.").empty());
 }
+
+}  // namespace test_gguf_llama

@@ -7,6 +7,8 @@
 #include "cluscomp/io/hf_config.hpp"
 #include "support/test_data.hpp"
 
+namespace test_hf_config {  // this file's names: tests are built as unity builds (tests/CMakeLists.txt)
+
 using namespace cluscomp;
 
 namespace {
@@ -268,3 +270,5 @@ TEST_CASE("one negative test per config validation rule", "[hf_config]") {
     REQUIRE(!std::filesystem::exists(dir / "config.json"));
   }
 }
+
+}  // namespace test_hf_config

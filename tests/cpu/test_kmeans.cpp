@@ -17,6 +17,8 @@
 #include "cluscomp/reference/kmeans_ref.hpp"
 #include "support/kmeans_test.hpp"
 
+namespace test_kmeans {  // this file's names: tests are built as unity builds (tests/CMakeLists.txt)
+
 using namespace cluscomp;
 
 namespace {
@@ -644,3 +646,5 @@ TEST_CASE("second-best scan kernels give a valid lower bound and the same best",
     }
   }
 }
+
+}  // namespace test_kmeans

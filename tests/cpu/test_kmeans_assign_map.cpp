@@ -17,6 +17,8 @@
 #include "cluscomp/core/kmeans_assign_tile.hpp"
 #include "support/assign_data.hpp"
 
+namespace test_kmeans_assign_map {  // this file's names: tests are built as unity builds (tests/CMakeLists.txt)
+
 using namespace cluscomp;
 namespace km = cluscomp::kmeans_assign_map;
 
@@ -120,3 +122,5 @@ TEST_CASE("GPU assignment replayed on the CPU equals kmeans_assign, ties include
   check_shape<8>(777, 300, 6);
   check_shape<16>(600, 513, 7);
 }
+
+}  // namespace test_kmeans_assign_map

@@ -18,6 +18,8 @@
 #include "cluscomp/cluster/kmeans.hpp"
 #include "support/kmeans_test.hpp"
 
+namespace test_kmeans_filtered {  // this file's names: tests are built as unity builds (tests/CMakeLists.txt)
+
 using namespace cluscomp;
 using namespace cluscomp::cluster_detail;
 
@@ -675,3 +677,5 @@ TEST_CASE("box split tree: batched first guesses equal a one-point twin", "[kmea
   }
   check_guess_batches<4>(5, 13, 2, 85);  // one short leaf
 }
+
+}  // namespace test_kmeans_filtered

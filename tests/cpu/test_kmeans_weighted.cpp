@@ -16,6 +16,8 @@
 #include "cluscomp/reference/kmeans_ref.hpp"
 #include "support/kmeans_test.hpp"
 
+namespace test_kmeans_weighted {  // this file's names: tests are built as unity builds (tests/CMakeLists.txt)
+
 using namespace cluscomp;
 
 namespace {
@@ -466,3 +468,5 @@ TEST_CASE("weighted kmeans: zero weights, a zero-weight cluster, and bad weights
                       Error);
   }
 }
+
+}  // namespace test_kmeans_weighted

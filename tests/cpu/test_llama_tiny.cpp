@@ -27,6 +27,8 @@
 #include "support/require_error.hpp"
 #include "support/test_data.hpp"
 
+namespace test_llama_tiny {  // this file's names: tests are built as unity builds (tests/CMakeLists.txt)
+
 using namespace cluscomp;
 using cluscomp_test::kTinyModelRelTol;
 using cluscomp_test::require_error;
@@ -367,3 +369,5 @@ TEST_CASE("perplexity windows and sampling on the tiny model", "[model][tiny][ev
   Sampler k1(so);
   CHECK(k1.sample(logits.data(), 50) == best);
 }
+
+}  // namespace test_llama_tiny

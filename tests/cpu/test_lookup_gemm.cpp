@@ -18,6 +18,8 @@
 #include "support/lookup_data.hpp"
 #include "support/runtime_tolerances.hpp"
 
+namespace test_lookup_gemm {  // this file's names: tests are built as unity builds (tests/CMakeLists.txt)
+
 using namespace cluscomp;
 using cluscomp_test::kLookupGemmRelTol;
 using cluscomp_test::rel_err;
@@ -406,3 +408,5 @@ TEST_CASE("lookup_gemm: code panel errors name the problem", "[ops][lookup][pane
   a.w = t.any_view();
   CHECK(lookup_gemm(a).ok());
 }
+
+}  // namespace test_lookup_gemm

@@ -20,6 +20,8 @@
 #include "cluscomp/reference/ops_ref.hpp"
 #include "support/runtime_tolerances.hpp"
 
+namespace test_ops {  // this file's names: tests are built as unity builds (tests/CMakeLists.txt)
+
 using namespace cluscomp;
 using cluscomp_test::kAttentionRelTol;
 using cluscomp_test::kElementwiseRelTol;
@@ -328,3 +330,5 @@ TEST_CASE("ThreadPool runs every task once, rethrows, and runs nested regions se
   });
   CHECK(count == 10);
 }
+
+}  // namespace test_ops

@@ -33,6 +33,8 @@
 #include "support/test_data.hpp"
 #include "support/tiny_llama.hpp"
 
+namespace test_recover {  // this file's names: tests are built as unity builds (tests/CMakeLists.txt)
+
 using namespace cluscomp;
 using cluscomp_test::file_bytes;
 using cluscomp_test::require_error;
@@ -429,3 +431,5 @@ TEST_CASE("recover: bad input gives a clear error and no output", "[recover][err
       StatusCode::kCancelled, "nothing was written");
   none();
 }
+
+}  // namespace test_recover

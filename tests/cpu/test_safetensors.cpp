@@ -20,6 +20,8 @@
 #include "cluscomp/io/safetensors.hpp"
 #include "support/test_data.hpp"
 
+namespace test_safetensors {  // this file's names: tests are built as unity builds (tests/CMakeLists.txt)
+
 using namespace cluscomp;
 namespace fs = std::filesystem;
 
@@ -464,3 +466,5 @@ TEST_CASE("a producer that throws mid-write leaves the destination untouched", "
   REQUIRE(read_all(dst) == "keep");
   REQUIRE(!has_tmp_files(dir.path()));
 }
+
+}  // namespace test_safetensors

@@ -21,6 +21,8 @@
 #include "support/require_error.hpp"
 #include "support/test_data.hpp"
 
+namespace test_tokenizer {  // this file's names: tests are built as unity builds (tests/CMakeLists.txt)
+
 using namespace cluscomp;
 
 namespace {
@@ -583,3 +585,5 @@ TEST_CASE("tokenizer state JSON: bad input is an error naming the origin", "[tok
   j["merges"] = nlohmann::json::array({nlohmann::json::array({0, 1})});
   require_error([&] { load(j); }, StatusCode::kFormatError, "m.safetensors: merge 0");
 }
+
+}  // namespace test_tokenizer

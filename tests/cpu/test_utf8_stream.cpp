@@ -13,6 +13,8 @@
 
 #include "cluscomp/io/tokenizer/utf8.hpp"
 
+namespace test_utf8_stream {  // this file's names: tests are built as unity builds (tests/CMakeLists.txt)
+
 using namespace cluscomp;
 using unicode::Utf8StreamDecoder;
 
@@ -165,3 +167,5 @@ TEST_CASE("utf8 stream: random bytes, random pieces, same text as one feed", "[u
     REQUIRE(feed_split(s, cuts) == whole);
   }
 }
+
+}  // namespace test_utf8_stream

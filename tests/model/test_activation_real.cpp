@@ -20,6 +20,8 @@
 #include "cluscomp/pipeline/compress.hpp"
 #include "support/test_data.hpp"
 
+namespace test_activation_real {  // this file's names: tests are built as unity builds (tests/CMakeLists.txt)
+
 using namespace cluscomp;
 namespace fs = std::filesystem;
 
@@ -90,3 +92,5 @@ TEST_CASE("activation-aware clustering of real matrices lowers the held-out outp
   CHECK(better >= 7);
   CHECK(total_aware < 0.5 * total_plain);
 }
+
+}  // namespace test_activation_real

@@ -21,6 +21,8 @@
 #include "cluscomp/pipeline/compress.hpp"
 #include "support/test_data.hpp"
 
+namespace test_calibrate_real {  // this file's names: tests are built as unity builds (tests/CMakeLists.txt)
+
 using namespace cluscomp;
 namespace fs = std::filesystem;
 
@@ -76,3 +78,5 @@ TEST_CASE("calibrate the real model: held-out perplexity falls well below cluste
   // Measured at the time of writing: base ~10, clustered ~1e3..1e5, calibrated several times lower.
   CHECK(p_cal < 0.5 * p_cc);
 }
+
+}  // namespace test_calibrate_real

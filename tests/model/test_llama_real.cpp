@@ -25,6 +25,8 @@
 #include "support/runtime_tolerances.hpp"
 #include "support/test_data.hpp"
 
+namespace test_llama_real {  // this file's names: tests are built as unity builds (tests/CMakeLists.txt)
+
 using namespace cluscomp;
 namespace fs = std::filesystem;
 
@@ -206,3 +208,5 @@ TEST_CASE("real model: perplexity over 2 windows of 2048 within 0.5% of the NumP
                                  << " tokens/s (2 threads)");
   CHECK(rel < cluscomp_test::kRealPplRelTol);
 }
+
+}  // namespace test_llama_real

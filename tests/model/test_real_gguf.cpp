@@ -22,6 +22,8 @@
 #include "cluscomp/io/gguf_quant.hpp"
 #include "support/test_data.hpp"
 
+namespace test_real_gguf {  // this file's names: tests are built as unity builds (tests/CMakeLists.txt)
+
 using namespace cluscomp;
 namespace fs = std::filesystem;
 
@@ -169,3 +171,5 @@ TEST_CASE("real GGUF: every tensor's info and dequantised values equal gguf-py's
   REQUIRE(by_type["Q8_0"] == 1);
   REQUIRE(total == 134515008u);
 }
+
+}  // namespace test_real_gguf

@@ -16,6 +16,8 @@
 #include "cluscomp/io/tokenizer.hpp"
 #include "support/test_data.hpp"
 
+namespace test_tokenizer_real {  // this file's names: tests are built as unity builds (tests/CMakeLists.txt)
+
 using namespace cluscomp;
 namespace fs = std::filesystem;
 
@@ -153,3 +155,5 @@ TEST_CASE("real tokenizer: the state a compressed file embeds tokenises like HF"
         gguf_tokenizer().apply_chat_template({{"user", "What is 2+2?"}}, true));
   check_cases(t);
 }
+
+}  // namespace test_tokenizer_real

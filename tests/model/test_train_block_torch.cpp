@@ -26,6 +26,8 @@
 #include "cluscomp/model/linear.hpp"
 #include "support/test_data.hpp"
 
+namespace test_train_block_torch {  // this file's names: tests are built as unity builds (tests/CMakeLists.txt)
+
 using namespace cluscomp;
 namespace fs = std::filesystem;
 
@@ -143,3 +145,5 @@ TEST_CASE("train block: output, input gradient and centroid gradients equal PyTo
     }
   }
 }
+
+}  // namespace test_train_block_torch
