@@ -505,7 +505,7 @@ TEST_CASE("autograd ops: bad input gives an Error naming the problem", "[autogra
                  lookup_linear_backward(c, dy.data(), LookupLinearGrads<double>{nullptr, false, dc.data(), nullptr, nullptr});
                }),
                Catch::Contains("code 3 of vector 2 is not below K = 3"));
-    w.num_codebooks = 5;
+    w.view.num_codebooks = 5;
     CHECK_THAT(error_message([&] { lookup_linear_forward(w, xin.data(), 2, yo.data()); }),
                Catch::Contains("S must be in 1..in"));
   }

@@ -24,46 +24,23 @@
 CLUSCOMP_NAMESPACE_BEGIN
 namespace autograd {
 
-/// A clustered weight with trainable centroids of type T and frozen packed codes. The fields are
-/// what a caller fills in (TrainBlock from its layer, lookup_linear_weight from a CodebookTensor);
-/// the layout itself (CLUSCOMP.md §1: Wt (in, out) padded on out to out_pad, d-vectors
-/// v = i * (out_pad/d) + j, S codebooks over contiguous input-row ranges) is CodebookView's, the one
-/// geometry every decoder uses: the op reads codes, centroids and live components only through
-/// codebook(), so it cannot drift from the runtime's decode.
+/// A clustered weight with trainable centroids of type T and frozen packed codes: the matrix is a
+/// CodebookView (CLUSCOMP.md §1: Wt (in, out) padded on out to out_pad, d-vectors
+/// v = i * (out_pad/d) + j, S codebooks over contiguous input-row ranges), the one geometry every
+/// decoder uses, so the op cannot drift from the runtime's decode. For T = double only the view's
+/// geometry members are usable (decode_vector converts to float, which the finite-difference path
+/// must not).
 template <class T>
 struct LookupLinearWeight {
-  const T* centroids = nullptr;     // (S, K, d) row-major
-  const uint32_t* codes = nullptr;  // packed (bitpack.hpp), in * out_pad/d codes of code_bits bits, each < K
-  const T* bias = nullptr;          // (out) or null
-  int64_t out = 0, in = 0, k = 0;
-  int d = 0;
-  int num_codebooks = 1;
-  int code_bits = 0;
-
-  /// The weight as a CodebookView<T> (out_pad: out rounded up to a multiple of d). For T = double
-  /// only the geometry members are usable (decode_vector converts to float, which the
-  /// finite-difference path must not).
-  CodebookView<T> codebook() const {
-    const int64_t out_pad = d > 0 ? (out + d - 1) / d * d : 0;
-    return CodebookView<T>{centroids, codes, out, in, out_pad, k, d, num_codebooks, code_bits};
-  }
+  CodebookView<T> view;   // centroids (S, K, d) of T, packed codes (each < K), geometry
+  const T* bias = nullptr;  // (out) or null
 };
 
 /// The weight of a CodebookTensor's shape and packed codes with caller-held master centroids
 /// (S*K*d values of T) and optional bias. The tensor must outlive the weight.
 template <class T>
 LookupLinearWeight<T> lookup_linear_weight(const CodebookTensor& t, const T* centroids, const T* bias = nullptr) {
-  LookupLinearWeight<T> w;
-  w.centroids = centroids;
-  w.codes = t.code_words().data();
-  w.bias = bias;
-  w.out = t.shape().out;
-  w.in = t.shape().in;
-  w.k = t.shape().k;
-  w.d = t.shape().d;
-  w.num_codebooks = t.shape().num_codebooks;
-  w.code_bits = t.code_bits();
-  return w;
+  return LookupLinearWeight<T>{make_codebook_view(t.shape(), centroids, t.code_words().data()), bias};
 }
 
 /// Saved by lookup_linear_forward (non-owning).
@@ -90,15 +67,15 @@ namespace detail {
 
 template <class T>
 void check_lookup(const LookupLinearWeight<T>& w, const void* x, int64_t n, const char* op) {
-  require(w.out > 0 && w.in > 0, op, "weight extents must be positive, got (" + std::to_string(w.out) + ", " +
-                                         std::to_string(w.in) + ")");
-  require(w.d >= 1 && w.d <= 16, op, "d must be in 1..16, got " + std::to_string(w.d));
-  require(w.k >= 1, op, "K must be positive, got " + std::to_string(w.k));
-  require(w.num_codebooks >= 1 && w.num_codebooks <= w.in, op,
-          "S must be in 1..in (" + std::to_string(w.in) + "), got " + std::to_string(w.num_codebooks));
-  require(w.code_bits >= 1 && w.code_bits <= 16 && (int64_t{1} << w.code_bits) >= w.k, op,
-          "code width " + std::to_string(w.code_bits) + " bits cannot index K = " + std::to_string(w.k));
-  require(w.centroids != nullptr && w.codes != nullptr, op, "null centroids or codes");
+  require(w.view.out > 0 && w.view.in > 0, op, "weight extents must be positive, got (" + std::to_string(w.view.out) + ", " +
+                                         std::to_string(w.view.in) + ")");
+  require(w.view.d >= 1 && w.view.d <= 16, op, "d must be in 1..16, got " + std::to_string(w.view.d));
+  require(w.view.k >= 1, op, "K must be positive, got " + std::to_string(w.view.k));
+  require(w.view.num_codebooks >= 1 && w.view.num_codebooks <= w.view.in, op,
+          "S must be in 1..in (" + std::to_string(w.view.in) + "), got " + std::to_string(w.view.num_codebooks));
+  require(w.view.code_bits >= 1 && w.view.code_bits <= 16 && (int64_t{1} << w.view.code_bits) >= w.view.k, op,
+          "code width " + std::to_string(w.view.code_bits) + " bits cannot index K = " + std::to_string(w.view.k));
+  require(w.view.centroids != nullptr && w.view.codes != nullptr, op, "null centroids or codes");
   require(n >= 0, op, "negative row count " + std::to_string(n));
   require(n == 0 || x != nullptr, op, "null input");
 }
@@ -125,7 +102,7 @@ void row_codes(const CodebookView<T>& v, int64_t i, uint32_t* out, const char* o
 template <class T>
 void lookup_decode_wt(const LookupLinearWeight<T>& w, T* wt, ThreadPool* pool = nullptr) {
   detail::check_lookup(w, nullptr, 0, "lookup_decode_wt");
-  const CodebookView<T> v = w.codebook();
+  const CodebookView<T> v = w.view;
   const int64_t vpr = v.vectors_per_row();
   const int64_t rows_per_task = 32;
   parallel_for(v.in * v.out >= (int64_t{1} << 16) ? pool : nullptr, (v.in + rows_per_task - 1) / rows_per_task,
@@ -167,7 +144,7 @@ template <class T>
 void codebook_scatter_add(const LookupLinearWeight<T>& w, const T* dwt, T* dcentroids, ThreadPool* pool = nullptr) {
   detail::check_lookup(w, nullptr, 0, "codebook_scatter_add");
   detail::require(dwt != nullptr && dcentroids != nullptr, "codebook_scatter_add", "null gradient buffer");
-  const CodebookView<T> v = w.codebook();
+  const CodebookView<T> v = w.view;
   const int64_t vpr = v.vectors_per_row();
   const int64_t S = v.num_codebooks, K = v.k, d = v.d;
   constexpr int64_t kChunks = 2;  // fixed: the chunking, not the thread count, shapes the sums
@@ -227,20 +204,20 @@ LookupLinearCtx<T> lookup_linear_forward(const LookupLinearWeight<T>& w, const T
   if (n > 0) {
     if constexpr (std::is_same_v<T, float>) {
       LookupGemmArgs a;
-      a.w = make_any_codebook_view(w.codebook());
+      a.w = make_any_codebook_view(w.view);
       a.x = x;
-      a.ldx = w.in;
+      a.ldx = w.view.in;
       a.bias = w.bias;
       a.y = y;
-      a.ldy = w.out;
+      a.ldy = w.view.out;
       a.m = n;
       throw_if_error(lookup_gemm(a, pool));
     } else {
-      std::vector<T> wt(detail::count(w.in, w.out));
+      std::vector<T> wt(detail::count(w.view.in, w.view.out));
       lookup_decode_wt(w, wt.data(), pool);
-      const std::vector<T> wmat = transposed(wt.data(), w.in, w.out, pool);  // (out, in)
-      gemm_nt(x, w.in, wmat.data(), w.in, y, w.out, n, w.out, w.in, false, pool);
-      detail::add_bias_rows(y, n, w.out, w.bias);
+      const std::vector<T> wmat = transposed(wt.data(), w.view.in, w.view.out, pool);  // (out, in)
+      gemm_nt(x, w.view.in, wmat.data(), w.view.in, y, w.view.out, n, w.view.out, w.view.in, false, pool);
+      detail::add_bias_rows(y, n, w.view.out, w.bias);
     }
   }
   return LookupLinearCtx<T>{w, x, n};
@@ -261,37 +238,37 @@ void lookup_linear_backward(const LookupLinearCtx<T>& c, const T* dy, const Look
   detail::require(dy != nullptr, "lookup_linear_backward", "null dy");
   if constexpr (std::is_same_v<T, float>) {
     if (g.dcentroids) {
-      std::vector<T> dwt(detail::count(w.in, w.out));  // (in, out) = x^T (in, n) . dy (n, out)
-      detail::gemm_f32<true, false>(w.in, w.out, c.n, c.x, w.in, dy, w.out, dwt.data(), w.out, false, pool);
+      std::vector<T> dwt(detail::count(w.view.in, w.view.out));  // (in, out) = x^T (in, n) . dy (n, out)
+      detail::gemm_f32<true, false>(w.view.in, w.view.out, c.n, c.x, w.view.in, dy, w.view.out, dwt.data(), w.view.out, false, pool);
       codebook_scatter_add(w, dwt.data(), g.dcentroids, pool);
     }
     if (g.dx) {
-      std::vector<T> wt(detail::count(w.in, w.out));
+      std::vector<T> wt(detail::count(w.view.in, w.view.out));
       lookup_decode_wt(w, wt.data(), pool);
       // dx (n, in) = dy (n, out) . Wt^T, Wt (in, out) read as the transposed operand.
-      detail::gemm_f32<false, true>(c.n, w.in, w.out, dy, w.out, wt.data(), w.out, g.dx, w.in, g.accumulate_dx, pool);
+      detail::gemm_f32<false, true>(c.n, w.view.in, w.view.out, dy, w.view.out, wt.data(), w.view.out, g.dx, w.view.in, g.accumulate_dx, pool);
     }
-    if (g.db) column_sums(dy, c.n, w.out, w.out, g.db, true, pool);
+    if (g.db) column_sums(dy, c.n, w.view.out, w.view.out, g.db, true, pool);
     return;
   }
   if (g.dcentroids) {
     std::vector<T> xt_local;
     const T* xt = g.xt;
     if (!xt) {
-      xt_local = transposed(c.x, c.n, w.in, pool);
+      xt_local = transposed(c.x, c.n, w.view.in, pool);
       xt = xt_local.data();
     }
-    const std::vector<T> dyt = transposed(dy, c.n, w.out, pool);  // (out, n)
-    std::vector<T> dwt(detail::count(w.in, w.out));                // (in, out)
-    gemm_nt(xt, c.n, dyt.data(), c.n, dwt.data(), w.out, w.in, w.out, c.n, false, pool);
+    const std::vector<T> dyt = transposed(dy, c.n, w.view.out, pool);  // (out, n)
+    std::vector<T> dwt(detail::count(w.view.in, w.view.out));                // (in, out)
+    gemm_nt(xt, c.n, dyt.data(), c.n, dwt.data(), w.view.out, w.view.in, w.view.out, c.n, false, pool);
     codebook_scatter_add(w, dwt.data(), g.dcentroids, pool);
   }
   if (g.dx) {
-    std::vector<T> wt(detail::count(w.in, w.out));
+    std::vector<T> wt(detail::count(w.view.in, w.view.out));
     lookup_decode_wt(w, wt.data(), pool);
-    gemm_nt(dy, w.out, wt.data(), w.out, g.dx, w.in, c.n, w.in, w.out, g.accumulate_dx, pool);
+    gemm_nt(dy, w.view.out, wt.data(), w.view.out, g.dx, w.view.in, c.n, w.view.in, w.view.out, g.accumulate_dx, pool);
   }
-  if (g.db) column_sums(dy, c.n, w.out, w.out, g.db, true, pool);
+  if (g.db) column_sums(dy, c.n, w.view.out, w.view.out, g.db, true, pool);
 }
 
 }  // namespace autograd

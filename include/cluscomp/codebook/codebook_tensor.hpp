@@ -81,6 +81,15 @@ struct CodebookShape {
   bool operator!=(const CodebookShape& o) const { return !(*this == o); }
 };
 
+/// The typed view of a clustered matrix of `shape` whose centroids (S, K, d of T) and packed codes
+/// live at the given pointers (host or device memory: nothing is dereferenced here); the one place
+/// a shape becomes a view (CodebookTensor::view, the autograd's lookup linear, TrainBlock).
+template <class T>
+CodebookView<T> make_codebook_view(const CodebookShape& shape, const T* centroids, const uint32_t* codes) {
+  return CodebookView<T>{centroids, codes, shape.out, shape.in, shape.out_pad(), shape.k, shape.d,
+                         shape.num_codebooks, shape.effective_code_bits()};
+}
+
 /// An untyped view of a clustered matrix of `shape` whose centroids and packed codes live at the
 /// given pointers (host or device memory: nothing is dereferenced here). `shape` should be valid.
 inline AnyCodebookView make_any_codebook_view(const CodebookShape& shape, const void* centroids,
@@ -211,15 +220,7 @@ class CodebookTensor {
   /// Typed view for kernels. T must match centroid_dtype (float/F32, f16/F16, bf16/BF16).
   template <class T>
   CodebookView<T> view() const {
-    return CodebookView<T>{reinterpret_cast<const T*>(centroids_.data()),
-                           codes_.data(),
-                           shape_.out,
-                           shape_.in,
-                           shape_.out_pad(),
-                           shape_.k,
-                           shape_.d,
-                           shape_.num_codebooks,
-                           shape_.code_bits};
+    return make_codebook_view(shape_, reinterpret_cast<const T*>(centroids_.data()), codes_.data());
   }
 
   /// Untyped view (centroid dtype carried at run time), e.g. for decode_dense / the GPU API.

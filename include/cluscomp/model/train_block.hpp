@@ -306,17 +306,8 @@ class BasicTrainBlock {
   }
 
   LookupLinearWeight<T> lookup_weight(const Layer& L) const {
-    LookupLinearWeight<T> w;
-    w.centroids = L.centroids.data();
-    w.codes = L.packed_codes.data();
-    w.bias = L.bias.empty() ? nullptr : L.bias.data();
-    w.out = L.out;
-    w.in = L.in;
-    w.k = L.shape.k;
-    w.d = L.shape.d;
-    w.num_codebooks = L.shape.num_codebooks;
-    w.code_bits = L.shape.effective_code_bits();
-    return w;
+    return LookupLinearWeight<T>{make_codebook_view(L.shape, L.centroids.data(), L.packed_codes.data()),
+                                 L.bias.empty() ? nullptr : L.bias.data()};
   }
 
   DenseLinearWeight<T> dense_weight(const Layer& L) const {
