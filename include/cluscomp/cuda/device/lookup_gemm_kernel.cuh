@@ -123,6 +123,7 @@ __global__ void __launch_bounds__(lookup_gemv_map::kThreads)
       // cover whole sectors. Evict-first: the codes are read once.
       const int loads_per_row = (g.code_bits + 1 + p.load_width - 1) / p.load_width;
       __syncwarp();  // the previous step's windows are no longer read
+#pragma unroll 1
       for (int e = lane; e < rows * loads_per_row; e += kLanes) {
         const int s = e / loads_per_row;
         const int q = e - s * loads_per_row;
@@ -174,11 +175,12 @@ __global__ void __launch_bounds__(lookup_gemv_map::kThreads)
       const int n = g.out - o0 < D ? static_cast<int>(g.out - o0) : D;
 #pragma unroll
       for (int r = 0; r < MT; ++r) {
-        if (r0 + r >= g.m) break;
-        float* dst = p.partial + partial_index(g, it.chunk, r0 + r, o0);
+        if (r0 + r < g.m) {
+          float* dst = p.partial + partial_index(g, it.chunk, r0 + r, o0);
 #pragma unroll
-        for (int t = 0; t < D; ++t)
-          if (t < n) dst[t] = acc[r][t];
+          for (int t = 0; t < D; ++t)
+            if (t < n) dst[t] = acc[r][t];
+        }
       }
     }
   }
