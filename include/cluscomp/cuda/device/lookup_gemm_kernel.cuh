@@ -66,8 +66,13 @@ CLUSCOMP_HOST_DEVICE inline int64_t gemv_shared_bytes(const lookup_gemv_map::Geo
 }  // namespace lookup_gpu
 
 /// y partials for every item of the geometry (see the file comment). Block: kThreads threads.
+/// Two details keep ptxas from spilling (scripts/check_kernel_resources.py, CTest): the geometry
+/// copied out of the parameter struct into registers, and an explicit minimum of one block per SM
+/// in __launch_bounds__; without them a different dozen of the 102 configurations spilled 4-44
+/// bytes on each compile variant tried, at only 72-96 registers (allocator heuristics, not
+/// pressure). The staging loop is kept rolled for the same reason.
 template <class T, int D, int MT, bool kSharedTable>
-__global__ void __launch_bounds__(lookup_gemv_map::kThreads)
+__global__ void __launch_bounds__(lookup_gemv_map::kThreads, 1)
     lookup_gemv_kernel(const T* __restrict__ centroids, lookup_gpu::GemvParams p) {
   using namespace lookup_gemv_map;
   static_assert(MT * D <= kAccumulators, "lookup_gemv_kernel: accumulators exceed the register budget");
@@ -75,7 +80,7 @@ __global__ void __launch_bounds__(lookup_gemv_map::kThreads)
   extern __shared__ __align__(16) unsigned char smem[];
   uint32_t* stage = reinterpret_cast<uint32_t*>(smem);
   float* xs = reinterpret_cast<float*>(stage + kWarps * kRowsPerStep * kWindowWords);
-  const Geometry& g = p.g;
+  const Geometry g = p.g;  // registers, not the parameter bank (see above)
   const int warp = static_cast<int>(threadIdx.x) / kLanes;
   const int lane = static_cast<int>(threadIdx.x) % kLanes;
   uint32_t* my_stage = stage + warp * kRowsPerStep * kWindowWords;
