@@ -250,7 +250,15 @@ TEST_CASE("lookup GEMV mapping: geometry is a pure function of the shape, within
       CHECK(g.row_tiles * g.row_tile >= m);
       CHECK(g.chunk_rows % lg::kRowsPerStep == 0);
       CHECK(g.chunk_rows >= lg::kMinChunkRows);
-      CHECK(g.chunk_rows <= lg::kMaxChunkRows);
+      CHECK(g.chunk_rows * g.row_tile <= lg::kMaxXFloats);  // the shared x chunk fits 16 KiB
+      // Where the x chunk allows it, the partial sums (written once, read once) stay below about
+      // 2/b of the code bytes read (3/b with the last chunk's rounding; each row tile reads the
+      // codes once).
+      if (16 * d * g.row_tile <= lg::kMaxXFloats / g.row_tile) {
+        const double partial_bytes = 4.0 * static_cast<double>(lg::partial_floats(g));
+        const double code_bytes = static_cast<double>(g.row_tiles * g.in * g.vpr) * 12 / 8;
+        CHECK(partial_bytes * 12 <= 3 * code_bytes);
+      }
       CHECK(g.chunks * g.chunk_rows >= g.in);
       CHECK((g.chunks - 1) * g.chunk_rows < g.in);
     }

@@ -77,11 +77,14 @@ struct Call {
   DType y_dtype = DType::kF32;
   LookupGpuPath path = LookupGpuPath::kAuto;
   LookupTablePlacement placement = LookupTablePlacement::kAuto;
+  int64_t xpad = 0;  // ldx = in + xpad; the padding holds NaN, so reading it would show in y
+  int64_t ypad = 0;  // ldy = out + ypad; the padding must keep its 0xff bytes
 };
 
 struct Out {
-  std::vector<float> y;
-  std::vector<unsigned char> raw;
+  std::vector<float> y;              // (m, out), dense
+  std::vector<unsigned char> raw;    // (m, ldy) as stored
+  bool padding_untouched = true;
 };
 
 class Cublas {
@@ -100,21 +103,25 @@ Out run_gpu(const CodebookTensor& t, const std::vector<float>& x, int64_t m, con
   const CodebookShape& sh = t.shape();
   DeviceBuffer<unsigned char> cent(t.centroid_bytes().data(), t.centroid_bytes().size());
   DeviceBuffer<uint32_t> codes(t.code_words().data(), t.code_words().size());
-  const std::vector<unsigned char> xb = to_bytes(x, c.x_dtype);
+  const int64_t ldx = sh.in + c.xpad, ldy = sh.out + c.ypad;
+  std::vector<float> xp(static_cast<size_t>(m * ldx), std::nanf(""));
+  for (int64_t r = 0; r < m; ++r)
+    std::copy(x.begin() + r * sh.in, x.begin() + (r + 1) * sh.in, xp.begin() + r * ldx);
+  const std::vector<unsigned char> xb = to_bytes(xp, c.x_dtype);
   DeviceBuffer<unsigned char> dx(xb.data(), xb.size());
   DeviceBuffer<float> dbias(bias.data(), bias.size());
-  const size_t ybytes = static_cast<size_t>(m * sh.out) * static_cast<size_t>(dtype_size(c.y_dtype));
+  const size_t ybytes = static_cast<size_t>(m * ldy) * static_cast<size_t>(dtype_size(c.y_dtype));
   DeviceBuffer<unsigned char> dy(ybytes);
   dy.fill_bytes(0xff);  // NaN in every dtype: an output never written shows
   LookupGemmGpuArgs a;
   a.w = make_any_codebook_view(sh, cent.get(), codes.get());
   a.x = dx.get();
   a.x_dtype = c.x_dtype;
-  a.ldx = sh.in;
+  a.ldx = ldx;
   a.bias = bias.empty() ? nullptr : dbias.get();
   a.y = dy.get();
   a.y_dtype = c.y_dtype;
-  a.ldy = sh.out;
+  a.ldy = ldy;
   a.m = m;
   a.path = c.path;
   a.placement = c.placement;
@@ -129,7 +136,13 @@ Out run_gpu(const CodebookTensor& t, const std::vector<float>& x, int64_t m, con
   CLUSCOMP_CUDA_REQUIRE(cudaDeviceSynchronize());
   Out o;
   o.raw = dy.download();
-  o.y = from_bytes(o.raw, c.y_dtype, static_cast<size_t>(m * sh.out));
+  const std::vector<float> all = from_bytes(o.raw, c.y_dtype, static_cast<size_t>(m * ldy));
+  const size_t es = static_cast<size_t>(dtype_size(c.y_dtype));
+  for (int64_t r = 0; r < m; ++r) {
+    o.y.insert(o.y.end(), all.begin() + r * ldy, all.begin() + r * ldy + sh.out);
+    for (size_t b = static_cast<size_t>(r * ldy + sh.out) * es; b < static_cast<size_t>((r + 1) * ldy) * es; ++b)
+      o.padding_untouched = o.padding_untouched && o.raw[b] == 0xff;
+  }
   return o;
 }
 
@@ -184,14 +197,17 @@ TEST_CASE("lookup_gemm_gpu is bit-exact on small integers: every dtype, d, width
         for (DType xdt : {DType::kF32, DType::kF16, DType::kBF16}) {
           std::vector<Call> calls;
           if (m <= 21) {  // the lookup path, each placement that fits (m = 21: two row tiles)
-            calls.push_back({xdt, DType::kF32, LookupGpuPath::kLookup, LookupTablePlacement::kL2});
+            calls.push_back({xdt, DType::kF32, LookupGpuPath::kLookup, LookupTablePlacement::kL2, 0, 0});
             if (table <= kLookupSharedTableBytes)
-              calls.push_back({xdt, DType::kF32, LookupGpuPath::kLookup, LookupTablePlacement::kShared});
+              calls.push_back({xdt, DType::kF32, LookupGpuPath::kLookup, LookupTablePlacement::kShared, 0, 0});
           }
-          if (m >= 16) calls.push_back({xdt, DType::kF32, LookupGpuPath::kDecodeCublas, LookupTablePlacement::kAuto});
+          if (m >= 16) calls.push_back({xdt, DType::kF32, LookupGpuPath::kDecodeCublas, LookupTablePlacement::kAuto, 0, 0});
+          // Leading dimensions larger than the rows (x padding NaN, y padding must survive).
+          calls.push_back({xdt, DType::kF32, LookupGpuPath::kAuto, LookupTablePlacement::kAuto, 5, 3});
           for (const Call& call : calls) {
             INFO("seed " << seed - 1 << " " << describe(c, dt, m, call));
             const Out o = run_gpu(t, x, m, bias, call, cublas.get());
+            CHECK(o.padding_untouched);
             int64_t diff = 0;
             for (size_t e = 0; e < ref.size(); ++e) diff += static_cast<double>(o.y[e]) != ref[e];
             CHECK(diff == 0);
@@ -208,7 +224,7 @@ TEST_CASE("lookup_gemm_gpu gives the same bits on every run", "[lookup_gemm_gpu]
   const CodebookTensor t = make_tensor(c, DType::kF16, false, rng);
   for (int64_t m : {1, 5, 64}) {
     const std::vector<float> x = cluscomp_test::lookup_x(m * c.in, false, rng);
-    const Call call{DType::kF16, DType::kF32, LookupGpuPath::kAuto, LookupTablePlacement::kAuto};
+    const Call call{DType::kF16, DType::kF32, LookupGpuPath::kAuto, LookupTablePlacement::kAuto, 0, 0};
     INFO(describe(c, DType::kF16, m, call));
     const Out a = run_gpu(t, x, m, {}, call, cublas.get());
     const Out b = run_gpu(t, x, m, {}, call, cublas.get());
@@ -229,7 +245,7 @@ TEST_CASE("lookup_gemm_gpu is within tolerance on Gaussian data, fp32/fp16/bf16 
           const std::vector<float> bias = cluscomp_test::lookup_x(c.out, false, rng);
           const std::vector<double> ref = reference::lookup_gemm_ref(t, x.data(), m, bias.data());
           for (DType ydt : {DType::kF32, DType::kF16, DType::kBF16}) {
-            const Call call{xdt, ydt, LookupGpuPath::kAuto, LookupTablePlacement::kAuto};
+            const Call call{xdt, ydt, LookupGpuPath::kAuto, LookupTablePlacement::kAuto, 0, 0};
             INFO("seed " << seed - 1 << " " << describe(c, dt, m, call));
             const Out o = run_gpu(t, x, m, bias, call, cublas.get());
             const double tol = ydt == DType::kF16    ? cluscomp_test::kLookupGemmGpuF16OutRelTol
@@ -263,7 +279,7 @@ TEST_CASE("lookup_gemm_gpu: fp16/bf16 centroids with large activations stay fini
       x = rounded(x, dt);
       const std::vector<double> ref = reference::lookup_gemm_ref(t, x.data(), m, nullptr);
       for (auto pl : {LookupTablePlacement::kShared, LookupTablePlacement::kL2}) {
-        const Call call{dt, DType::kF32, m <= 16 ? LookupGpuPath::kLookup : LookupGpuPath::kDecodeCublas, pl};
+        const Call call{dt, DType::kF32, m <= 16 ? LookupGpuPath::kLookup : LookupGpuPath::kDecodeCublas, pl, 0, 0};
         INFO(describe(c, dt, m, call));
         const Out o = run_gpu(t, x, m, {}, call, cublas.get());
         int64_t nonfinite = 0;

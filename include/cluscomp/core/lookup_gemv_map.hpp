@@ -46,7 +46,9 @@ inline constexpr int kMaxRows = 16;        // largest M of the lookup GEMV (more
 inline constexpr int kAccumulators = 64;   // fp32 accumulators per thread (row_tile * d)
 inline constexpr int kGatherFloats = 32;   // gathered centroid floats a thread holds at once
 inline constexpr int kMinChunkRows = 64;   // fewer rows per item: partial sums cost more than codes
-inline constexpr int kMaxChunkRows = 256;  // bounds the shared x chunk (256 * 16 floats = 16 KiB)
+/// The shared x chunk holds chunk_rows x row_tile floats: at most this many (16 KiB), so
+/// chunk_rows <= kMaxXFloats / row_tile (4096 rows at m = 1, 256 at a tile of 16).
+inline constexpr int kMaxXFloats = 4096;
 inline constexpr int64_t kTargetItems = 2048;  // enough items to fill 132 SMs several times
 /// Words one row's window of a group may need (32 codes of <= 16 bits, plus one word when the
 /// group does not start on a word boundary), padded so each row's window stays 16-byte aligned.
@@ -100,12 +102,18 @@ CLUSCOMP_HOST_DEVICE inline Geometry make_geometry(int64_t out, int64_t in, int 
   g.group_blocks = (g.groups + kWarps - 1) / kWarps;
   g.row_tile = row_tile_for(m, d);
   g.row_tiles = (m + g.row_tile - 1) / g.row_tile;
-  // As many chunks as needed to reach kTargetItems, within [kMinChunkRows, kMaxChunkRows] rows.
+  // As many chunks as needed to reach kTargetItems, but each item long enough that its partial
+  // sums (128 vectors x d x row_tile floats, written and read again) stay small next to its codes
+  // (chunk_rows x 128 x b bits): chunk_rows >= 16 * d * row_tile keeps them below 2/b of the
+  // code bytes; and short enough for the shared x chunk (kMaxXFloats), which wins when both apply.
   const int64_t per_split = g.group_blocks * g.row_tiles;
-  int64_t want = (kTargetItems + per_split - 1) / per_split;
+  const int64_t want = (kTargetItems + per_split - 1) / per_split;
   int64_t rows = (in + want - 1) / want;
-  if (rows < kMinChunkRows) rows = kMinChunkRows;
-  if (rows > kMaxChunkRows) rows = kMaxChunkRows;
+  int64_t lower = int64_t{16} * d * g.row_tile;
+  if (lower < kMinChunkRows) lower = kMinChunkRows;
+  const int64_t upper = kMaxXFloats / g.row_tile;
+  if (rows < lower) rows = lower;
+  if (rows > upper) rows = upper;
   rows = (rows + kRowsPerStep - 1) / kRowsPerStep * kRowsPerStep;
   g.chunk_rows = rows;
   g.chunks = (in + rows - 1) / rows;
