@@ -239,11 +239,12 @@ int main(int argc, char** argv) {
         a.cublas = cublas;
         return a;
       };
-      // One workspace, the largest any call of this setting needs.
+      // One workspace, the largest any call below needs (the lookup path is forced only at m <= 16).
       size_t ws_bytes = 0;
       for (int64_t m : ms_list)
         for (LookupGpuPath p : {LookupGpuPath::kAuto, LookupGpuPath::kDecodeCublas, LookupGpuPath::kLookup})
-          ws_bytes = std::max(ws_bytes, lookup_gemm_gpu_workspace_size(args_for(0, m, p, LookupTablePlacement::kAuto, y)));
+          if (p != LookupGpuPath::kLookup || m <= lookup_gemv_map::kMaxRows)
+            ws_bytes = std::max(ws_bytes, lookup_gemm_gpu_workspace_size(args_for(0, m, p, LookupTablePlacement::kAuto, y)));
       void* ws = nullptr;
       check_cuda(cudaMalloc(&ws, ws_bytes), "cudaMalloc workspace");
       auto run = [&](int copy, int64_t m, LookupGpuPath p, LookupTablePlacement pl, float* out) {
