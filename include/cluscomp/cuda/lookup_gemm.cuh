@@ -377,6 +377,18 @@ inline Status check_args(const LookupGemmGpuArgs& a) {
 
 }  // namespace lookup_gpu
 
+// Where cluscomp::kernels is linked (its CMake target defines CLUSCOMP_PREBUILT_KERNELS), the two
+// entry points per centroid type are compiled once there (kernels/lookup_gemm.cu): an includer
+// would otherwise compile every kernel configuration of the list again (minutes of nvcc per file,
+// per architecture). Without the library this header stays header-only and instantiates them.
+#if defined(CLUSCOMP_PREBUILT_KERNELS)
+#define CLUSCOMP_EXTERN_LOOKUP_GEMM(T, D)                                                                \
+  extern template Status lookup_gpu::run_lookup<T>(const LookupGemmGpuArgs&, bool, cudaStream_t);       \
+  extern template Status lookup_gpu::run_decode_cublas<T>(const LookupGemmGpuArgs&, cudaStream_t);
+CLUSCOMP_FOR_EACH_CENTROID_TYPE(CLUSCOMP_EXTERN_LOOKUP_GEMM)
+#undef CLUSCOMP_EXTERN_LOOKUP_GEMM
+#endif
+
 /// Bytes of workspace lookup_gemm_gpu needs for these arguments: a function of the shapes, m,
 /// the dtypes and the path only (never of the device). Lookup path: chunks * m * out fp32 partial
 /// sums (a few MiB at most for m <= 16). Decode + cuBLAS: Wt (in x out in the dense dtype), x
