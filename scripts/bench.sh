@@ -17,6 +17,7 @@ BENCHES=(
   "calibrate|cluscomp_cli|real model: ClusComp --bpw 4/3/2 clustering-only vs block-wise calibrated (CAL_SAMPLES x CAL_WINDOW tokens, CAL_EPOCHS epochs, CAL_LR), perplexity, time per block, peak memory; one block's forward+backward vs PyTorch"
   "codebook-sharing|bench_codebook_sharing|real model: one codebook shared by a block's 7 projections / by attn_q of every layer vs per-matrix codebooks at the same bpw (data-free weight error)"
   "lookup-gemm|bench_lookup_gemm|lookup GEMV/GEMM from codes vs dense fp32 (matmul_nt, Eigen), 2 threads: 4/3/2-bpw settings, large + real-model shapes, rotated weights, in-run bandwidth"
+  "lookup-gpu|bench_lookup_gpu|CUDA lookup GEMV/GEMM vs cuBLAS fp16 and decode+cuBLAS on LLaMA shapes, M = 1/4/16/256, 4/3/2-bpw settings and K = 65536 (needs a GPU; also run by scripts/gpu-check.sh)"
 )
 
 list() {
@@ -132,4 +133,6 @@ if [[ "$name" == runtime && "${CLUSCOMP_RUNTIME_NO_LLAMACPP:-0}" != 1 ]]; then
     echo "[bench] llama.cpp peer missing: $CLUSCOMP_LLAMACPP_MISSING" >&2
   fi
 fi
+# The GPU benchmarks are built with the GPU tests (tests/CMakeLists.txt), under tests/.
+if [[ "$target" == *_gpu ]]; then exec "$BUILD/tests/$target" "$@"; fi
 "$BUILD/bench/$target" "$@"

@@ -32,4 +32,14 @@ inline constexpr double kRealPplRelTol = 5e-3;
 // 1e-5: ~16x margin, still five orders below a wrong code, centroid or codebook (error ~1).
 inline constexpr double kLookupGemmRelTol = 1e-5;
 
+// CUDA lookup GEMV (cuda/lookup_gemm.cuh, and its CPU replay) with fp32 output on Gaussian data
+// against the double twin: fp32 fma chains over chunks of <= 256 input rows, the chunk sums added
+// in order: the same error class as the CPU chain (sqrt(in) * 2^-24, a different association),
+// in <= 2048 in the tests. Same budget as the CPU, for the same reason.
+inline constexpr double kLookupGemmGpuRelTol = 1e-5;
+// The same with the output rounded to fp16 / bf16 once at the end: half an ulp of the output type
+// (2^-11, 2^-8) dominates. Budgets 1e-3 and 8e-3 (about 2x the rounding, far below a wrong code).
+inline constexpr double kLookupGemmGpuF16OutRelTol = 1e-3;
+inline constexpr double kLookupGemmGpuBF16OutRelTol = 8e-3;
+
 }  // namespace cluscomp_test

@@ -28,16 +28,23 @@ CLUSCOMP_HOST_DEVICE constexpr int bits_for_count(int64_t k) {
   return b;
 }
 
-/// Code i from a packed buffer of `bits`-bit codes (1 <= bits <= 16).
-CLUSCOMP_HOST_DEVICE CLUSCOMP_FORCEINLINE uint32_t unpack_code(const uint32_t* words, int64_t i,
-                                                               int bits) {
-  const uint64_t bit = static_cast<uint64_t>(i) * static_cast<uint64_t>(bits);
+/// The `bits`-bit code that starts at bit `bit` of a packed buffer (1 <= bits <= 16). Reads the
+/// word after the first only when the code straddles into it. The one extraction every reader
+/// uses: unpack_code for a whole stream, the GPU lookup GEMV for a window of words it staged.
+CLUSCOMP_HOST_DEVICE CLUSCOMP_FORCEINLINE uint32_t unpack_bits_at(const uint32_t* words, uint64_t bit,
+                                                                  int bits) {
   const uint64_t w = bit >> 5;
   const uint32_t off = static_cast<uint32_t>(bit & 31u);
   const uint32_t mask = (1u << bits) - 1u;
   uint32_t v = words[w] >> off;
   if (off + static_cast<uint32_t>(bits) > 32u) v |= words[w + 1] << (32u - off);
   return v & mask;
+}
+
+/// Code i from a packed buffer of `bits`-bit codes (1 <= bits <= 16).
+CLUSCOMP_HOST_DEVICE CLUSCOMP_FORCEINLINE uint32_t unpack_code(const uint32_t* words, int64_t i,
+                                                               int bits) {
+  return unpack_bits_at(words, static_cast<uint64_t>(i) * static_cast<uint64_t>(bits), bits);
 }
 
 /// Writes code i (only its low `bits` bits) into a packed buffer, leaving other codes intact.

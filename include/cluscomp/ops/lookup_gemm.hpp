@@ -95,8 +95,11 @@ enum class LookupGemmPath { kAuto, kPortable, kAvx2 };
 
 struct LookupGemmOptions {
   LookupGemmPath path = LookupGemmPath::kAuto;
-  /// The backend (core/device.hpp). The arguments are host pointers: kCuda is a Status until the
-  /// CUDA lookup GEMM (include/cluscomp/cuda/) exists, never a silent CPU run.
+  /// The backend (core/device.hpp). This entry takes host pointers and runs on the CPU only; the
+  /// CUDA lookup GEMM has its own entry with device pointers, a stream and a caller's workspace,
+  /// lookup_gemm_gpu (cluscomp/cuda/lookup_gemm.cuh, nvcc only), so this header-only CPU library
+  /// never includes CUDA headers (docs/architecture.md, the backend seam). kCuda here is a Status
+  /// naming that entry (or the missing build/device), never a silent CPU run.
   Device device = Device::kCpu;
 };
 
@@ -203,7 +206,12 @@ inline bool lookup_gemm_uses_avx2() { return cpu_has_avx2_fma_f16c(); }
 /// path this CPU lacks), kOutOfMemory. Never throws.
 inline Status lookup_gemm(const LookupGemmArgs& a, ThreadPool* pool = nullptr,
                           const LookupGemmOptions& opt = {}) {
-  if (opt.device != Device::kCpu) return backend_status(opt.device, "lookup_gemm");
+  if (opt.device != Device::kCpu) {
+    if (Status s = device_status(opt.device); !s.ok()) return s;
+    return Status(StatusCode::kUnsupported,
+                  "lookup_gemm: this entry takes host pointers and runs on the CPU; for --device cuda call "
+                  "lookup_gemm_gpu (cluscomp/cuda/lookup_gemm.cuh) with device pointers, a stream and a workspace");
+  }
   if (Status s = check_lookup_gemm_args(a); !s.ok() || a.m == 0) return s;
   bool avx2 = cpu_has_avx2_fma_f16c();
   if (opt.path == LookupGemmPath::kPortable) {
