@@ -29,6 +29,8 @@
 #include "support/lookup_data.hpp"
 #include "support/runtime_tolerances.hpp"
 
+namespace test_lookup_gemv_map {  // this file's names: tests are built as unity builds (tests/CMakeLists.txt)
+
 using namespace cluscomp;
 namespace lg = cluscomp::lookup_gemv_map;
 
@@ -298,3 +300,5 @@ TEST_CASE("lookup GEMV mapping: replay is within the fp32 tolerance on Gaussian 
       for (int m : {1, 4})
         check_case(c, dt, m, /*integers=*/false, 0, seed++);
 }
+
+}  // namespace test_lookup_gemv_map
