@@ -221,7 +221,7 @@ void replay_against_cpu(const std::vector<float>& x, int64_t k, const float* wei
 
   // The GPU backend's host side (kernels/kmeans_gpu.cu): the CPU path's initial centroids and first labels.
   o.progress = nullptr;
-  const std::vector<float> init = cluster_detail::kmeans_initial_centroids(view, o);
+  const std::vector<float> init = kmeans_initial_centroids(view, o);
   std::vector<uint32_t> first(static_cast<size_t>(n));
   cluster_detail::kmeans_first_labels<D>(cpu_has_avx2(), init.data(), k, x.data(), n, 2, first.data());
 
