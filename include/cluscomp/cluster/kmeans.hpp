@@ -161,21 +161,28 @@ Status kmeans_cuda(MatrixView<const float> points, const KMeansOptions& o, KMean
 /// the bytes when the problem does not fit the device's free memory, kCudaError from the run.
 /// The CUDA backend gives the CPU backend's codes, centroids and objectives bit for bit (same
 /// first labels, same orders, cuda/kmeans_gpu.cuh); NOT yet run on a GPU (docs/status.md).
-inline Status kmeans(MatrixView<const float> points, const KMeansOptions& o, KMeansResult* out) {
-  switch (o.device) {
-    case Device::kCpu: return cluster_detail::kmeans_cpu(points, o, out);
-    case Device::kCuda:
+/// Whether kmeans() can run on `device` in this build on this machine: Ok, or the Status kmeans()
+/// would return (no CUDA in the build, no device, cluscomp::kernels not linked). Callers that
+/// must refuse before any work (the compress pipeline) ask this first.
+inline Status kmeans_backend_status(Device device) {
+  if (device == Device::kCpu) return Status();
 #if defined(CLUSCOMP_HAVE_CUDA_KMEANS) && CLUSCOMP_HAVE_CUDA_KMEANS
-      return cluster_detail::kmeans_cuda(points, o, out);
+  return device_status(device);
 #elif defined(CLUSCOMP_HAVE_CUDA) && CLUSCOMP_HAVE_CUDA
-      if (Status s = device_status(o.device); !s.ok()) return s;
-      return Status(StatusCode::kUnsupported, "kmeans: the CUDA k-means is compiled into the cluscomp::kernels "
-                                              "library; link cluscomp::kernels (cluscomp::cuda alone lacks it)");
+  if (Status s = device_status(device); !s.ok()) return s;
+  return Status(StatusCode::kUnsupported, "kmeans: the cuda k-means is compiled into the cluscomp::kernels "
+                                          "library; link cluscomp::kernels (cluscomp::cuda alone lacks it)");
 #else
-      break;
+  return backend_status(device, "kmeans");
 #endif
-  }
-  return backend_status(o.device, "kmeans");
+}
+
+inline Status kmeans(MatrixView<const float> points, const KMeansOptions& o, KMeansResult* out) {
+  if (o.device == Device::kCpu) return cluster_detail::kmeans_cpu(points, o, out);
+#if defined(CLUSCOMP_HAVE_CUDA_KMEANS) && CLUSCOMP_HAVE_CUDA_KMEANS
+  if (o.device == Device::kCuda) return cluster_detail::kmeans_cuda(points, o, out);
+#endif
+  return kmeans_backend_status(o.device);
 }
 
 /// Throwing form of kmeans(): returns the result or throws cluscomp::Error (kCancelled included).

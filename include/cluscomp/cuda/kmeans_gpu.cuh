@@ -283,9 +283,9 @@ struct GpuLloyd {
       return 0.0;
     }
     const int64_t chunks = kmeans_update_map::objective_chunks(a.n);
-    kmeans_objective_chunks_kernel<<<grid_for(chunks), kmeans_update_map::kThreads, 0, stream>>>(dist, w[cur], a.n, parts);
+    kmeans_objective_chunks_kernel<><<<grid_for(chunks), kmeans_update_map::kThreads, 0, stream>>>(dist, w[cur], a.n, parts);
     if (!launched("kmeans_objective_chunks_kernel")) return 0.0;
-    kmeans_objective_total_kernel<<<1, 1, 0, stream>>>(parts, chunks, objective);
+    kmeans_objective_total_kernel<><<<1, 1, 0, stream>>>(parts, chunks, objective);
     if (!launched("kmeans_objective_total_kernel")) return 0.0;
     if (!check(cudaMemsetAsync(changed, 0, sizeof(uint32_t), stream), "cudaMemsetAsync")) return 0.0;
     if (!prepare(label, keys_cur)) return 0.0;
@@ -358,7 +358,7 @@ struct GpuLloyd {
   }
 
   bool scatter_codes() {
-    kmeans_scatter_codes_kernel<<<grid_for(a.n), kmeans_update_map::kThreads, 0, stream>>>(ids[cur], label, a.n, a.codes);
+    kmeans_scatter_codes_kernel<><<<grid_for(a.n), kmeans_update_map::kThreads, 0, stream>>>(ids[cur], label, a.n, a.codes);
     return launched("kmeans_scatter_codes_kernel");
   }
 

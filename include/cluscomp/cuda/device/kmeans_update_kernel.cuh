@@ -60,7 +60,12 @@ __global__ void __launch_bounds__(kmeans_update_map::kThreads)
   kmeans_update_map::centroid_item<D>(a, begin, end, pts, w, centroids, counts);
 }
 
+// The kernels without a natural template parameter are templates all the same (Unused = 0): a
+// non-template __global__ defined in a header is a multiple definition in the second .cu that
+// includes it.
+
 /// One thread per objective chunk: parts (objective_chunks(n)).
+template <int Unused = 0>
 __global__ void __launch_bounds__(kmeans_update_map::kThreads)
     kmeans_objective_chunks_kernel(const float* __restrict__ dist, const float* __restrict__ w, int64_t n,
                                    double* __restrict__ parts) {
@@ -70,12 +75,14 @@ __global__ void __launch_bounds__(kmeans_update_map::kThreads)
 }
 
 /// One thread: *total = the chunk sums in chunk order.
+template <int Unused = 0>
 __global__ void kmeans_objective_total_kernel(const double* __restrict__ parts, int64_t chunks,
                                               double* __restrict__ total) {
   if (blockIdx.x == 0 && threadIdx.x == 0) *total = kmeans_update_map::objective_total(parts, chunks);
 }
 
 /// codes (n, input order) from the labels (n, cluster order) and the ids.
+template <int Unused = 0>
 __global__ void __launch_bounds__(kmeans_update_map::kThreads)
     kmeans_scatter_codes_kernel(const uint32_t* __restrict__ ids, const uint32_t* __restrict__ label, int64_t n,
                                 uint32_t* __restrict__ codes) {
