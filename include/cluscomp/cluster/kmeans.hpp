@@ -7,8 +7,10 @@
 ///   kmeans_types.hpp     options, progress, results (shared by every backend)
 ///   kmeans_validate.hpp  input checks         kmeans_init.hpp   the initialisers
 ///   lloyd_engine.hpp     the CPU engine (how it is fast without changing the answer)
-///   kmeans_split.hpp     the empty-cluster split rule
+///   host/kmeans_split.hpp, host/kmeans_lloyd_loop.hpp   the split rule and the control loop
+///                        (host-only, shared with the CUDA backend)
 ///   core/distance.hpp, core/centroid_update.hpp   the per-pair and per-cluster math, host-device
+///   cuda/kmeans_gpu.cuh  the CUDA backend (Device::kCuda, where cluscomp::kernels is linked)
 /// Memory beyond the input: about 2 * N * (4d + 4) + 8N bytes plus O(K * list length); + 4N bytes
 /// with use_bounds; + 8N bytes with point_weights.
 
