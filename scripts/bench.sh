@@ -16,6 +16,7 @@ BENCHES=(
   "quality|cluscomp_cli|real model: perplexity vs true bpw for base, RTN 4/3/2-bit and ClusComp --bpw 4/3/2 (clustering only, data-free and activation-aware), compression time, decode tok/s (QUALITY_WINDOWS windows, QUALITY_ITERATIONS k-means iterations)"
   "calibrate|cluscomp_cli|real model: ClusComp --bpw 4/3/2 clustering-only vs block-wise calibrated (CAL_SAMPLES x CAL_WINDOW tokens, CAL_EPOCHS epochs, CAL_LR), perplexity, time per block, peak memory; one block's forward+backward vs PyTorch"
   "codebook-sharing|bench_codebook_sharing|real model: one codebook shared by a block's 7 projections / by attn_q of every layer vs per-matrix codebooks at the same bpw (data-free weight error)"
+  "kmeans-gpu|bench_kmeans_gpu|GPU Lloyd k-means (cuda/kmeans_gpu.cuh) per-iteration ms at N = 58.7M, K = 65536, d = 4/8/16 vs a PyTorch brute force (bench/gpu/kmeans_torch.py) on the same GPU; exactness vs the CPU path first; on a GPU machine only, in the build of scripts/gpu-check.sh"
   "lookup-gemm|bench_lookup_gemm|lookup GEMV/GEMM from codes vs dense fp32 (matmul_nt, Eigen), 2 threads: 4/3/2-bpw settings, large + real-model shapes, rotated weights, in-run bandwidth"
   "lookup-gpu|bench_lookup_gpu|CUDA lookup GEMV/GEMM vs cuBLAS fp16 and decode+cuBLAS on LLaMA shapes, M = 1/4/16/256, 4/3/2-bpw settings and K = 65536 (needs a GPU; also run by scripts/gpu-check.sh)"
 )
@@ -37,6 +38,17 @@ for b in "${BENCHES[@]}"; do
 done
 [[ -n "$target" ]] || { echo "bench.sh: unknown benchmark '$name'; known:" >&2; list >&2; exit 2; }
 
+if [[ "$name" == kmeans-gpu ]]; then
+  # The GPU machine has no network and no packages: this benchmark builds in scripts/gpu-check.sh's
+  # build directory (vendored .deps), which gpu-check.sh configures; gpu-check.sh also runs it.
+  nvidia-smi -L >/dev/null 2>&1 ||
+    { echo "bench.sh kmeans-gpu: needs a GPU (nvidia-smi finds none); run it on the GPU machine" >&2; exit 1; }
+  GB="${CLUSCOMP_GPU_BUILD_DIR:-$ROOT/build-gpu}"
+  [[ -f "$GB/CMakeCache.txt" ]] ||
+    { echo "bench.sh kmeans-gpu: no $GB; run scripts/gpu-check.sh first (it configures and builds it)" >&2; exit 1; }
+  cmake --build "$GB" -j "$(nproc)" --target bench_kmeans_gpu >&2
+  exec "$GB/tests/bench_kmeans_gpu" "$@"
+fi
 "$ROOT/scripts/setup.sh" >&2
 # Benchmark-only system packages (never needed by the library or the tests).
 bench_packages=()

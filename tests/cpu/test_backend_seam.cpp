@@ -14,7 +14,7 @@
 #include <vector>
 
 #include "cluscomp/cluster/kmeans.hpp"
-#include "cluscomp/cluster/kmeans_split.hpp"
+#include "cluscomp/host/kmeans_split.hpp"
 #include "cluscomp/core/centroid_update.hpp"
 #include "cluscomp/core/codebook_view.hpp"
 #include "cluscomp/core/device.hpp"

@@ -458,15 +458,15 @@ __attribute__((target("avx2,fma"))) CLUSCOMP_FORCEINLINE void box_leaf_stage(con
     if (__builtin_expect(_mm256_movemask_ps(hit) != 0, 0))
       for (int j = 0; j < kBlocks; ++j)  // each re-tests against the threshold as lowered so far
         filter_recheck_tile<D, 1>(xs, bf.blk, acc + j, tv, xx, b0 + 8 * j, best_d, best_i, rechecks, beta);
-    return;
-  }
-  for (int64_t b = l * kBoxLeaf; b < (l + 1) * kBoxLeaf; b += 8) {
-    __m256 acc[Q];
-    filter_stage1_fma<D, Q>(bf.fb.data + b * (D + 1), xb, acc);
-    __m256 hit = _mm256_cmp_ps(acc[0], tv[0], _CMP_LE_OQ);
-    for (int p = 1; p < Q; ++p) hit = _mm256_or_ps(hit, _mm256_cmp_ps(acc[p], tv[p], _CMP_LE_OQ));
-    if (__builtin_expect(_mm256_movemask_ps(hit) != 0, 0))
-      filter_recheck_tile<D, Q>(xs, bf.blk, acc, tv, xx, b, best_d, best_i, rechecks, beta);
+  } else {  // an else, not an early return: nvcc's front end flags the loop after it unreachable
+    for (int64_t b = l * kBoxLeaf; b < (l + 1) * kBoxLeaf; b += 8) {
+      __m256 acc[Q];
+      filter_stage1_fma<D, Q>(bf.fb.data + b * (D + 1), xb, acc);
+      __m256 hit = _mm256_cmp_ps(acc[0], tv[0], _CMP_LE_OQ);
+      for (int p = 1; p < Q; ++p) hit = _mm256_or_ps(hit, _mm256_cmp_ps(acc[p], tv[p], _CMP_LE_OQ));
+      if (__builtin_expect(_mm256_movemask_ps(hit) != 0, 0))
+        filter_recheck_tile<D, Q>(xs, bf.blk, acc, tv, xx, b, best_d, best_i, rechecks, beta);
+    }
   }
 }
 

@@ -7,8 +7,10 @@
 ///   kmeans_types.hpp     options, progress, results (shared by every backend)
 ///   kmeans_validate.hpp  input checks         kmeans_init.hpp   the initialisers
 ///   lloyd_engine.hpp     the CPU engine (how it is fast without changing the answer)
-///   kmeans_split.hpp     the empty-cluster split rule
+///   host/kmeans_split.hpp, host/kmeans_lloyd_loop.hpp   the split rule and the control loop
+///                        (host-only, shared with the CUDA backend)
 ///   core/distance.hpp, core/centroid_update.hpp   the per-pair and per-cluster math, host-device
+///   cuda/kmeans_gpu.cuh  the CUDA backend (Device::kCuda, where cluscomp::kernels is linked)
 /// Memory beyond the input: about 2 * N * (4d + 4) + 8N bytes plus O(K * list length); + 4N bytes
 /// with use_bounds; + 8N bytes with point_weights.
 
@@ -29,6 +31,7 @@
 #include "cluscomp/core/error.hpp"
 #include "cluscomp/core/view.hpp"
 #include "cluscomp/host/device_status.hpp"
+#include "cluscomp/host/kmeans_lloyd_loop.hpp"
 #include "cluscomp/host/parallel.hpp"
 
 CLUSCOMP_NAMESPACE_BEGIN
@@ -46,25 +49,21 @@ Status run_lloyd(MatrixView<const float> p, const KMeansOptions& o, int threads,
   eng.start(p, init.data(), o.point_weights);
   r->stats.sort_s += seconds_since(t);
   r->codes.resize(static_cast<size_t>(p.rows));
-  int64_t last_splits = -1;  // splits of the last update (-1: none yet)
-  bool fixed = false;        // at a Lloyd fixed point (KMeansStats::fixed_point_iteration)
-  double obj = 0;
-  for (int it = 0;; ++it) {
-    if (!fixed) {
-      t = std::chrono::steady_clock::now();
-      obj = eng.assign(r->stats);
+  // The engine's steps, timed, under the control flow every backend shares (host/kmeans_lloyd_loop.hpp).
+  struct Ops {
+    LloydEngine<D>& eng;
+    const KMeansOptions& o;
+    std::chrono::steady_clock::time_point t0;
+    KMeansResult* r;
+    double assign() {
+      const auto t = std::chrono::steady_clock::now();
+      const double obj = eng.assign(r->stats);
       r->stats.assign_s += seconds_since(t);
-      if (last_splits == 0 && eng.labels_unchanged()) {
-        fixed = true;
-        r->stats.fixed_point_iteration = it;
-      }
+      return obj;
     }
-    if (it == o.iterations) {  // final reassignment
-      r->final_objective = obj;
-      break;
-    }
-    r->objective.push_back(obj);
-    if (o.progress) {
+    bool labels_unchanged() const { return eng.labels_unchanged(); }
+    bool report(int it, double obj) {
+      if (!o.progress) return true;
       KMeansProgress pr;
       pr.iteration = it;
       pr.objective = obj;
@@ -74,30 +73,26 @@ Status run_lloyd(MatrixView<const float> p, const KMeansOptions& o, int threads,
         eng.codes(r->codes.data());
         pr.codes = r->codes.data();
       }
-      if (!o.progress(pr)) {
-        r->cancelled = true;
-        r->final_objective = obj;
-        break;
-      }
+      return o.progress(pr);
     }
-    if (o.tolerance > 0.0 && it > 0) {
-      const double prev = r->objective[static_cast<size_t>(it - 1)];
-      if (prev - obj <= o.tolerance * prev) {
-        r->final_objective = obj;
-        break;
-      }
-    }
-    if (!fixed) {
-      t = std::chrono::steady_clock::now();
+    int64_t update(uint64_t split_seed) {
+      auto t = std::chrono::steady_clock::now();
       eng.sort_by_label();
       r->stats.sort_s += seconds_since(t);
       t = std::chrono::steady_clock::now();
-      last_splits = eng.update(o.seed ^ (0x5851f42d4c957f2dull * static_cast<uint64_t>(it + 1)));
-      r->stats.splits += last_splits;
+      const int64_t splits = eng.update(split_seed);
       r->stats.update_s += seconds_since(t);
+      return splits;
     }
-    r->iterations_run = it + 1;
-  }
+  } ops{eng, o, t0, r};
+  LloydLoopResult loop;
+  lloyd_loop(ops, o.iterations, o.tolerance, o.seed, loop);
+  r->objective = std::move(loop.objective);
+  r->final_objective = loop.final_objective;
+  r->iterations_run = loop.iterations_run;
+  r->cancelled = loop.cancelled;
+  r->stats.fixed_point_iteration = loop.fixed_point_iteration;
+  r->stats.splits += loop.splits;
   eng.codes(r->codes.data());
   r->centroids = eng.centroids();
   r->counts = eng.label_counts();
@@ -140,6 +135,17 @@ inline Status kmeans_cpu(MatrixView<const float> points, const KMeansOptions& o,
 
 }  // namespace cluster_detail
 
+#if defined(CLUSCOMP_PREBUILT_KERNELS) && CLUSCOMP_PREBUILT_KERNELS
+/// The CUDA backend of kmeans() (cuda/kmeans_gpu.cuh driven from the host: validation, the
+/// initial centroids and the first labels here on the CPU, the Lloyd run on the GPU). Declared
+/// here, defined in the cluscomp::kernels library (kernels/kmeans_gpu.cu), whose CMake target
+/// defines CLUSCOMP_PREBUILT_KERNELS for every user: a .cpp calling kmeans() with kCuda needs no
+/// CUDA header, and the declaration exists exactly where the definition is linked.
+namespace cluster_detail {
+Status kmeans_cuda(MatrixView<const float> points, const KMeansOptions& o, KMeansResult* out);
+}  // namespace cluster_detail
+#endif
+
 /// Exact Lloyd k-means of N points (N, d), d in 1..16 (see the file comment for the algorithm).
 ///
 /// Numerics: distances in fp32 (fixed evaluation order, no FMA), argmin ties to the lower index;
@@ -153,13 +159,32 @@ inline Status kmeans_cpu(MatrixView<const float> points, const KMeansOptions& o,
 /// or tolerance, a wrongly shaped initial_centroids, size overflow; kOutOfMemory; kCancelled when
 /// the callback returns false (then *out holds the centroids and codes of the cancelled iteration
 /// and `cancelled` is true); for o.device = kCuda, host/device_status.hpp's Status (no CUDA in
-/// this build, no device, or no CUDA k-means yet).
+/// this build, no device), kUnsupported when cluscomp::kernels is not linked, kOutOfMemory naming
+/// the bytes when the problem does not fit the device's free memory, kCudaError from the run.
+/// The CUDA backend gives the CPU backend's codes, centroids and objectives bit for bit (same
+/// first labels, same orders, cuda/kmeans_gpu.cuh); NOT yet run on a GPU (docs/status.md).
+/// Whether kmeans() can run on `device` in this build on this machine: Ok, or the Status kmeans()
+/// would return (no CUDA in the build, no device, cluscomp::kernels not linked). Callers that
+/// must refuse before any work (the compress pipeline) ask this first.
+inline Status kmeans_backend_status(Device device) {
+  if (device == Device::kCpu) return Status();
+#if defined(CLUSCOMP_PREBUILT_KERNELS) && CLUSCOMP_PREBUILT_KERNELS
+  return device_status(device);
+#elif defined(CLUSCOMP_HAVE_CUDA) && CLUSCOMP_HAVE_CUDA
+  if (Status s = device_status(device); !s.ok()) return s;
+  return Status(StatusCode::kUnsupported, "kmeans: the cuda k-means is compiled into the cluscomp::kernels "
+                                          "library; link cluscomp::kernels (cluscomp::cuda alone lacks it)");
+#else
+  return backend_status(device, "kmeans");
+#endif
+}
+
 inline Status kmeans(MatrixView<const float> points, const KMeansOptions& o, KMeansResult* out) {
-  switch (o.device) {
-    case Device::kCpu: return cluster_detail::kmeans_cpu(points, o, out);
-    case Device::kCuda: break;
-  }
-  return backend_status(o.device, "kmeans");
+  if (o.device == Device::kCpu) return cluster_detail::kmeans_cpu(points, o, out);
+#if defined(CLUSCOMP_PREBUILT_KERNELS) && CLUSCOMP_PREBUILT_KERNELS
+  if (o.device == Device::kCuda) return cluster_detail::kmeans_cuda(points, o, out);
+#endif
+  return kmeans_backend_status(o.device);
 }
 
 /// Throwing form of kmeans(): returns the result or throws cluscomp::Error (kCancelled included).

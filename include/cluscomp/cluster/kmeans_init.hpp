@@ -12,7 +12,7 @@
 #include <string>
 #include <vector>
 
-#include "cluscomp/cluster/kmeans_random.hpp"
+#include "cluscomp/host/kmeans_random.hpp"
 #include "cluscomp/cluster/kmeans_types.hpp"
 #include "cluscomp/cluster/kmeans_validate.hpp"
 #include "cluscomp/core/config.hpp"

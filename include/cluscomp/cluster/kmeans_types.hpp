@@ -68,8 +68,10 @@ struct KMeansOptions {
   /// unweighted. nullptr: every weight is 1, the unweighted algorithm bit for bit. The array must
   /// stay valid during the call; it is copied (in cluster order, + 8N bytes).
   const float* point_weights = nullptr;
-  /// Where the clustering runs (core/device.hpp). Only the CPU backend exists so far; kCuda
-  /// returns a Status saying whether the build or the machine lacks it (never a CPU fallback).
+  /// Where the clustering runs (core/device.hpp). kCuda runs the Lloyd iterations on the GPU
+  /// (cuda/kmeans_gpu.cuh; needs cluscomp::kernels linked) with the same answers; where the build
+  /// or the machine lacks it, a Status says which (never a CPU fallback). Under kCuda, use_pruning,
+  /// use_simd, use_bounds, box_pruning and threads only shape the host-side preparation.
   Device device = Device::kCpu;
 };
 

@@ -83,7 +83,7 @@
 #include "cluscomp/cluster/box_filter.hpp"
 #include "cluscomp/cluster/centroid_tree.hpp"
 #include "cluscomp/cluster/distance_kernels.hpp"
-#include "cluscomp/cluster/kmeans_split.hpp"
+#include "cluscomp/host/kmeans_split.hpp"
 #include "cluscomp/cluster/kmeans_types.hpp"
 #include "cluscomp/core/centroid_update.hpp"
 #include "cluscomp/core/config.hpp"
@@ -151,6 +151,30 @@ inline constexpr float kBoundReach = 2.5f;      // a ball scan goes on up to thi
 inline constexpr double kDriftQuantile = 0.95;  // local-drift radius: 2 * this quantile of the bounds
 
 /// The per-iteration state of exact Lloyd for dimension D; see the file comment.
+/// Each point's first label from a built box filter with its guess tree: its nearest centroid
+/// among the centroids of kGuessLeaves sibling leaves (box_region_guess_many).
+template <int D>
+inline void first_labels_from(bool use_avx2, const BoxFilter& guess, const float* pts, int64_t n, int threads,
+                              uint32_t* labels) {
+  parallel_chunks(threads, n, 1 << 14, [&](int64_t b, int64_t e, int) {
+    box_region_guess_many<D>(use_avx2, guess, pts + b * D, e - b, kGuessLeaves, labels + b);
+  });
+}
+
+/// The labels a k-means run sorts its points by before the first exact assignment (points (n, D)
+/// contiguous, centroids (k, D)): they fix the order of the points within each cluster, so the
+/// order of the double sums of the first update. Every backend that must give the CPU engine's
+/// centroids bit for bit starts from these (the CUDA k-means computes them here, on the host, and
+/// uploads them). The AVX2 and portable paths give the same labels.
+template <int D>
+inline void kmeans_first_labels(bool use_avx2, const float* centroids, int64_t k, const float* pts, int64_t n,
+                                int threads, uint32_t* labels) {
+  BoxFilter own;
+  build_box_filter<D>(centroids, k, own, threads);
+  build_box_guess<D>(own);
+  first_labels_from<D>(use_avx2, own, pts, n, threads, labels);
+}
+
 template <int D>
 class LloydEngine {
  public:
@@ -199,15 +223,10 @@ class LloydEngine {
     // for this alone): the same first labels give the same point order within each cluster, so
     // the same double sums, so the answers stay bit-identical across box_pruning, use_pruning,
     // use_bounds and use_simd.
-    BoxFilter own;
-    if (!box_all()) {
-      build_box_filter<D>(centroids_.data(), k_, own, threads_);
-      build_box_guess<D>(own);
-    }
-    const BoxFilter& guess = box_all() ? box_ : own;
-    parallel_chunks(threads_, n_, 1 << 14, [&](int64_t b, int64_t e, int) {
-      box_region_guess_many<D>(simd_, guess, pts_[0].data() + b * D, e - b, kGuessLeaves, label_.data() + b);
-    });
+    if (box_all())
+      first_labels_from<D>(simd_, box_, pts_[0].data(), n_, threads_, label_.data());
+    else
+      kmeans_first_labels<D>(simd_, centroids_.data(), k_, pts_[0].data(), n_, threads_, label_.data());
     sort_by_label();
   }
 
@@ -272,20 +291,12 @@ class LloydEngine {
     }
     // Objective: double partial sums over fixed chunks, combined in chunk order; with weights,
     // each fp32 distance times its weight in double.
-    constexpr int64_t kChunk = 1 << 16;
-    const int64_t nch = (n_ + kChunk - 1) / kChunk;
+    // (core/centroid_update.hpp's chunking and per-chunk sum, which the GPU k-means runs too.)
+    const int64_t nch = (n_ + kObjectiveChunk - 1) / kObjectiveChunk;
     std::vector<double> part(static_cast<size_t>(nch));
     parallel_chunks(threads_, nch, 1, [&](int64_t cb, int64_t, int) {
-      double s = 0;
-      const int64_t lo = cb * kChunk, hi = std::min(n_, (cb + 1) * kChunk);
-      if (weighted_) {
-        const float* w = w_[0].data();
-        for (int64_t i = lo; i < hi; ++i)
-          s += static_cast<double>(w[i]) * static_cast<double>(dist_[static_cast<size_t>(i)]);
-      } else {
-        for (int64_t i = lo; i < hi; ++i) s += dist_[static_cast<size_t>(i)];
-      }
-      part[static_cast<size_t>(cb)] = s;
+      const int64_t lo = cb * kObjectiveChunk, hi = std::min(n_, (cb + 1) * kObjectiveChunk);
+      part[static_cast<size_t>(cb)] = objective_chunk_sum(dist_.data(), weighted_ ? w_[0].data() : nullptr, lo, hi);
     });
     double obj = 0;
     for (double v : part) obj += v;
@@ -348,7 +359,7 @@ class LloydEngine {
 
   /// Centroid = mean of its segment (core/centroid_update.hpp: double sums in segment order; with
   /// weights the weighted mean, a zero total weight falling back to the plain mean); then the
-  /// split rule (point counts, cluster/kmeans_split.hpp). Returns the number of splits.
+  /// split rule (point counts, host/kmeans_split.hpp). Returns the number of splits.
   int64_t update(uint64_t split_seed) {
     if (bounds_ || box_all()) old_centroids_ = centroids_;
     const float* pts = pts_[0].data();
@@ -358,7 +369,7 @@ class LloydEngine {
         const int64_t lo = seg_[static_cast<size_t>(a)], hi = seg_[static_cast<size_t>(a + 1)];
         if (lo == hi) continue;
         float* c = &centroids_[static_cast<size_t>(a) * D];
-        if (w == nullptr || !segment_weighted_mean<D>(pts, w, lo, hi, c)) segment_mean<D>(pts, lo, hi, c);
+        cluster_centroid<D>(pts, w, lo, hi, c);
       }
     });
     split_pairs_.clear();

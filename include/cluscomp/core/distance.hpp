@@ -51,6 +51,27 @@ CLUSCOMP_HOST_DEVICE CLUSCOMP_FORCEINLINE float uncontracted_add(float a, float 
 #endif
 }
 
+/// a * b rounded to double, never fused with a later add (the weighted centroid sums and the
+/// weighted objective: host and device must round the product before the sum).
+CLUSCOMP_HOST_DEVICE CLUSCOMP_FORCEINLINE double uncontracted_mul(double a, double b) {
+#if defined(__CUDA_ARCH__)
+  return __dmul_rn(a, b);
+#else
+  double p = a * b;
+  CLUSCOMP_NO_CONTRACT(p);
+  return p;
+#endif
+}
+
+/// a + b rounded to double, never fused with an earlier product.
+CLUSCOMP_HOST_DEVICE CLUSCOMP_FORCEINLINE double uncontracted_add(double a, double b) {
+#if defined(__CUDA_ARCH__)
+  return __dadd_rn(a, b);
+#else
+  return a + b;
+#endif
+}
+
 /// Squared distance of x (D contiguous floats) to c (coordinate k at c[k * cstride]) in fp32, in
 /// the order above. The same bits on every path (scalar, SIMD lanes, device) for the same inputs.
 template <int D>

@@ -99,7 +99,7 @@ CLUSCOMP_NAMESPACE_BEGIN
 /// centroids. Reported errors are of the stored values, in double.
 /// Throws Error (see the file comment); on any error the output path is untouched.
 inline CompressReport compress_model(const SourceModel& m, const std::string& out_path, const CompressOptions& o) {
-  throw_if_error(backend_status(o.device, "compress"));
+  throw_if_error(compress_detail::compress_backend_status(o.device));
   namespace fs = std::filesystem;
   using Clock = std::chrono::steady_clock;
   const auto t_start = Clock::now();
@@ -292,7 +292,7 @@ inline CompressReport compress_model(const SourceModel& m, const std::string& ou
                                             notify(CompressProgress::Stage::kIteration, it, el, el / frac * (1.0 - frac));
                                             return true;
                                           },
-                                          colw);
+                                          colw, o.device);
         mr.sq_error = codebook_sq_error(t, w);
         if (!colw.empty()) mr.out_sq_error = codebook_sq_error(t, w, colw);
         one.emplace(p.name, std::move(t));

@@ -16,6 +16,16 @@
 
 CLUSCOMP_NAMESPACE_BEGIN
 
+namespace compress_detail {
+/// The compress pipeline's device check, before any work: the device must have a k-means backend
+/// here (everything else in compress runs on the CPU).
+inline Status compress_backend_status(Device device) {
+  const Status s = kmeans_backend_status(device);
+  if (s.ok()) return s;
+  return Status(s.code(), "compress: " + s.message());
+}
+}  // namespace compress_detail
+
 /// Clusters W (out, in) row-major with settings `c`: per codebook s, exact k-means (kmeans.hpp;
 /// `iterations` Lloyd updates, seed compress_detail::matrix_seed(seed, name, s)) of the d-vectors
 /// of its input rows; centroids are then rounded to the storage dtype (RNE) and the codes are the
@@ -24,10 +34,11 @@ CLUSCOMP_NAMESPACE_BEGIN
 /// Throws Error naming `name` when k-means refuses (e.g. K above the number of distinct vectors).
 /// `column_weight` (empty, or (in) values >= 0): activation-aware clustering, every d-vector of
 /// input column i weighted by column_weight[i] in the k-means (KMeansOptions::point_weights).
+/// `device`: where the k-means runs (KMeansOptions::device).
 inline CodebookTensor cluster_matrix(const std::vector<float>& w, int64_t out, int64_t in, const ClusterSettings& c,
                                      const std::string& name, int iterations, uint64_t seed, int threads,
                                      const std::function<bool(int s, int iteration)>& on_iteration = {},
-                                     const std::vector<float>& column_weight = {}) {
+                                     const std::vector<float>& column_weight = {}, Device device = Device::kCpu) {
   CodebookShape shape;
   shape.out = out;
   shape.in = in;
@@ -62,6 +73,7 @@ inline CodebookTensor cluster_matrix(const std::vector<float>& w, int64_t out, i
     ko.iterations = iterations;
     ko.seed = compress_detail::matrix_seed(seed, name, s);
     ko.threads = threads;
+    ko.device = device;  // the same answer on either backend (cluster/kmeans.hpp)
     if (!point_weight.empty()) ko.point_weights = point_weight.data() + v0;
     if (on_iteration) ko.progress = [&](const KMeansProgress& p) { return on_iteration(s, p.iteration); };
     KMeansResult r;

@@ -108,8 +108,10 @@ struct CompressOptions {
   double importance_damp = 0.01;
   /// Extra metadata entries written to the output (e.g. where input_importance came from).
   std::map<std::string, std::string> metadata;
-  /// Where the work runs. Only kCpu has a backend today; any other device is an Error
-  /// (backend_status, host/device_status.hpp) before any work, never a silent CPU fallback.
+  /// Where the clustering runs: kCuda runs every k-means (the matrices' and the --bpw search's)
+  /// on the GPU, the rest stays on the CPU; the same answers (cluster/kmeans.hpp). A device
+  /// whose k-means backend is missing (kmeans_backend_status) is an Error before any work, never
+  /// a silent CPU fallback.
   /// Last member, so that existing aggregate initialisations keep their meaning.
   Device device = Device::kCpu;
 };

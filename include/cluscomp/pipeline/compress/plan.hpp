@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "cluscomp/cluster/kmeans.hpp"
+#include "cluscomp/pipeline/compress/cluster_matrix.hpp"
 #include "cluscomp/cluster/weight_vectors.hpp"
 #include "cluscomp/codebook/codebook_tensor.hpp"
 #include "cluscomp/core/config.hpp"
@@ -28,7 +29,7 @@ CLUSCOMP_NAMESPACE_BEGIN
 /// the selected kinds exists ("no projection matrices"), when the target cannot be met (naming
 /// the smallest reachable bpw), or for a bad search setting.
 inline std::vector<MatrixPlan> plan_compression(const SourceModel& m, const CompressOptions& o) {
-  throw_if_error(backend_status(o.device, "compress"));
+  throw_if_error(compress_detail::compress_backend_status(o.device));
   compress_detail::check_options(o);
   std::vector<MatrixPlan> plans;
   for (const SourceTensor& t : m.tensors) {
@@ -120,6 +121,7 @@ inline std::vector<MatrixPlan> plan_compression(const SourceModel& m, const Comp
       ko.iterations = o.search_iterations;
       ko.seed = compress_detail::matrix_seed(o.seed, p.name, 1000 + d);
       ko.threads = std::max(1, threads / jobs);
+      ko.device = o.device;
       if (!sub_w.empty()) ko.point_weights = sub_w.data();  // D_s becomes the weighted (output) error
       KMeansResult r;
       const Status st = kmeans(make_matrix_view<const float>(sub.data(), ns, d), ko, &r);

@@ -1,7 +1,9 @@
 #pragma once
 /// The empty-cluster split of k-means (faiss's rule, as the reference runs it), as a free function
-/// over plain arrays so every backend applies the same rule: a GPU k-means downloads the K counts,
-/// splits on the host (K-sized, sequential, seeded) and uploads the centroids it changed.
+/// over plain arrays so every backend applies the same rule: the GPU k-means (cuda/kmeans_gpu.cuh)
+/// downloads the K counts, splits on the host (K-sized, sequential, seeded) and uploads the
+/// centroids. Host-only (std::mt19937_64), hence host/ and not core/; below cluster/ and cuda/,
+/// which both include it.
 
 #include <algorithm>
 #include <cstdint>
@@ -9,13 +11,19 @@
 #include <utility>
 #include <vector>
 
-#include "cluscomp/cluster/kmeans_random.hpp"
+#include "cluscomp/host/kmeans_random.hpp"
 #include "cluscomp/core/config.hpp"
 
 CLUSCOMP_NAMESPACE_BEGIN
 namespace cluster_detail {
 
 inline constexpr double kSplitEps = 1.0 / 1024.0;
+
+/// The seed of the split after iteration `it` (0-based) of a run seeded with `seed`: every backend
+/// draws the same numbers for the same run.
+inline uint64_t split_seed(uint64_t seed, int it) {
+  return seed ^ (0x5851f42d4c957f2dull * static_cast<uint64_t>(it + 1));
+}
 
 /// faiss's split rule: for each empty cluster ci in index order, walk cj = 0, 1, ... (cyclic) and
 /// take cj with probability (count[cj] - 1) / (N - K); copy its centroid, scale even coordinates
