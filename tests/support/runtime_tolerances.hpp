@@ -32,4 +32,10 @@ inline constexpr double kRealPplRelTol = 5e-3;
 // 1e-5: ~16x margin, still five orders below a wrong code, centroid or codebook (error ~1).
 inline constexpr double kLookupGemmRelTol = 1e-5;
 
+// Stored-type products (ops/stored_matmul.hpp) on realistic weights against the double twin of
+// the reference-dequantised matrix: an fp32 fma chain of length k <= 768 with Gaussian
+// activations, as the lookup GEMM above. Budget 1e-5, still orders below a wrong block, scale or
+// row (error ~1).
+inline constexpr double kStoredMatmulRelTol = 1e-5;
+
 }  // namespace cluscomp_test
