@@ -53,6 +53,7 @@
 #include <utility>
 #include <vector>
 
+#include "cluscomp/io/gguf_quant.hpp"
 #include "cluscomp/model/llama.hpp"
 #include "cluscomp/model/sampling.hpp"
 #include "cluscomp/ops/attention.hpp"
@@ -383,6 +384,65 @@ int main(int argc, char** argv) {
     std::printf("dense fp32 %lldx%lldx%lld, 1 thread: matmul_nt %.1f GFLOP/s, Eigen %.1f GFLOP/s (ratio %.2f)\n",
                 static_cast<long long>(M), static_cast<long long>(N), static_cast<long long>(K),
                 flop / median(ours) / 1e9, flop / median(eigen) / 1e9, median(eigen) / median(ours));
+    // The stored-type product alone against matmul_nt on the same matrix dequantised to fp32, 2
+    // threads, interleaved, medians of 7: the real model's decode shapes (lm_head 49152 x 576 in
+    // Q8_0, an MLP projection 1536 x 576 in Q4_1, M = 1) and its prefill shape (M = 512). The
+    // decode shapes rotate over 4 copies of the weights so that a repetition does not find the
+    // previous one's in cache (a decoded token reads 29 other matrices between two uses of one).
+    {
+      ThreadPool kpool(kThreads);
+      struct KShape {
+        const char* what;
+        GgmlType type;
+        int64_t m, n, k;
+      };
+      const KShape shapes[] = {{"lm_head Q8_0, M=1", GgmlType::kQ8_0, 1, 49152, 576},
+                               {"mlp Q4_1, M=1", GgmlType::kQ4_1, 1, 1536, 576},
+                               {"mlp Q4_1, M=512", GgmlType::kQ4_1, 512, 1536, 576}};
+      for (const KShape& ks : shapes) {
+        const int copies = ks.m == 1 ? 4 : 1;
+        std::vector<std::vector<float>> wf(static_cast<size_t>(copies));
+        std::vector<std::vector<unsigned char>> wq(static_cast<size_t>(copies));
+        for (int c = 0; c < copies; ++c) {
+          std::vector<float> w0(static_cast<size_t>(ks.n * ks.k));
+          for (auto& v : w0) v = 0.02f * nd(rng);
+          wq[static_cast<size_t>(c)] = quantize(ks.type, w0.data(), ks.n * ks.k);
+          wf[static_cast<size_t>(c)].resize(w0.size());
+          dequantize_row(ks.type, wq[static_cast<size_t>(c)].data(), wf[static_cast<size_t>(c)].data(), ks.n * ks.k);
+        }
+        std::vector<float> xs(static_cast<size_t>(ks.m * ks.k)), ys(static_cast<size_t>(ks.m * ks.n));
+        for (auto& v : xs) v = nd(rng);
+        std::vector<double> t_f32, t_st;
+        for (int rep = 0; rep <= 7; ++rep) {
+          const int c = rep % copies;
+          MatmulArgs fa{xs.data(), ks.k, wf[static_cast<size_t>(c)].data(), ks.k, nullptr, ys.data(), ks.n, ks.m, ks.n, ks.k};
+          t0 = now_s();
+          if (!matmul_nt(fa, &kpool).ok()) return 1;
+          const double tf = now_s() - t0;
+          StoredMatmulArgs sa;
+          sa.x = xs.data();
+          sa.ldx = ks.k;
+          sa.w = StoredMatrixView{static_cast<StoredType>(static_cast<uint32_t>(ks.type)), wq[static_cast<size_t>(c)].data(),
+                                  ks.n, ks.k};
+          sa.y = ys.data();
+          sa.ldy = ks.n;
+          sa.m = ks.m;
+          t0 = now_s();
+          if (!stored_matmul_nt(sa, &kpool).ok()) return 1;
+          const double tq = now_s() - t0;
+          if (rep > 0) {
+            t_f32.push_back(tf);
+            t_st.push_back(tq);
+          }
+        }
+        const double bytes_f32 = 4.0 * ks.n * ks.k, bytes_st = static_cast<double>(wq[0].size());
+        std::printf("stored-type product, %s (%lldx%lld), %d threads: fp32 matmul_nt %.3f ms (%.1f GB/s of weights), "
+                    "stored %.3f ms (%.1f GB/s), stored / fp32 speed %.2fx\n",
+                    ks.what, static_cast<long long>(ks.n), static_cast<long long>(ks.k), kThreads, 1e3 * median(t_f32),
+                    bytes_f32 / median(t_f32) / 1e9, 1e3 * median(t_st), bytes_st / median(t_st) / 1e9,
+                    median(t_f32) / median(t_st));
+      }
+    }
     // Attention's value sum alone, both paths in this process (the portable one is the scalar
     // loop the runtime used before the AVX2 path existed), 1 thread: the real model's prefill
     // shape (9 query heads x 512 causal queries, head_dim 64), probabilities from a softmax.

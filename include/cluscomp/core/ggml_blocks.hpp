@@ -22,6 +22,7 @@
 #include <cstring>
 
 #include "cluscomp/core/config.hpp"
+#include "cluscomp/core/distance.hpp"
 #include "cluscomp/core/dtype.hpp"
 
 CLUSCOMP_NAMESPACE_BEGIN
@@ -64,8 +65,10 @@ CLUSCOMP_HOST_DEVICE inline void dequantize_block_q4_1(const unsigned char* b, f
   const float m = load_f16(b + 2);
   const unsigned char* qs = b + 4;
   for (int j = 0; j < kQK / 2; ++j) {
-    const float lo = static_cast<float>(qs[j] & 0x0f) * d;
-    const float hi = static_cast<float>(qs[j] >> 4) * d;
+    // Barriers: even where the includer lets GCC contract across statements (-march=native), the
+    // two roundings stay, as in ops/stored_matmul.hpp's AVX2 decoder of this format.
+    const float lo = uncontracted_mul(static_cast<float>(qs[j] & 0x0f), d);
+    const float hi = uncontracted_mul(static_cast<float>(qs[j] >> 4), d);
     y[j] = lo + m;
     y[j + kQK / 2] = hi + m;
   }

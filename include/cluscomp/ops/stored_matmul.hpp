@@ -19,8 +19,9 @@
 /// blocking or the thread count, so batched and one-row calls give bit-identical rows and results
 /// are deterministic. The AVX2 path (AVX2+FMA+F16C, checked at run time) and the portable path
 /// (std::fma lanes, the scalar block decoders) are bit-identical: the AVX2 block decoders perform
-/// the same roundings as the scalar ones (they are compiled without "fma", so no multiply-add can
-/// be contracted), and fma is fma. On an AVX2+FMA machine the result also equals matmul_nt of the
+/// the same roundings as the scalar ones (the one multiply followed by an add, Q4_1's, has a
+/// CLUSCOMP_NO_CONTRACT barrier on both paths, so -march=native -ffp-contract=fast includers
+/// cannot fuse it), and fma is fma. On an AVX2+FMA machine the result also equals matmul_nt of the
 /// dequantised fp32 matrix bit for bit (same lane order, same fused lanes); matmul_nt's portable
 /// path rounds its products separately and may differ from it in the last bits.
 
@@ -30,6 +31,7 @@
 #include <string>
 
 #include "cluscomp/core/config.hpp"
+#include "cluscomp/core/distance.hpp"
 #include "cluscomp/core/dtype.hpp"
 #include "cluscomp/core/error.hpp"
 #include "cluscomp/core/ggml_blocks.hpp"
@@ -169,9 +171,8 @@ inline void decode_row_portable(const StoredMatrixView& w, int64_t r, float* out
 
 #if CLUSCOMP_OPS_X86
 // The AVX2 decoders of the types real files use for dense weights (fp16/bf16 safetensors, the
-// Q8_0 / Q4_0 / Q4_1 of GGUF files). "avx2,f16c" without "fma": a multiply followed by an add
-// must stay two roundings, as in ggml's scalar code. Other block types decode with the scalar
-// functions on this path too (same results by construction).
+// Q8_0 / Q4_0 / Q4_1 of GGUF files). Other block types decode with the scalar functions on this
+// path too (same results by construction).
 
 __attribute__((target("avx2,f16c"))) inline void decode_f16_avx2(const unsigned char* s, int64_t n, float* out) {
   int64_t i = 0;
@@ -221,6 +222,7 @@ __attribute__((target("avx2"))) inline void decode_q4_avx2(const unsigned char* 
       __m256i q = _mm256_cvtepu8_epi32(parts[p]);
       if (!Affine) q = _mm256_sub_epi32(q, _mm256_set1_epi32(8));
       __m256 y = _mm256_mul_ps(_mm256_cvtepi32_ps(q), d);
+      CLUSCOMP_NO_CONTRACT(y);  // never fused with the add, whatever the includer's flags
       if (Affine) y = _mm256_add_ps(y, m);
       _mm256_storeu_ps(out + 8 * p, y);
     }
