@@ -9,7 +9,10 @@
 /// How: each parallel task owns 48 rows of W. It decodes a few of them at a time into a small
 /// fp32 buffer (3 rows while the batch fits one 64-row block of x, i.e. decode, so they stay in
 /// L1; all 48 for longer batches, so that each decoded row serves many rows of x), then runs
-/// matmul_nt's micro-tiles on that buffer. No copy of the whole matrix is ever built.
+/// matmul_nt's micro-tiles on that buffer. One-row products (decode) of Q8_0 / Q4_0 / Q4_1 on
+/// the AVX2 path skip the buffer: each block is decoded into registers and fed to the same fused
+/// lanes, so a decoded row is never stored and read back (docs/benchmarks.md has the
+/// measurement). No copy of the whole matrix is ever built.
 ///
 /// Numerics: decoding is exact where the format is (fp16/bf16 widen exactly) and otherwise
 /// performs ggml's reference dequantisation operations in ggml's order (core/ggml_blocks.hpp), so
@@ -194,38 +197,100 @@ __attribute__((target("avx2"))) inline void decode_bf16_avx2(const unsigned char
   }
 }
 
-/// Q8_0: y = float(q) * d, 8 at a time.
-__attribute__((target("avx2"))) inline void decode_q8_0_avx2(const unsigned char* s, int64_t nb, float* out) {
-  for (int64_t b = 0; b < nb; ++b, s += 34, out += 32) {
-    const __m256 d = _mm256_set1_ps(ggml::load_f16(s));
-    for (int j = 0; j < 32; j += 8) {
-      const __m128i q8 = _mm_loadl_epi64(reinterpret_cast<const __m128i*>(s + 2 + j));
-      const __m256 q = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(q8));
-      _mm256_storeu_ps(out + j, _mm256_mul_ps(q, d));
-    }
+/// fp16 scale at p: F16C's conversion, exact like ggml::load_f16 (and cheaper than its bit
+/// manipulation, which cost a visible share of a Q4_1 row).
+__attribute__((target("avx2,f16c"))) inline float scale_f16c(const unsigned char* p) {
+  uint16_t h;
+  std::memcpy(&h, p, 2);
+  return _cvtsh_ss(h);
+}
+
+/// One Q8_0 block (34 bytes) as 4 x 8 floats: y = float(q) * d.
+__attribute__((target("avx2,f16c"))) inline void q8_0_block_avx2(const unsigned char* s, __m256 y[4]) {
+  const __m256 d = _mm256_set1_ps(scale_f16c(s));
+  for (int p = 0; p < 4; ++p) {
+    const __m128i q8 = _mm_loadl_epi64(reinterpret_cast<const __m128i*>(s + 2 + 8 * p));
+    y[p] = _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(q8)), d);
   }
 }
 
-/// Q4_0 (Affine = false: y = float(q - 8) * d) and Q4_1 (Affine = true: y = (float(q) * d) + m):
-/// element j < 16 is the low nibble of byte j, element j + 16 its high nibble.
+/// One Q4_0 (Affine = false, 18 bytes: y = float(q - 8) * d) or Q4_1 (Affine = true, 20 bytes:
+/// y = (float(q) * d) + m) block as 4 x 8 floats; element j < 16 is the low nibble of byte j,
+/// element j + 16 its high nibble.
 template <bool Affine>
-__attribute__((target("avx2"))) inline void decode_q4_avx2(const unsigned char* s, int64_t nb, float* out) {
-  const int bytes = Affine ? 20 : 18, qoff = Affine ? 4 : 2;
+__attribute__((target("avx2,f16c"))) inline void q4_block_avx2(const unsigned char* s, __m256 y[4]) {
   const __m128i low4 = _mm_set1_epi8(0x0f);
-  for (int64_t b = 0; b < nb; ++b, s += bytes, out += 32) {
-    const __m256 d = _mm256_set1_ps(ggml::load_f16(s));
-    const __m256 m = _mm256_set1_ps(Affine ? ggml::load_f16(s + 2) : 0.0f);
-    const __m128i qs = _mm_loadu_si128(reinterpret_cast<const __m128i*>(s + qoff));
-    const __m128i lo = _mm_and_si128(qs, low4), hi = _mm_and_si128(_mm_srli_epi16(qs, 4), low4);
-    const __m128i parts[4] = {lo, _mm_srli_si128(lo, 8), hi, _mm_srli_si128(hi, 8)};
-    for (int p = 0; p < 4; ++p) {
-      __m256i q = _mm256_cvtepu8_epi32(parts[p]);
-      if (!Affine) q = _mm256_sub_epi32(q, _mm256_set1_epi32(8));
-      __m256 y = _mm256_mul_ps(_mm256_cvtepi32_ps(q), d);
-      CLUSCOMP_NO_CONTRACT(y);  // never fused with the add, whatever the includer's flags
-      if (Affine) y = _mm256_add_ps(y, m);
-      _mm256_storeu_ps(out + 8 * p, y);
+  const __m256 d = _mm256_set1_ps(scale_f16c(s));
+  const __m256 m = _mm256_set1_ps(Affine ? scale_f16c(s + 2) : 0.0f);
+  const __m128i qs = _mm_loadu_si128(reinterpret_cast<const __m128i*>(s + (Affine ? 4 : 2)));
+  const __m128i lo = _mm_and_si128(qs, low4), hi = _mm_and_si128(_mm_srli_epi16(qs, 4), low4);
+  const __m128i parts[4] = {lo, _mm_srli_si128(lo, 8), hi, _mm_srli_si128(hi, 8)};
+  for (int p = 0; p < 4; ++p) {
+    __m256i q = _mm256_cvtepu8_epi32(parts[p]);
+    if (!Affine) q = _mm256_sub_epi32(q, _mm256_set1_epi32(8));
+    __m256 v = _mm256_mul_ps(_mm256_cvtepi32_ps(q), d);
+    CLUSCOMP_NO_CONTRACT(v);  // never fused with the add, whatever the includer's flags
+    if (Affine) v = _mm256_add_ps(v, m);
+    y[p] = v;
+  }
+}
+
+template <void (*Block)(const unsigned char*, __m256*), int kBytes>
+__attribute__((target("avx2,f16c"))) inline void decode_blocks_avx2(const unsigned char* s, int64_t nb, float* out) {
+  __m256 y[4];
+  for (int64_t b = 0; b < nb; ++b, s += kBytes, out += 32) {
+    Block(s, y);
+    for (int p = 0; p < 4; ++p) _mm256_storeu_ps(out + 8 * p, y[p]);
+  }
+}
+
+/// One-row products (decode) of rows [j, j + NR) of a block-format w: the block decoder feeds
+/// the fused multiply-adds directly, without the fp32 row buffer. Lane l of row r accumulates
+/// the products with k = l mod 8 in ascending k, then ops_detail::sum_lanes, then the bias: the
+/// operations matmul_columns performs on the decoded rows (k is a multiple of 32, so there is no
+/// tail), hence the same bits.
+template <int NR, void (*Block)(const unsigned char*, __m256*), int kBytes>
+__attribute__((target("avx2,fma,f16c"))) inline void gemv_rows_avx2(const StoredMatrixView& w, int64_t j,
+                                                                    const float* x, const float* bias, float* y) {
+  const int64_t nb = w.cols / 32, row_bytes = nb * kBytes;
+  const unsigned char* s = w.data + j * row_bytes;
+  __m256 acc[NR];
+  for (int r = 0; r < NR; ++r) acc[r] = _mm256_setzero_ps();
+  for (int64_t b = 0; b < nb; ++b) {
+    __m256 xv[4];
+    for (int p = 0; p < 4; ++p) xv[p] = _mm256_loadu_ps(x + 32 * b + 8 * p);
+    for (int r = 0; r < NR; ++r) {
+      __m256 wv[4];
+      Block(s + r * row_bytes + b * kBytes, wv);
+      for (int p = 0; p < 4; ++p) acc[r] = _mm256_fmadd_ps(xv[p], wv[p], acc[r]);
     }
+  }
+  alignas(32) float lanes[8];
+  for (int r = 0; r < NR; ++r) {
+    _mm256_store_ps(lanes, acc[r]);
+    float v = ops_detail::sum_lanes(lanes);
+    if (bias) v = v + bias[j + r];
+    y[j + r] = v;
+  }
+}
+
+template <void (*Block)(const unsigned char*, __m256*), int kBytes>
+inline void gemv_range_avx2(const StoredMatrixView& w, int64_t j0, int64_t j1, const float* x, const float* bias,
+                            float* y) {
+  int64_t j = j0;
+  for (; j + 3 <= j1; j += 3) gemv_rows_avx2<3, Block, kBytes>(w, j, x, bias, y);
+  for (; j < j1; ++j) gemv_rows_avx2<1, Block, kBytes>(w, j, x, bias, y);
+}
+
+/// Rows [j0, j1) of y = x . w^T (+ bias) for one row x, fused, for the block formats with an
+/// AVX2 block decoder (Q8_0, Q4_0, Q4_1); false (nothing done) for the others.
+inline bool gemv_fused_avx2(const StoredMatrixView& w, int64_t j0, int64_t j1, const float* x, const float* bias,
+                            float* y) {
+  switch (w.type) {
+    case StoredType::kQ8_0: gemv_range_avx2<q8_0_block_avx2, 34>(w, j0, j1, x, bias, y); return true;
+    case StoredType::kQ4_0: gemv_range_avx2<q4_block_avx2<false>, 18>(w, j0, j1, x, bias, y); return true;
+    case StoredType::kQ4_1: gemv_range_avx2<q4_block_avx2<true>, 20>(w, j0, j1, x, bias, y); return true;
+    default: return false;
   }
 }
 
@@ -237,9 +302,9 @@ inline void decode_row_avx2(const StoredMatrixView& w, int64_t r, float* out) {
   switch (w.type) {
     case StoredType::kF16: decode_f16_avx2(s, w.cols, out); return;
     case StoredType::kBF16: decode_bf16_avx2(s, w.cols, out); return;
-    case StoredType::kQ8_0: decode_q8_0_avx2(s, nb, out); return;
-    case StoredType::kQ4_0: decode_q4_avx2<false>(s, nb, out); return;
-    case StoredType::kQ4_1: decode_q4_avx2<true>(s, nb, out); return;
+    case StoredType::kQ8_0: decode_blocks_avx2<q8_0_block_avx2, 34>(s, nb, out); return;
+    case StoredType::kQ4_0: decode_blocks_avx2<q4_block_avx2<false>, 18>(s, nb, out); return;
+    case StoredType::kQ4_1: decode_blocks_avx2<q4_block_avx2<true>, 20>(s, nb, out); return;
     default: decode_row_portable(w, r, out); return;
   }
 }
@@ -330,6 +395,10 @@ inline Status stored_matmul_nt(const StoredMatmulArgs& a, ThreadPool* pool = nul
   ThreadPool* p = (a.m * n * k < (int64_t{1} << 16)) ? nullptr : pool;
   parallel_for(p, tasks, [&](int64_t t) {
     const int64_t j0 = t * per_task, j1 = std::min(n, j0 + per_task);
+#if CLUSCOMP_OPS_X86
+    // One row (decode) of a block format: fused, no row buffer (same bits, see gemv_rows_avx2).
+    if (avx2 && a.m == 1 && stored_detail::gemv_fused_avx2(a.w, j0, j1, a.x, a.bias, a.y)) return;
+#endif
     uninit_vector<float> buf(static_cast<size_t>(std::min(rows_per_decode, j1 - j0) * k));
     MatmulArgs ta = ma;
     ta.w = buf.data();
