@@ -9,8 +9,8 @@
 /// How: each parallel task owns 48 rows of W. It decodes a few of them at a time into a small
 /// fp32 buffer (3 rows while the batch fits one 64-row block of x, i.e. decode, so they stay in
 /// L1; all 48 for longer batches, so that each decoded row serves many rows of x), then runs
-/// matmul_nt's micro-tiles on that buffer. One-row products (decode) of Q8_0 / Q4_0 / Q4_1 on
-/// the AVX2 path skip the buffer: each block is decoded into registers and fed to the same fused
+/// matmul_nt's micro-tiles on that buffer. One-row products (decode) of Q4_0 / Q4_1 on the
+/// AVX2 path skip the buffer: each block is decoded into registers and fed to the same fused
 /// lanes, so a decoded row is never stored and read back (docs/benchmarks.md has the
 /// measurement). No copy of the whole matrix is ever built.
 ///
@@ -282,12 +282,12 @@ inline void gemv_range_avx2(const StoredMatrixView& w, int64_t j0, int64_t j1, c
   for (; j < j1; ++j) gemv_rows_avx2<1, Block, kBytes>(w, j, x, bias, y);
 }
 
-/// Rows [j0, j1) of y = x . w^T (+ bias) for one row x, fused, for the block formats with an
-/// AVX2 block decoder (Q8_0, Q4_0, Q4_1); false (nothing done) for the others.
+/// Rows [j0, j1) of y = x . w^T (+ bias) for one row x, fused, for Q4_0 and Q4_1; false (nothing
+/// done) for the others. Q8_0 stays on the buffered path: fused, its one-row product measured
+/// slower than buffered on the real model's lm_head (docs/benchmarks.md), Q4_1's faster.
 inline bool gemv_fused_avx2(const StoredMatrixView& w, int64_t j0, int64_t j1, const float* x, const float* bias,
                             float* y) {
   switch (w.type) {
-    case StoredType::kQ8_0: gemv_range_avx2<q8_0_block_avx2, 34>(w, j0, j1, x, bias, y); return true;
     case StoredType::kQ4_0: gemv_range_avx2<q4_block_avx2<false>, 18>(w, j0, j1, x, bias, y); return true;
     case StoredType::kQ4_1: gemv_range_avx2<q4_block_avx2<true>, 20>(w, j0, j1, x, bias, y); return true;
     default: return false;
