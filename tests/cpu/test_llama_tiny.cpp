@@ -288,6 +288,10 @@ TEST_CASE("tiny llama: stored dense weights (GGUF Q8_0/Q4_1/F16, HF F16/BF16) gi
       if (matmul_uses_avx2()) CHECK(same_bits(ls, lf));
       else CHECK(rel_err(ls, std::vector<double>(lf.begin(), lf.end())) < kTinyModelRelTol);
       CHECK(same_bits(decode_all(s, ids), ls));
+      // Calibration and training read the embedding as fp32: a stored one is a clear error.
+      require_error([&] { (void)s.weights().embed_fp32("calibrate (teacher)"); }, StatusCode::kInvalidArgument,
+                    "calibrate (teacher) needs the fp32 embedding");
+      CHECK(f.weights().embed_fp32("calibrate").size() == static_cast<size_t>(t.cfg.vocab_size * t.cfg.hidden_size));
     }
     for (DType dt : {DType::kF16, DType::kBF16}) {
       INFO(t.cfg.model_type << ", HF " << dtype_name(dt));

@@ -129,6 +129,15 @@ struct LlamaBlock {
 struct LlamaWeights {
   std::shared_ptr<const std::vector<float>> embed;     // (vocab, hidden) fp32, or null
   std::shared_ptr<const StoredMatrix> embed_stored;    // (vocab, hidden) in the file's type, or null
+
+  /// The fp32 embedding, for the code that reads it as fp32 (calibration, training, activation
+  /// statistics). Error(kInvalidArgument) naming `who` when the model holds it in a stored type.
+  const std::vector<float>& embed_fp32(const std::string& who) const {
+    if (!embed)
+      throw Error(StatusCode::kInvalidArgument,
+                  who + " needs the fp32 embedding: load the model with DenseWeights::kFp32 (it is held stored)");
+    return *embed;
+  }
   std::vector<float> final_norm;                    // (hidden)
   Linear lm_head;                                   // (vocab, hidden)
   std::vector<LlamaBlock> blocks;
