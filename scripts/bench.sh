@@ -12,7 +12,7 @@ export CLUSCOMP_DATA="${CLUSCOMP_DATA:-$HOME/.cache/cluscomp}"
 BENCHES=(
   "io|bench_io|GGUF load + dequantisation throughput of the real model (MB/s of quantised bytes)"
   "kmeans-vs-faiss|bench_kmeans|exact CPU k-means vs faiss-cpu and scikit-learn (PyPI venv), same start; scaling; 58M-point iteration"
-  "runtime|bench_runtime|real-model CPU runtime, 2 threads: prefill 512 tokens and decode tokens/s vs PyTorch (bench/runtime_torch.py; needs apt python3-torch + libopenblas0-pthread) and llama.cpp (built from the llama-cpp-python sdist by bench/llamacpp_build.sh; CLUSCOMP_RUNTIME_NO_LLAMACPP=1 skips it); dense kernel vs Eigen"
+  "runtime|bench_runtime|real-model CPU runtime, 2 threads: prefill 512 tokens and decode tokens/s vs PyTorch (bench/runtime_torch.py; needs apt python3-torch + libopenblas0-pthread) and llama.cpp (built from the llama-cpp-python sdist by bench/llamacpp_build.sh; CLUSCOMP_RUNTIME_NO_LLAMACPP=1 skips it); every model with fp32 vs stored dense weights (extra models: NAME=FILE arguments, e.g. cc4=OUT/cc4.safetensors); dense kernel vs Eigen"
   "quality|cluscomp_cli|real model: perplexity vs true bpw for base, RTN 4/3/2-bit and ClusComp --bpw 4/3/2 (clustering only, data-free and activation-aware), compression time, decode tok/s (QUALITY_WINDOWS windows, QUALITY_ITERATIONS k-means iterations)"
   "calibrate|cluscomp_cli|real model: ClusComp --bpw 4/3/2 clustering-only vs block-wise calibrated (CAL_SAMPLES x CAL_WINDOW tokens, CAL_EPOCHS epochs, CAL_LR), perplexity, time per block, peak memory; one block's forward+backward vs PyTorch"
   "codebook-sharing|bench_codebook_sharing|real model: one codebook shared by a block's 7 projections / by attn_q of every layer vs per-matrix codebooks at the same bpw (data-free weight error)"

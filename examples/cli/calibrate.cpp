@@ -37,7 +37,7 @@ int run_calibrate(const Invocation& inv) {
   if (opt.values.count("work-dir")) o.work_dir = opt.values.at("work-dir");
 
   const std::vector<int32_t> ids = read_training_tokens(teacher_path, text_path);
-  cc::LlamaModel teacher = load_model_timed(teacher_path, o.threads, device);
+  cc::LlamaModel teacher = load_model_timed(teacher_path, o.threads, device, cc::DenseWeights::kFp32);
   fmt::print(stderr, "calibrating {}: {} samples x {} tokens, {} epochs, lr {}, weight decay {}{}\n", student_path,
              o.samples, o.window, o.epochs, o.lr, o.weight_decay, o.aug_loss ? ", aug_loss" : "");
   const bool tty = isatty(2) != 0;

@@ -17,6 +17,7 @@
 
 CLUSCOMP_NAMESPACE_BEGIN
 class LlamaModel;
+enum class DenseWeights;  // model/llama.hpp
 CLUSCOMP_NAMESPACE_END
 
 namespace cli {
@@ -86,6 +87,11 @@ int epochs_option(const Options& opt, int dflt);
 // The --device entry every computing verb lists in the table.
 OptionSpec device_option();
 
+// --dense-fp32 of the inference verbs (eval, generate): without it their models keep dense
+// weights in the file's stored type (DenseWeights::kStored).
+OptionSpec dense_fp32_option();
+cluscomp::DenseWeights dense_weights_for(const Options& opt);
+
 // The verbs, one file each (inspect.cpp, roundtrip.cpp, ...): the table's run functions.
 int run_inspect(const Invocation& inv);
 int run_roundtrip(const Invocation& inv);
@@ -109,8 +115,11 @@ std::vector<int64_t> torch_shape(const std::vector<int64_t>& ne);
 
 // The "loaded MODEL in ..." line on stderr.
 void print_loaded(const std::string& path, double seconds, const cluscomp::LlamaModel& m);
-// Loads a model for `device` (already checked by device_for) and prints the "loaded" line.
-cluscomp::LlamaModel load_model_timed(const std::string& path, int threads, cluscomp::Device device);
+// Loads a model for `device` (already checked by device_for) and prints the "loaded" line. The
+// training verbs pass DenseWeights::kFp32 (they read the weights as fp32); eval and generate
+// pass dense_weights_for(opt).
+cluscomp::LlamaModel load_model_timed(const std::string& path, int threads, cluscomp::Device device,
+                                      cluscomp::DenseWeights dense);
 
 // A text file the user pointed at: it must exist, be non-empty and be valid UTF-8.
 std::string read_utf8_text(const std::string& path);

@@ -41,7 +41,7 @@ void progress_bar(int64_t done, int64_t total, const std::string& tail) {
 
 void print_loaded(const std::string& path, double seconds, const cc::LlamaModel& m) {
   const cc::MemoryReport r = m.memory_report();
-  fmt::print(stderr, "loaded {} in {:.2f} s: {} blocks, hidden {}, vocab {}, {:.1f} MiB of fp32 weights, {} threads\n",
+  fmt::print(stderr, "loaded {} in {:.2f} s: {} blocks, hidden {}, vocab {}, {:.1f} MiB of weights, {} threads\n",
              path, seconds, m.config().num_hidden_layers, m.config().hidden_size, m.vocab_size(),
              static_cast<double>(r.weights) / (1 << 20), m.threads());
 }
@@ -50,11 +50,16 @@ std::vector<int64_t> torch_shape(const std::vector<int64_t>& ne) {
   return std::vector<int64_t>(ne.rbegin(), ne.rend());
 }
 
-cc::LlamaModel load_model_timed(const std::string& path, int threads, cc::Device device) {
+cc::DenseWeights dense_weights_for(const Options& opt) {
+  return opt.flag("dense-fp32") ? cc::DenseWeights::kFp32 : cc::DenseWeights::kStored;
+}
+
+cc::LlamaModel load_model_timed(const std::string& path, int threads, cc::Device device, cc::DenseWeights dense) {
   const auto t0 = Clock::now();
   cc::LlamaRuntimeOptions o;
   o.threads = threads;
   o.device = device;
+  o.dense = dense;
   cc::LlamaModel m = cc::load_llama_model(path, o);
   print_loaded(path, seconds_since(t0), m);
   return m;

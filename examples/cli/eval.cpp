@@ -21,7 +21,8 @@ int run_eval(const Invocation& inv) {
   const Options& opt = inv.opt;
   const cc::Device device = device_for(opt, "eval");
   const std::string text = read_utf8_text(text_path);
-  cc::LlamaModel m = load_model_timed(model_path, static_cast<int>(opt.get_int("threads", 0)), device);
+  cc::LlamaModel m = load_model_timed(model_path, static_cast<int>(opt.get_int("threads", 0)), device,
+                                       dense_weights_for(opt));
   const cc::Tokenizer tok = cc::load_model_tokenizer(model_path);
   auto t0 = Clock::now();
   const std::vector<int32_t> ids = tok.encode(text, tok.add_bos_default());

@@ -22,7 +22,8 @@ int run_generate(const Invocation& inv) {
   const std::string &model_path = inv.args[0], &prompt = inv.args[1];
   const Options& opt = inv.opt;
   const cc::Device device = device_for(opt, "generate");
-  cc::LlamaModel m = load_model_timed(model_path, static_cast<int>(opt.get_int("threads", 0)), device);
+  cc::LlamaModel m = load_model_timed(model_path, static_cast<int>(opt.get_int("threads", 0)), device,
+                                       dense_weights_for(opt));
   const cc::Tokenizer tok = cc::load_model_tokenizer(model_path);
   const int64_t max_tokens = opt.get_int("max-tokens", 64);
   if (max_tokens < 1) throw cc::Error(cc::StatusCode::kInvalidArgument, "--max-tokens must be at least 1");

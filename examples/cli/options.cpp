@@ -78,6 +78,12 @@ OptionSpec device_option() {
           "where the work runs (default cpu); cuda needs a build with the CUDA backend and a GPU"};
 }
 
+OptionSpec dense_fp32_option() {
+  return {"dense-fp32", nullptr,
+          "hold the embedding, lm_head and dense projections as fp32 (the runtime before issue 23) instead of "
+          "the type the file stores them in"};
+}
+
 int epochs_option(const Options& opt, int dflt) {
   const int64_t epochs = opt.get_int("epochs", dflt);
   if (epochs < 1 || epochs > 10000) throw cc::Error(cc::StatusCode::kInvalidArgument, "--epochs must be in 1..10000");

@@ -27,7 +27,7 @@ int run_recover(const Invocation& inv) {
   o.loss = cc::parse_recover_loss(opt.get("loss", "kd"));
   o.train = cc::parse_recover_train(opt.get("train", "codebooks"));
   const std::vector<int32_t> ids = read_training_tokens(teacher_path, text_path);
-  cc::LlamaModel teacher = load_model_timed(teacher_path, o.threads, device);
+  cc::LlamaModel teacher = load_model_timed(teacher_path, o.threads, device, cc::DenseWeights::kFp32);
   fmt::print(stderr, "recovering {}: loss {}, train {}, {} windows x {} tokens, {} epochs{}, lr {}\n", student_path,
              cc::recover_loss_name(o.loss), cc::recover_train_name(o.train), o.samples, o.window, o.epochs,
              o.max_steps > 0 ? fmt::format(" (at most {} steps)", o.max_steps) : std::string(), o.lr);

@@ -53,6 +53,7 @@ std::vector<VerbSpec> make_verbs() {
                    {"max-windows", "N", "evaluate at most N windows from the start (default 0: all)"},
                    threads_option(),
                    device_option(),
+                   dense_fp32_option(),
                },
                "", run_eval});
   v.push_back({"generate", "MODEL PROMPT",
@@ -66,6 +67,7 @@ std::vector<VerbSpec> make_verbs() {
                    {"raw", nullptr, "plain continuation of PROMPT, no chat template"},
                    threads_option(),
                    device_option(),
+                   dense_fp32_option(),
                },
                "", run_generate});
   v.push_back(

@@ -27,8 +27,8 @@ const std::map<std::string, std::set<std::string>>& expected_options() {
   static const std::map<std::string, std::set<std::string>> m = {
       {"inspect", {}},
       {"roundtrip", {"out"}},
-      {"eval", {"window", "stride", "max-windows", "threads", "device"}},
-      {"generate", {"max-tokens", "temperature", "top-k", "top-p", "seed", "raw", "threads", "device"}},
+      {"eval", {"window", "stride", "max-windows", "threads", "device", "dense-fp32"}},
+      {"generate", {"max-tokens", "temperature", "top-k", "top-p", "seed", "raw", "threads", "device", "dense-fp32"}},
       {"compress", {"out", "bpw", "d", "k", "s", "per-kind", "method", "bits", "group-size", "matrices", "iterations",
                     "seed", "code-bits", "search-d", "centroid-dtype", "dense-dtype", "work-dir", "threads", "jobs",
                     "activations", "act-samples", "act-window", "importance-damp", "reference-layout", "device"}},

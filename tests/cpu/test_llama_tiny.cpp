@@ -258,6 +258,75 @@ TEST_CASE("tiny llama: quantised GGUF weights and codebook layers", "[model][tin
   CHECK_THROWS_AS(Linear::from_codebook("cb", cb, std::vector<float>(3)), Error);
 }
 
+TEST_CASE("tiny llama: stored dense weights (GGUF Q8_0/Q4_1/F16, HF F16/BF16) give the fp32 runtime's logits",
+          "[model][tiny][stored]") {
+  // Untied with Qwen2 biases and tied llama (q/k rows permuted in the GGUF: un-permuted as whole
+  // rows of blocks). On AVX2+FMA CPUs both runtimes run fused lanes: the logits are equal bit for
+  // bit; elsewhere matmul_nt's portable path rounds its products separately, so within budget.
+  for (const Tiny& t : {make_tiny("llama", true), make_tiny("qwen2", false, true)}) {
+    for (GgmlType type : {GgmlType::kQ8_0, GgmlType::kQ4_1, GgmlType::kF16}) {
+      INFO(t.cfg.model_type << ", ggml type " << ggml_type_name(type));
+      GgufOptions o;
+      o.type = type;
+      const auto bytes = write_gguf(t, o);
+      GgufReader g(bytes.data(), bytes.size(), "tiny.gguf");
+      LlamaRuntimeOptions ro;
+      ro.threads = 2;
+      LlamaModel f = load_llama_gguf(g, ro);
+      ro.dense = DenseWeights::kStored;
+      LlamaModel s = load_llama_gguf(g, ro);
+      REQUIRE(s.weights().embed_stored);
+      CHECK(static_cast<uint32_t>(s.weights().embed_stored->type()) == static_cast<uint32_t>(type));
+      CHECK(s.weights().blocks[0].q.kind() == LinearKind::kStored);
+      CHECK(s.weights().lm_head.kind() == LinearKind::kStored);
+      CHECK(s.weights().lm_head.shares_weight_with(s.weights().embed_stored.get()) == t.cfg.tie_word_embeddings);
+      // Resident weights are exactly the file's tensor bytes (norms and biases are F32 there).
+      int64_t file_bytes = 0;
+      for (const GgufTensorInfo& ti : g.tensors()) file_bytes += static_cast<int64_t>(ti.n_bytes);
+      CHECK(s.memory_report().weights == file_bytes);
+      CHECK(f.memory_report().weights > file_bytes);
+      const auto ids = prompt(12);
+      const auto lf = prefill_all(f, ids), ls = prefill_all(s, ids);
+      if (matmul_uses_avx2()) CHECK(same_bits(ls, lf));
+      else CHECK(rel_err(ls, std::vector<double>(lf.begin(), lf.end())) < kTinyModelRelTol);
+      CHECK(same_bits(decode_all(s, ids), ls));
+      // Calibration and training read the embedding as fp32: a stored one is a clear error.
+      require_error([&] { (void)s.weights().embed_fp32("calibrate (teacher)"); }, StatusCode::kInvalidArgument,
+                    "calibrate (teacher) needs the fp32 embedding");
+      CHECK(f.weights().embed_fp32("calibrate").size() == static_cast<size_t>(t.cfg.vocab_size * t.cfg.hidden_size));
+    }
+    for (DType dt : {DType::kF16, DType::kBF16}) {
+      INFO(t.cfg.model_type << ", HF " << dtype_name(dt));
+      TempDir dir;
+      write_llama_config((dir.path() / "config.json").string(), t.cfg);
+      SafetensorsWriter w;
+      std::vector<std::vector<uint16_t>> keep;
+      for (const auto& [hf, v] : t.w) {
+        keep.emplace_back(v.size());
+        for (size_t i = 0; i < v.size(); ++i)
+          keep.back()[i] = dt == DType::kF16 ? float_to_half_bits(v[i]) : float_to_bf16_bits(v[i]);
+        w.add(hf, dt, t.shape.at(hf), keep.back().data(), v.size() * 2);
+      }
+      w.write((dir.path() / "model.safetensors").string());
+      LlamaRuntimeOptions ro;
+      LlamaModel f = load_llama_hf(dir.path().string(), ro);
+      ro.dense = DenseWeights::kStored;
+      LlamaModel s = load_llama_hf(dir.path().string(), ro);
+      REQUIRE(s.weights().embed_stored);
+      CHECK(s.weights().blocks[1].down.kind() == LinearKind::kStored);
+      const auto ids = prompt(9);
+      const auto lf = prefill_all(f, ids), ls = prefill_all(s, ids);
+      if (matmul_uses_avx2()) CHECK(same_bits(ls, lf));
+      else CHECK(rel_err(ls, std::vector<double>(lf.begin(), lf.end())) < kTinyModelRelTol);
+    }
+  }
+  // A stored matrix whose bytes disagree with its shape is refused with its name.
+  require_error([] { StoredMatrix("blk.0.q", StoredType::kQ8_0, 4, 64, std::vector<unsigned char>(100)); },
+                StatusCode::kInvalidArgument, "blk.0.q: 100 bytes, expected 272");
+  require_error([] { StoredMatrix("blk.0.k", StoredType::kQ4_1, 4, 48, std::vector<unsigned char>(40)); },
+                StatusCode::kInvalidArgument, "blk.0.k: stored matrix: Q4_1 rows of 48");
+}
+
 TEST_CASE("tiny llama: bad input gives clear errors", "[model][tiny][errors]") {
   const Tiny t = make_tiny("llama", true);
   {

@@ -174,6 +174,57 @@ TEST_CASE("real model: prefill == decode bit for bit, and 1 thread == 2 threads"
   CHECK(m1.forward(ids, c, true) == pre);
 }
 
+TEST_CASE("real model, stored dense weights: file-sized memory, same logits as fp32, prefill == decode",
+          "[model][llama][stored]") {
+  LlamaModel& m = model();  // DenseWeights::kFp32
+  const fs::path p = cluscomp_test::real_model_path();
+  LlamaRuntimeOptions o;
+  o.threads = 2;
+  o.dense = DenseWeights::kStored;
+  LlamaModel s = load_llama_gguf(p.string(), o);
+  // Every weight stays in the file's type: Q8_0 embedding (tied lm_head), Q4_1 projections.
+  REQUIRE(s.weights().embed_stored);
+  CHECK_FALSE(s.weights().embed);
+  CHECK(s.weights().embed_stored->type() == StoredType::kQ8_0);
+  CHECK(s.weights().lm_head.shares_weight_with(s.weights().embed_stored.get()));
+  for (const LlamaBlock& b : s.weights().blocks)
+    for (const Linear* l : {&b.q, &b.k, &b.v, &b.o, &b.gate, &b.up, &b.down}) {
+      REQUIRE(l->kind() == LinearKind::kStored);
+      CHECK(l->stored_weight()->type() == StoredType::kQ4_1);
+    }
+  const int64_t file = static_cast<int64_t>(fs::file_size(p));
+  const int64_t weights = s.memory_report().weights;
+  WARN("real model, stored: " << weights << " bytes of weights for a " << file << "-byte file (fp32: "
+                              << m.memory_report().weights << ")");
+  CHECK(weights <= file);
+  // q/k rows are un-permuted as whole rows of blocks: every prompt position's logits equal the
+  // fp32 runtime's, bit for bit where both run fused lanes (AVX2+FMA), else within the budget.
+  for (const auto& pr : manifest()["prompts"]) {
+    const auto ids = ids_of(pr["ids"]);
+    INFO("prompt " << pr["text"].dump());
+    KvCache c1 = m.make_cache(256), c2 = s.make_cache(256);
+    const auto want = m.forward(ids, c1, true);
+    const auto got = s.forward(ids, c2, true);
+    if (matmul_uses_avx2()) {
+      CHECK(got == want);
+    } else {
+      double num = 0, den = 0;
+      for (size_t i = 0; i < got.size(); ++i) {
+        num += (static_cast<double>(got[i]) - want[i]) * (static_cast<double>(got[i]) - want[i]);
+        den += static_cast<double>(want[i]) * want[i];
+      }
+      CHECK(std::sqrt(num / den) < cluscomp_test::kRealLogitsRelTol);
+    }
+    KvCache c3 = s.make_cache(256);
+    std::vector<float> dec;
+    for (int32_t id : ids) {
+      const auto l = s.forward(&id, 1, c3);
+      dec.insert(dec.end(), l.begin(), l.end());
+    }
+    CHECK(dec == got);
+  }
+}
+
 TEST_CASE("real model: perplexity over 2 windows of 2048 within 0.5% of the NumPy forward", "[model][llama]") {
   LlamaModel& m = model();
   const auto& man = manifest();

@@ -41,5 +41,10 @@ inline constexpr double kLookupGemmGpuRelTol = 1e-5;
 // (2^-11, 2^-8) dominates. Budgets 1e-3 and 8e-3 (about 2x the rounding, far below a wrong code).
 inline constexpr double kLookupGemmGpuF16OutRelTol = 1e-3;
 inline constexpr double kLookupGemmGpuBF16OutRelTol = 8e-3;
+// Stored-type products (ops/stored_matmul.hpp) on realistic weights against the double twin of
+// the reference-dequantised matrix: an fp32 fma chain of length k <= 768 with Gaussian
+// activations, as the lookup GEMM above. Budget 1e-5, still orders below a wrong block, scale or
+// row (error ~1).
+inline constexpr double kStoredMatmulRelTol = 1e-5;
 
 }  // namespace cluscomp_test

@@ -95,24 +95,40 @@ inline std::string hf_name_from_gguf(const std::string& name) {
 
 /// llama.cpp's converter stores each q/k head with its rotary halves interleaved (HF row
 /// j*half + i of a head becomes row 2i + j). This restores HF order, in place, for a (rows, cols)
-/// matrix (cols = 1 for a bias) of `heads` heads. Error(kFormatError) when the rows do not split
-/// into `heads` heads of an even size.
-inline void unpermute_gguf_qk_rows(std::vector<float>& m, int64_t heads, int64_t cols) {
+/// matrix (cols = 1 for a bias) of `heads` heads; T is float for values, unsigned char for a
+/// quantised tensor's rows (cols = its row bytes: a row's blocks move together). Error(kFormatError)
+/// when the rows do not split into `heads` heads of an even size.
+template <class T>
+inline void unpermute_gguf_qk_rows(std::vector<T>& m, int64_t heads, int64_t cols) {
   const int64_t rows = static_cast<int64_t>(m.size()) / cols;
   if (heads <= 0 || rows % heads != 0 || (rows / heads) % 2 != 0)
     throw Error(StatusCode::kFormatError, "q/k rows " + std::to_string(rows) +
                                               " do not split into " + std::to_string(heads) +
                                               " heads of an even size");
   const int64_t hd = rows / heads, half = hd / 2;
-  std::vector<float> out(m.size());
+  std::vector<T> out(m.size());
   for (int64_t h = 0; h < heads; ++h)
     for (int64_t j = 0; j < 2; ++j)
       for (int64_t i = 0; i < half; ++i) {
-        const float* src = m.data() + (h * hd + 2 * i + j) * cols;
-        float* dst = out.data() + (h * hd + j * half + i) * cols;
+        const T* src = m.data() + (h * hd + 2 * i + j) * cols;
+        T* dst = out.data() + (h * hd + j * half + i) * cols;
         std::copy(src, src + cols, dst);
       }
   m.swap(out);
+}
+
+/// The number of heads whose rows llama.cpp permuted in HF tensor `hf` of a model `c` (q_proj:
+/// attention heads, k_proj: key/value heads, weights and biases of llama/mistral files), or 0
+/// when the tensor is stored in HF order.
+inline int64_t gguf_permuted_heads(const std::string& hf, const LlamaConfig& c) {
+  if (c.model_type != "llama" && c.model_type != "mistral") return 0;
+  auto ends = [&](const char* suf) {
+    const std::string x(suf);
+    return hf.size() >= x.size() && hf.compare(hf.size() - x.size(), x.size(), x) == 0;
+  };
+  if (ends("self_attn.q_proj.weight") || ends("self_attn.q_proj.bias")) return c.num_attention_heads;
+  if (ends("self_attn.k_proj.weight") || ends("self_attn.k_proj.bias")) return c.num_key_value_heads;
+  return 0;
 }
 
 /// The GGUF tensors of a LLaMA-family file under their HF names, in file order, and the GGUF
@@ -140,17 +156,21 @@ inline GgufHfTensors gguf_hf_tensors(const GgufReader& g) {
 inline std::vector<float> gguf_tensor_hf_values(const GgufReader& g, const GgufTensorInfo& t, const std::string& hf,
                                                 const LlamaConfig& c) {
   std::vector<float> v = dequantize_tensor(g, t);
-  if (c.model_type == "llama" || c.model_type == "mistral") {
-    auto ends = [&](const char* suf) {
-      const std::string x(suf);
-      return hf.size() >= x.size() && hf.compare(hf.size() - x.size(), x.size(), x) == 0;
-    };
-    const int64_t cols = t.ne.size() == 2 ? t.ne[0] : 1;  // HF shape (rows, cols) = ne reversed
-    if (ends("self_attn.q_proj.weight") || ends("self_attn.q_proj.bias"))
-      unpermute_gguf_qk_rows(v, c.num_attention_heads, cols);
-    if (ends("self_attn.k_proj.weight") || ends("self_attn.k_proj.bias"))
-      unpermute_gguf_qk_rows(v, c.num_key_value_heads, cols);
-  }
+  const int64_t cols = t.ne.size() == 2 ? t.ne[0] : 1;  // HF shape (rows, cols) = ne reversed
+  if (const int64_t heads = gguf_permuted_heads(hf, c)) unpermute_gguf_qk_rows(v, heads, cols);
+  return v;
+}
+
+/// The bytes of GGUF tensor `t` (HF name `hf`) as stored (its ggml type), rows in HF order: the
+/// same row permutation as gguf_tensor_hf_values, applied to whole rows of blocks. Errors: those
+/// of unpermute_gguf_qk_rows.
+inline std::vector<unsigned char> gguf_tensor_hf_bytes(const GgufReader& g, const GgufTensorInfo& t,
+                                                       const std::string& hf, const LlamaConfig& c) {
+  const unsigned char* d = g.tensor_data(t);
+  std::vector<unsigned char> v(d, d + t.n_bytes);
+  const int64_t rows = t.ne.size() == 2 ? t.ne[1] : static_cast<int64_t>(t.n_elements);
+  if (const int64_t heads = gguf_permuted_heads(hf, c))
+    unpermute_gguf_qk_rows(v, heads, static_cast<int64_t>(t.n_bytes) / rows);
   return v;
 }
 

@@ -150,8 +150,49 @@ class ModelSource {
   /// LlamaTensorFetch. False when the source has no such tensor; Error(kFormatError) naming it
   /// when the shape differs (a GGUF message gives the GGUF name and ne, fastest dimension first).
   bool fetch(const std::string& name, const std::vector<int64_t>& shape, std::vector<float>* out) const {
-    const Entry* e = find(name);
+    const Entry* e = find_checked(name, shape);
     if (!e) return false;
+    *out = read(*e);
+    return true;
+  }
+
+  /// The ggml type id a tensor's bytes are stored in: the GGUF tensor's type; for safetensors
+  /// F32 0, F16 1, BF16 30, and kNoGgmlType for other dtypes.
+  static constexpr uint32_t kNoGgmlType = 0xffffffffu;
+  uint32_t stored_type_id(const Entry& e) const {
+    if (e.gguf) return static_cast<uint32_t>(e.gguf->type);
+    switch (e.tensor->dtype) {
+      case DType::kF32: return 0;
+      case DType::kF16: return 1;
+      case DType::kBF16: return 30;
+      default: return kNoGgmlType;
+    }
+  }
+
+  /// Like fetch, but the tensor's bytes as the file stores them (type: stored_type_id), rows in
+  /// HF order (a GGUF q/k permutation undone on whole rows), for runtimes that compute on the
+  /// stored type. Same errors as fetch.
+  bool fetch_stored(const std::string& name, const std::vector<int64_t>& shape, uint32_t* type_id,
+                    std::vector<unsigned char>* out) const {
+    const Entry* e = find_checked(name, shape);
+    if (!e) return false;
+    *type_id = stored_type_id(*e);
+    if (e->gguf)
+      *out = gguf_tensor_hf_bytes(*gguf_, *e->gguf, e->name, config_);
+    else
+      out->assign(e->tensor->data, e->tensor->data + e->tensor->nbytes);
+    return true;
+  }
+
+ private:
+  ModelSource() = default;
+
+  /// The entry of `name` after checking it has HF shape `shape` (Error(kFormatError) naming it
+  /// otherwise; a GGUF message gives the GGUF name and ne, fastest dimension first); null when
+  /// the source has no such tensor.
+  const Entry* find_checked(const std::string& name, const std::vector<int64_t>& shape) const {
+    const Entry* e = find(name);
+    if (!e) return nullptr;
     if (e->gguf) {
       const std::vector<int64_t> want(shape.rbegin(), shape.rend());  // GGUF ne: fastest first
       if (e->gguf->ne != want)
@@ -162,12 +203,8 @@ class ModelSource {
       throw Error(StatusCode::kFormatError, name_ + ": tensor '" + name + "' has shape " +
                                                 detail::shape_text(e->shape) + ", expected " + detail::shape_text(shape));
     }
-    *out = read(*e);
-    return true;
+    return e;
   }
-
- private:
-  ModelSource() = default;
 
   // A later tensor of the same HF name replaces an earlier one in find(), as the loaders' maps
   // always did (HF shards list a name once; GGUF names map one to one).

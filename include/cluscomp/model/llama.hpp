@@ -7,7 +7,10 @@
 /// Loading: from GGUF (any tensor type gguf_quant.hpp dequantises; llama.cpp's q/k row
 /// permutation undone for llama/mistral files) or from an HF directory (config.json +
 /// model.safetensors or a sharded model.safetensors.index.json; fp32/fp16/bf16). Weights are held
-/// as fp32. Missing or mis-shaped tensors, unknown architectures, prompts that do not fit the
+/// as fp32 (DenseWeights::kFp32, the default: what training and calibration read), or, with
+/// DenseWeights::kStored, the embedding, lm_head and every dense projection stay in the type the
+/// file stores them in (fp16, bf16, Q8_0, Q4_1, ...; fp32 tensors stay fp32) and are multiplied
+/// by ops/stored_matmul.hpp: the weights in memory are then about the file's size. Missing or mis-shaped tensors, unknown architectures, prompts that do not fit the
 /// context: Error naming the file, the tensor or the sizes.
 ///
 /// Numerics: fp32 activations and accumulation (ops/*.hpp). Every row of every op is computed by
@@ -52,6 +55,12 @@
 
 CLUSCOMP_NAMESPACE_BEGIN
 
+/// How the runtime holds dense weights (embedding, lm_head, projections that are not codebooks).
+enum class DenseWeights {
+  kFp32,    // dequantised / widened to fp32 (LlamaWeights::embed, Linear::dense)
+  kStored,  // in the file's type (LlamaWeights::embed_stored, Linear::stored); fp32 tensors as kFp32
+};
+
 /// Runtime settings of a loaded model.
 struct LlamaRuntimeOptions {
   int threads = 0;  // worker threads including the caller; 0 = hardware concurrency
@@ -59,6 +68,10 @@ struct LlamaRuntimeOptions {
   /// (backend_status, host/device_status.hpp) before any work, never a silent CPU fallback.
   /// Last member, so that existing aggregate initialisations keep their meaning.
   Device device = Device::kCpu;
+  /// kStored keeps dense weights in their file's type (issue 23: a decoded token then reads the
+  /// file's bytes, not an fp32 copy four times their size). kFp32 is the default because the
+  /// calibration and training pipelines read LlamaWeights::embed and dense_weight() as fp32.
+  DenseWeights dense = DenseWeights::kFp32;
 };
 
 /// Keys and values of every block for positions [0, length()), fp32, (capacity, kv_dim) per block.
@@ -111,9 +124,20 @@ struct LlamaBlock {
   Linear gate, up, down;         // mlp.{gate,up,down}_proj
 };
 
-/// Every weight of a model, fp32. `lm_head` shares `embed` when the embeddings are tied.
+/// Every weight of a model. The embedding is `embed` (fp32) or `embed_stored` (a stored type),
+/// exactly one of them; `lm_head` shares it when the embeddings are tied.
 struct LlamaWeights {
-  std::shared_ptr<const std::vector<float>> embed;  // (vocab, hidden)
+  std::shared_ptr<const std::vector<float>> embed;     // (vocab, hidden) fp32, or null
+  std::shared_ptr<const StoredMatrix> embed_stored;    // (vocab, hidden) in the file's type, or null
+
+  /// The fp32 embedding, for the code that reads it as fp32 (calibration, training, activation
+  /// statistics). Error(kInvalidArgument) naming `who` when the model holds it in a stored type.
+  const std::vector<float>& embed_fp32(const std::string& who) const {
+    if (!embed)
+      throw Error(StatusCode::kInvalidArgument,
+                  who + " needs the fp32 embedding: load the model with DenseWeights::kFp32 (it is held stored)");
+    return *embed;
+  }
   std::vector<float> final_norm;                    // (hidden)
   Linear lm_head;                                   // (vocab, hidden)
   std::vector<LlamaBlock> blocks;
@@ -167,6 +191,12 @@ inline void require_linear(const Linear& l, int64_t out, int64_t in, const std::
 
 }  // namespace model_detail
 
+/// Supplies a 2-D weight in its stored type (DenseWeights::kStored): given its HF name and
+/// expected shape, returns false to fall back to LlamaTensorFetch (missing, or a type kept as fp32)
+/// or sets `out`. Errors as LlamaTensorFetch.
+using LlamaStoredFetch = std::function<bool(const std::string& hf_name, const std::vector<int64_t>& shape,
+                                            std::shared_ptr<const StoredMatrix>* out)>;
+
 /// Supplies a projection as a ready Linear (e.g. a codebook layer) given its HF prefix
 /// ("model.layers.0.self_attn.q_proj"), expected (out, in) and bias; returns false to fall back to
 /// LlamaTensorFetch of "<prefix>.weight".
@@ -174,10 +204,12 @@ using LlamaLinearSource =
     std::function<bool(const std::string& prefix, int64_t out, int64_t in, std::vector<float> bias, Linear* out_layer)>;
 
 /// Builds the weights of `c` through `fetch` (HF names), projections through `linear_source` first
-/// when given. Missing required tensors: Error(kNotFound) naming `source` and the tensor. Biases are
+/// when given, the embedding, lm_head and other projection weights through `stored` first when
+/// given. Missing required tensors: Error(kNotFound) naming `source` and the tensor. Biases are
 /// loaded wherever the source has them.
 inline LlamaWeights build_llama_weights(const LlamaConfig& c, const LlamaTensorFetch& fetch,
-                                        const std::string& source, const LlamaLinearSource& linear_source = {}) {
+                                        const std::string& source, const LlamaLinearSource& linear_source = {},
+                                        const LlamaStoredFetch& stored = {}) {
   auto need = [&](const std::string& name, std::vector<int64_t> shape) {
     std::vector<float> v;
     if (!fetch(name, shape, &v))
@@ -193,15 +225,21 @@ inline LlamaWeights build_llama_weights(const LlamaConfig& c, const LlamaTensorF
     std::vector<float> b = optional(prefix + ".bias", {out});
     Linear l;
     if (linear_source && linear_source(prefix, out, in, b, &l)) return l;
+    std::shared_ptr<const StoredMatrix> sm;
+    if (stored && stored(prefix + ".weight", {out, in}, &sm)) return Linear::stored(prefix, std::move(sm), std::move(b));
     std::vector<float> w = need(prefix + ".weight", {out, in});
     return Linear::dense(prefix, out, in, std::move(w), std::move(b));
   };
   const int64_t H = c.hidden_size, F = c.intermediate_size, Q = c.q_dim(), KV = c.kv_dim();
   LlamaWeights w;
-  w.embed = std::make_shared<const std::vector<float>>(need("model.embed_tokens.weight", {c.vocab_size, H}));
+  if (!(stored && stored("model.embed_tokens.weight", {c.vocab_size, H}, &w.embed_stored)))
+    w.embed = std::make_shared<const std::vector<float>>(need("model.embed_tokens.weight", {c.vocab_size, H}));
   w.final_norm = need("model.norm.weight", {H});
+  std::shared_ptr<const StoredMatrix> head;
   if (c.tie_word_embeddings) {
-    w.lm_head = Linear::dense("lm_head", c.vocab_size, H, w.embed);
+    w.lm_head = w.embed_stored ? Linear::stored("lm_head", w.embed_stored) : Linear::dense("lm_head", c.vocab_size, H, w.embed);
+  } else if (stored && stored("lm_head.weight", {c.vocab_size, H}, &head)) {
+    w.lm_head = Linear::stored("lm_head", std::move(head));
   } else {
     w.lm_head = Linear::dense("lm_head", c.vocab_size, H, need("lm_head.weight", {c.vocab_size, H}));
   }
@@ -232,8 +270,18 @@ class LlamaModel {
     const LlamaConfig& c = config_;
     using model_detail::require_linear;
     using model_detail::require_size;
-    if (!w_.embed) throw Error(StatusCode::kInvalidArgument, "model: no embedding");
-    require_size(*w_.embed, c.vocab_size * c.hidden_size, "model.embed_tokens.weight");
+    if (!w_.embed == !w_.embed_stored)
+      throw Error(StatusCode::kInvalidArgument, "model: the embedding must be given either as fp32 or stored, not " +
+                                                    std::string(w_.embed ? "both" : "neither"));
+    if (w_.embed) {
+      require_size(*w_.embed, c.vocab_size * c.hidden_size, "model.embed_tokens.weight");
+    } else if (w_.embed_stored->rows() != c.vocab_size || w_.embed_stored->cols() != c.hidden_size) {
+      throw Error(StatusCode::kInvalidArgument, "model.embed_tokens.weight is (" +
+                                                    std::to_string(w_.embed_stored->rows()) + ", " +
+                                                    std::to_string(w_.embed_stored->cols()) + "), expected (" +
+                                                    std::to_string(c.vocab_size) + ", " +
+                                                    std::to_string(c.hidden_size) + ")");
+    }
     require_size(w_.final_norm, c.hidden_size, "model.norm.weight");
     require_linear(w_.lm_head, c.vocab_size, c.hidden_size, "lm_head.weight");
     if (static_cast<int64_t>(w_.blocks.size()) != c.num_hidden_layers)
@@ -305,8 +353,12 @@ class LlamaModel {
     auto sz = [](int64_t a, int64_t b) { return static_cast<size_t>(a * b); };
     std::vector<float> x(sz(n, H)), h(sz(n, H)), q(sz(n, Q)), attn(sz(n, Q)), tmp(sz(n, H));
     std::vector<float> gate(sz(n, F)), up(sz(n, F));
-    for (int64_t t = 0; t < n; ++t)
-      std::copy(w_.embed->data() + ids[t] * H, w_.embed->data() + (ids[t] + 1) * H, x.data() + t * H);
+    for (int64_t t = 0; t < n; ++t) {
+      if (w_.embed)
+        std::copy(w_.embed->data() + ids[t] * H, w_.embed->data() + (ids[t] + 1) * H, x.data() + t * H);
+      else  // only the rows of these tokens are decoded (exactly: equal to the fp32 embedding's rows)
+        throw_if_error(decode_stored_rows(w_.embed_stored->view(), ids[t], 1, x.data() + t * H, H));
+    }
     const RopeTable rope = make_rope_table(inv_freq_, pos0, n);
     for (int64_t l = 0; l < c.num_hidden_layers; ++l) {
       const LlamaBlock& b = w_.blocks[static_cast<size_t>(l)];
@@ -376,8 +428,10 @@ class LlamaModel {
   MemoryReport memory_report(const KvCache* cache = nullptr, int64_t tokens = 1) const {
     const LlamaConfig& c = config_;
     MemoryReport r;
-    r.weights = static_cast<int64_t>(w_.embed->size() + w_.final_norm.size()) * 4;
-    if (!w_.lm_head.shares_weight_with(w_.embed.get())) r.weights += w_.lm_head.memory_bytes();
+    r.weights = static_cast<int64_t>((w_.embed ? w_.embed->size() : 0) + w_.final_norm.size()) * 4 +
+                (w_.embed_stored ? w_.embed_stored->bytes() : 0);
+    if (!w_.lm_head.shares_weight_with(w_.embed.get()) && !w_.lm_head.shares_weight_with(w_.embed_stored.get()))
+      r.weights += w_.lm_head.memory_bytes();
     for (const LlamaBlock& b : w_.blocks) {
       r.weights += static_cast<int64_t>(b.attn_norm.size() + b.ffn_norm.size()) * 4;
       for (const Linear* l : {&b.q, &b.k, &b.v, &b.o, &b.gate, &b.up, &b.down}) r.weights += l->memory_bytes();
@@ -396,6 +450,39 @@ class LlamaModel {
   std::unique_ptr<ThreadPool> pool_;
 };
 
+namespace model_detail {
+
+/// A (rows, cols) tensor in ggml type `type_id` as a StoredMatrix, or null when the runtime keeps
+/// it as fp32 (fp32 itself, a type stored_matmul_nt has no decoder for, rows that are not whole
+/// blocks).
+inline std::shared_ptr<const StoredMatrix> stored_matrix_of(const std::string& name, uint32_t type_id,
+                                                            const std::vector<int64_t>& shape,
+                                                            std::vector<unsigned char> bytes) {
+  StoredType t;
+  if (shape.size() != 2 || type_id == 0 || !stored_type_from_id(type_id, &t) || stored_row_bytes(t, shape[1]) < 0)
+    return nullptr;
+  return std::make_shared<const StoredMatrix>(name, t, shape[0], shape[1], std::move(bytes));
+}
+
+}  // namespace model_detail
+
+/// The LlamaStoredFetch of a model source under `opt` (empty unless DenseWeights::kStored).
+inline LlamaStoredFetch stored_fetch_of(const ModelSource& src, const LlamaRuntimeOptions& opt) {
+  if (opt.dense != DenseWeights::kStored) return {};
+  return [&src](const std::string& name, const std::vector<int64_t>& shape, std::shared_ptr<const StoredMatrix>* out) {
+    const ModelSource::Entry* e = src.find(name);
+    if (!e || shape.size() != 2) return false;
+    StoredType t;
+    const uint32_t id = src.stored_type_id(*e);
+    if (id == 0 || !stored_type_from_id(id, &t) || stored_row_bytes(t, shape[1]) < 0) return false;
+    uint32_t type_id = 0;
+    std::vector<unsigned char> bytes;
+    if (!src.fetch_stored(name, shape, &type_id, &bytes)) return false;
+    *out = model_detail::stored_matrix_of(src.name() + ": " + name, type_id, shape, std::move(bytes));
+    return *out != nullptr;
+  };
+}
+
 /// Loads a LLaMA-family model from an open GGUF file: config from metadata
 /// (llama_config_from_gguf: unknown architectures are Error(kUnsupported)), every tensor
 /// dequantised to fp32 (bit-identical to ggml), q/k rows of llama/mistral files restored to HF
@@ -406,7 +493,8 @@ inline LlamaModel load_llama_gguf(const GgufReader& g, const LlamaRuntimeOptions
   LlamaTensorFetch fetch = [&](const std::string& name, const std::vector<int64_t>& shape, std::vector<float>* out) {
     return src.fetch(name, shape, out);
   };
-  return LlamaModel(src.config(), build_llama_weights(src.config(), fetch, src.name()), opt);
+  return LlamaModel(src.config(), build_llama_weights(src.config(), fetch, src.name(), {}, stored_fetch_of(src, opt)),
+                    opt);
 }
 
 /// Loads a GGUF file by path (see load_llama_gguf(const GgufReader&)).
@@ -426,7 +514,8 @@ inline LlamaModel load_llama_hf(const std::string& dir, const LlamaRuntimeOption
   LlamaTensorFetch fetch = [&](const std::string& name, const std::vector<int64_t>& shape, std::vector<float>* out) {
     return src.fetch(name, shape, out);
   };
-  return LlamaModel(src.config(), build_llama_weights(src.config(), fetch, src.name()), opt);
+  return LlamaModel(src.config(), build_llama_weights(src.config(), fetch, src.name(), {}, stored_fetch_of(src, opt)),
+                    opt);
 }
 
 /// Loads a cluscomp-format model (io/cluscomp_format.hpp, as `cluscomp compress` writes it): the
@@ -474,7 +563,20 @@ inline LlamaModel load_llama_cluscomp(const std::string& path, const LlamaRuntim
     *l = Linear::from_codebook(prefix, it->second, std::move(bias));
     return true;
   };
-  return LlamaModel(c, build_llama_weights(c, fetch, path, lin), opt);
+  // Dense tensors of a cluscomp file are safetensors F32/F16/BF16 (compress keeps the source's
+  // 16-bit types or writes fp32): kStored keeps the 16-bit ones as they are.
+  LlamaStoredFetch stored;
+  if (opt.dense == DenseWeights::kStored)
+    stored = [&](const std::string& name, const std::vector<int64_t>& shape, std::shared_ptr<const StoredMatrix>* out) {
+      const TensorRef* t = cm.find_dense(name);
+      if (!t || t->shape != shape) return false;  // missing or mis-shaped: the fp32 fetch reports it
+      const uint32_t id = t->dtype == DType::kF16 ? 1u : t->dtype == DType::kBF16 ? 30u : 0u;
+      if (id == 0) return false;
+      *out = model_detail::stored_matrix_of(path + ": " + name, id, shape,
+                                            std::vector<unsigned char>(t->data, t->data + t->nbytes));
+      return *out != nullptr;
+    };
+  return LlamaModel(c, build_llama_weights(c, fetch, path, lin, stored), opt);
 }
 
 /// Loads a GGUF file, an HF directory, a cluscomp-format file (a .safetensors file whose metadata

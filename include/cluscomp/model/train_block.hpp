@@ -300,6 +300,10 @@ class BasicTrainBlock {
       L.grad.assign(L.centroids.size(), T(0));
     } else {
       const float* w = src.dense_weight();
+      if (!w)
+        throw Error(StatusCode::kInvalidArgument, "train block: layer '" + L.name +
+                                                      "' is held in its file's stored type; training needs fp32 "
+                                                      "(load the model with DenseWeights::kFp32)");
       L.w.assign(w, w + out * in);
       L.wt = transposed(L.w.data(), out, in);
     }

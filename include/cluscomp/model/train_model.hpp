@@ -73,10 +73,11 @@ class BasicTrainModel {
     eps_ = static_cast<float>(c.rms_norm_eps);
     // A frozen fp32 embedding is shared with `m` (kept alive by the shared_ptr), not copied: it is
     // the largest tensor of a small model (113 MB for SmolLM2-135M).
+    (void)w.embed_fp32("training");  // a stored embedding is an Error here, never a null read
     if constexpr (std::is_same_v<T, float>) {
       if (!opt_.train_all) embed_shared_ = w.embed;
     }
-    if (!embed_shared_) embed_.assign(w.embed->begin(), w.embed->end());
+    if (!embed_shared_) embed_.assign(w.embed_fp32("training").begin(), w.embed_fp32("training").end());
     final_norm_.assign(w.final_norm.begin(), w.final_norm.end());
     tied_ = w.lm_head.shares_weight_with(w.embed.get());
     if (!tied_) {

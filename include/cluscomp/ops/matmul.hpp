@@ -14,6 +14,7 @@
 /// about k * 2^-24 in the worst case); within one machine the result is deterministic.
 
 #include <algorithm>
+#include <cmath>
 #include <cstdint>
 #include <string>
 
@@ -57,8 +58,15 @@ inline float sum_lanes(const float* l) {
   return (b0 + b2) + (b1 + b3);
 }
 
-/// Portable micro-tile: lanes emulated with arrays (separate multiply and add).
-template <int MR, int NR>
+/// How the 8 lanes accumulate. matmul_nt's portable path multiplies and adds separately (its
+/// results predate the fused variant and stay as they were); the stored-type products
+/// (ops/stored_matmul.hpp) use std::fma on their portable path so that it is bit-identical to
+/// the AVX2+FMA one.
+enum class LaneMath { kAvx2Fma, kPortableMulAdd, kPortableFma };
+
+/// Portable micro-tile: lanes emulated with arrays; Fused: std::fma (one rounding, as the AVX2
+/// path), else a separately rounded multiply and add.
+template <int MR, int NR, bool Fused>
 inline void micro_tile_portable(const float* x, int64_t ldx, const float* w, int64_t ldw, int64_t k8,
                                 float (*out)[kMaxNr]) {
   float acc[MR][NR][kLanes] = {};
@@ -66,8 +74,12 @@ inline void micro_tile_portable(const float* x, int64_t ldx, const float* w, int
     for (int i = 0; i < MR; ++i)
       for (int j = 0; j < NR; ++j)
         for (int l = 0; l < kLanes; ++l) {
-          const float prod = x[i * ldx + p + l] * w[j * ldw + p + l];
-          acc[i][j][l] = acc[i][j][l] + prod;
+          if (Fused) {
+            acc[i][j][l] = std::fma(x[i * ldx + p + l], w[j * ldw + p + l], acc[i][j][l]);
+          } else {
+            const float prod = x[i * ldx + p + l] * w[j * ldw + p + l];
+            acc[i][j][l] = acc[i][j][l] + prod;
+          }
         }
   for (int i = 0; i < MR; ++i)
     for (int j = 0; j < NR; ++j) out[i][j] = sum_lanes(acc[i][j]);
@@ -101,21 +113,25 @@ __attribute__((target("avx2,fma"))) inline void micro_tile_avx2(const float* x, 
 #endif
 
 /// One micro-tile of y: the lane part from the chosen path, then the k tail in order, then bias.
+/// a.w holds rows [w_row0, ...) of w: row j of w is a.w + (j - w_row0) * a.ldw (a caller that
+/// decodes a few rows at a time passes just those).
 template <int MR, int NR>
-inline void tile(const MatmulArgs& a, int64_t i0, int64_t j0, bool avx2) {
+inline void tile(const MatmulArgs& a, int64_t i0, int64_t j0, LaneMath lm, int64_t w_row0) {
   const int64_t k8 = a.k / kLanes * kLanes;
   float out[kMaxMr][kMaxNr];
   const float* x = a.x + i0 * a.ldx;
-  const float* w = a.w + j0 * a.ldw;
+  const float* w = a.w + (j0 - w_row0) * a.ldw;
+  if (lm == LaneMath::kPortableFma) {
+    micro_tile_portable<MR, NR, true>(x, a.ldx, w, a.ldw, k8, out);
+  } else if (lm == LaneMath::kPortableMulAdd) {
+    micro_tile_portable<MR, NR, false>(x, a.ldx, w, a.ldw, k8, out);
+  } else {
 #if CLUSCOMP_OPS_X86
-  if (avx2)
     micro_tile_avx2<MR, NR>(x, a.ldx, w, a.ldw, k8, out);
-  else
-    micro_tile_portable<MR, NR>(x, a.ldx, w, a.ldw, k8, out);
 #else
-  (void)avx2;
-  micro_tile_portable<MR, NR>(x, a.ldx, w, a.ldw, k8, out);
+    micro_tile_portable<MR, NR, true>(x, a.ldx, w, a.ldw, k8, out);  // never chosen: no AVX2 here
 #endif
+  }
   for (int i = 0; i < MR; ++i)
     for (int j = 0; j < NR; ++j) {
       float s = out[i][j];
@@ -129,25 +145,26 @@ inline void tile(const MatmulArgs& a, int64_t i0, int64_t j0, bool avx2) {
 }
 
 template <int MR>
-inline void tile_rows(const MatmulArgs& a, int64_t i0, int64_t j0, int nr, bool avx2) {
+inline void tile_rows(const MatmulArgs& a, int64_t i0, int64_t j0, int nr, LaneMath lm, int64_t w_row0) {
   switch (nr) {
-    case 3: tile<MR, 3>(a, i0, j0, avx2); break;
-    case 2: tile<MR, 2>(a, i0, j0, avx2); break;
-    default: tile<MR, 1>(a, i0, j0, avx2); break;
+    case 3: tile<MR, 3>(a, i0, j0, lm, w_row0); break;
+    case 2: tile<MR, 2>(a, i0, j0, lm, w_row0); break;
+    default: tile<MR, 1>(a, i0, j0, lm, w_row0); break;
   }
 }
 
-/// Columns [j_begin, j_end) of y for every row.
-inline void matmul_columns(const MatmulArgs& a, int64_t j_begin, int64_t j_end, bool avx2) {
+/// Columns [j_begin, j_end) of y for every row; a.w starts at row w_row0 of w (see tile).
+inline void matmul_columns(const MatmulArgs& a, int64_t j_begin, int64_t j_end, LaneMath lm,
+                           int64_t w_row0 = 0) {
   for (int64_t ib = 0; ib < a.m; ib += kRowsPerBlock) {
     const int64_t ie = std::min(a.m, ib + kRowsPerBlock);
     for (int64_t j = j_begin; j < j_end; j += kMaxNr) {
       const int nr = static_cast<int>(std::min<int64_t>(kMaxNr, j_end - j));
       for (int64_t i = ib; i < ie; i += kMaxMr) {
         switch (std::min<int64_t>(kMaxMr, ie - i)) {
-          case 3: tile_rows<3>(a, i, j, nr, avx2); break;
-          case 2: tile_rows<2>(a, i, j, nr, avx2); break;
-          default: tile_rows<1>(a, i, j, nr, avx2); break;
+          case 3: tile_rows<3>(a, i, j, nr, lm, w_row0); break;
+          case 2: tile_rows<2>(a, i, j, nr, lm, w_row0); break;
+          default: tile_rows<1>(a, i, j, nr, lm, w_row0); break;
         }
       }
     }
@@ -178,14 +195,15 @@ inline Status check_matmul_args(const MatmulArgs& a) {
 inline Status matmul_nt(const MatmulArgs& a, ThreadPool* pool = nullptr) {
   Status s = check_matmul_args(a);
   if (!s.ok() || a.m == 0 || a.n == 0) return s;
-  const bool avx2 = cpu_has_avx2_fma();
+  const ops_detail::LaneMath lm =
+      cpu_has_avx2_fma() ? ops_detail::LaneMath::kAvx2Fma : ops_detail::LaneMath::kPortableMulAdd;
   const int64_t per_task = ops_detail::kColumnsPerTask;
   const int64_t tasks = (a.n + per_task - 1) / per_task;
   // Small products (attention rows, tiny models) are not worth waking the pool for.
   ThreadPool* p = (a.m * a.n * a.k < (int64_t{1} << 16)) ? nullptr : pool;
   parallel_for(p, tasks, [&](int64_t t) {
     const int64_t j0 = t * per_task;
-    ops_detail::matmul_columns(a, j0, std::min(a.n, j0 + per_task), avx2);
+    ops_detail::matmul_columns(a, j0, std::min(a.n, j0 + per_task), lm);
   });
   return Status();
 }

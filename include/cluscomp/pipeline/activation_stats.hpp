@@ -94,7 +94,7 @@ inline ActivationStats collect_activation_stats(const LlamaModel& model, const s
       calibrate_detail::window_offsets(static_cast<int64_t>(tokens.size()), n, o.samples, o.seed, "activation stats");
   const size_t per_sample = static_cast<size_t>(n * H);
   std::vector<float> x(static_cast<size_t>(o.samples) * per_sample);
-  calibrate_detail::embed_windows(*model.weights().embed, c.vocab_size, H, tokens, offsets, n, x.data(), "activation stats");
+  calibrate_detail::embed_windows(model.weights().embed_fp32("activation stats"), c.vocab_size, H, tokens, offsets, n, x.data(), "activation stats");
 
   ActivationStats out;
   out.tokens = o.samples * n;

@@ -310,7 +310,8 @@ inline void check_same_model(const LlamaModel& teacher, const LlamaModel& studen
   field("num_key_value_heads", a.num_key_value_heads, b.num_key_value_heads);
   field("head_dim", a.head_dim, b.head_dim);
   field("vocab_size", a.vocab_size, b.vocab_size);
-  const std::vector<float>&ea = *teacher.weights().embed, &eb = *student.weights().embed;
+  const std::vector<float>&ea = teacher.weights().embed_fp32("calibrate (teacher)"),
+                           &eb = student.weights().embed_fp32("calibrate (student)");
   for (size_t i = 0; i < ea.size(); ++i)
     if (!(std::fabs(ea[i] - eb[i]) <= std::ldexp(std::fabs(ea[i]), -7) + 1e-6f))
       throw Error(StatusCode::kInvalidArgument,
@@ -393,7 +394,8 @@ inline CalibrateReport calibrate_model(LlamaModel& teacher, const std::string& t
   job["tokens"] = {tokens.size(), digest_hex(fnv1a(tokens.data(), tokens.size() * sizeof(int32_t)))};
   const std::string config_text = llama_config_text(c);
   uint64_t teacher_digest = fnv1a(config_text.data(), config_text.size());
-  teacher_digest = fnv1a(teacher.weights().embed->data(), teacher.weights().embed->size() * sizeof(float), teacher_digest);
+  const std::vector<float>& teacher_embed = teacher.weights().embed_fp32("calibrate (teacher)");
+  teacher_digest = fnv1a(teacher_embed.data(), teacher_embed.size() * sizeof(float), teacher_digest);
   const fs::path work = open_work_dir(out_path, o.work_dir);
   std::error_code ec;
 
@@ -402,7 +404,7 @@ inline CalibrateReport calibrate_model(LlamaModel& teacher, const std::string& t
   const size_t sample_values = static_cast<size_t>(n * H);
   std::vector<float> x_fp(static_cast<size_t>(o.samples) * sample_values), x_q, y_fp(x_fp.size()), y_aug;
   std::vector<float> y_untrained(x_fp.size());  // the block's output before training
-  const std::vector<float>& embed = *teacher.weights().embed;
+  const std::vector<float>& embed = teacher.weights().embed_fp32("calibrate (teacher)");
   embed_windows(embed, c.vocab_size, H, tokens, offsets, n, x_fp.data(), "calibrate");
   x_q = x_fp;
   if (o.aug_loss) y_aug.resize(x_fp.size());

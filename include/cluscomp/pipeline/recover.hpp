@@ -172,7 +172,7 @@ inline int64_t count_parameters(const LlamaModel& m) {
       p += l->out_features() * l->in_features() + static_cast<int64_t>(l->bias().size());
     p += static_cast<int64_t>(b.attn_norm.size() + b.ffn_norm.size());
   }
-  p += static_cast<int64_t>(w.embed->size() + w.final_norm.size());
+  p += static_cast<int64_t>(w.embed_fp32("recover").size() + w.final_norm.size());
   if (!w.lm_head.shares_weight_with(w.embed.get())) p += w.lm_head.out_features() * w.lm_head.in_features();
   return p;
 }
