@@ -196,24 +196,11 @@ Replay replay_any(const CodebookTensor& t, const std::vector<float>& x, int m, c
   }
 }
 
-struct Case {
-  int64_t out, in;
-  int d;
-  int64_t k;
-  int bits, s;
-};
+using Case = cluscomp_test::LookupCase;
 
 void check_case(const Case& c, DType dtype, int m, bool integers, int word_shift, uint32_t seed) {
-  CodebookShape sh;
-  sh.out = c.out;
-  sh.in = c.in;
-  sh.d = c.d;
-  sh.k = c.k;
-  sh.code_bits = c.bits;
-  sh.num_codebooks = c.s;
-  sh.centroid_dtype = dtype;
   std::mt19937 rng(seed);
-  const CodebookTensor t = cluscomp_test::lookup_tensor(sh, integers, rng);
+  const CodebookTensor t = cluscomp_test::lookup_tensor(c, dtype, integers, rng);
   const std::vector<float> x = cluscomp_test::lookup_x(m * c.in, integers, rng);
   std::vector<float> bias = cluscomp_test::lookup_x(c.out, integers, rng);
   INFO("seed " << seed << " out " << c.out << " in " << c.in << " d " << c.d << " K " << c.k << " bits " << c.bits

@@ -146,24 +146,7 @@ Out run_gpu(const CodebookTensor& t, const std::vector<float>& x, int64_t m, con
   return o;
 }
 
-struct Case {
-  int64_t out, in;
-  int d;
-  int64_t k;
-  int bits, s;
-};
-
-CodebookTensor make_tensor(const Case& c, DType dt, bool integers, std::mt19937& rng) {
-  CodebookShape sh;
-  sh.out = c.out;
-  sh.in = c.in;
-  sh.d = c.d;
-  sh.k = c.k;
-  sh.code_bits = c.bits;
-  sh.num_codebooks = c.s;
-  sh.centroid_dtype = dt;
-  return cluscomp_test::lookup_tensor(sh, integers, rng);
-}
+using Case = cluscomp_test::LookupCase;
 
 std::string describe(const Case& c, DType dt, int64_t m, const Call& call) {
   return "out " + std::to_string(c.out) + " in " + std::to_string(c.in) + " d " + std::to_string(c.d) + " K " +
@@ -188,7 +171,7 @@ TEST_CASE("lookup_gemm_gpu is bit-exact on small integers: every dtype, d, width
   for (const Case& c : kCases)
     for (DType dt : {DType::kF32, DType::kF16, DType::kBF16}) {
       std::mt19937 rng(seed++);
-      const CodebookTensor t = make_tensor(c, dt, true, rng);
+      const CodebookTensor t = cluscomp_test::lookup_tensor(c, dt, true, rng);
       const int64_t table = int64_t{c.s} * c.k * c.d * dtype_size(dt);
       for (int64_t m : {1, 3, 16, 21, 40}) {
         const std::vector<float> x = cluscomp_test::lookup_x(m * c.in, true, rng);
@@ -225,7 +208,7 @@ TEST_CASE("lookup_gemm_gpu gives the same bits on every run", "[lookup_gemm_gpu]
   Cublas cublas;
   std::mt19937 rng(7);
   const Case c{1000, 2048, 4, 4096, 12, 1};
-  const CodebookTensor t = make_tensor(c, DType::kF16, false, rng);
+  const CodebookTensor t = cluscomp_test::lookup_tensor(c, DType::kF16, false, rng);
   for (int64_t m : {1, 5, 64}) {
     const std::vector<float> x = cluscomp_test::lookup_x(m * c.in, false, rng);
     const Call call{DType::kF16, DType::kF32, LookupGpuPath::kAuto, LookupTablePlacement::kAuto, 0, 0};
@@ -242,7 +225,7 @@ TEST_CASE("lookup_gemm_gpu is within tolerance on Gaussian data, fp32/fp16/bf16 
   for (const Case& c : {Case{1000, 2048, 4, 4096, 12, 1}, Case{520, 1500, 8, 512, 9, 2}, Case{300, 777, 16, 64, 6, 1}})
     for (DType dt : {DType::kF32, DType::kF16, DType::kBF16}) {
       std::mt19937 rng(seed++);
-      const CodebookTensor t = make_tensor(c, dt, false, rng);
+      const CodebookTensor t = cluscomp_test::lookup_tensor(c, dt, false, rng);
       for (int64_t m : {1, 4, 16, 48}) {
         for (DType xdt : {DType::kF32, DType::kF16, DType::kBF16}) {
           const std::vector<float> x = rounded(cluscomp_test::lookup_x(m * c.in, false, rng), xdt);
@@ -273,7 +256,7 @@ TEST_CASE("lookup_gemm_gpu: fp16/bf16 centroids with large activations stay fini
   std::mt19937 rng(31);
   const Case c{1024, 1024, 4, 256, 8, 1};
   for (DType dt : {DType::kF16, DType::kBF16}) {
-    CodebookTensor t = make_tensor(c, dt, false, rng);
+    CodebookTensor t = cluscomp_test::lookup_tensor(c, dt, false, rng);
     for (int s = 0; s < c.s; ++s)
       for (int64_t q = 0; q < c.k; ++q)
         for (int e = 0; e < c.d; ++e) t.set_centroid(s, q, e, 200.0f * t.centroid(s, q, e));
@@ -298,7 +281,7 @@ TEST_CASE("lookup_gemm_gpu: fp16/bf16 centroids with large activations stay fini
 TEST_CASE("lookup_gemm_gpu returns a Status naming each bad argument", "[lookup_gemm_gpu]") {
   std::mt19937 rng(5);
   const Case c{256, 300, 4, 65536, 16, 1};  // a 512 KiB fp16 table: too large for the shared placement
-  const CodebookTensor t = make_tensor(c, DType::kF16, true, rng);
+  const CodebookTensor t = cluscomp_test::lookup_tensor(c, DType::kF16, true, rng);
   DeviceBuffer<unsigned char> cent(t.centroid_bytes().data(), t.centroid_bytes().size());
   DeviceBuffer<uint32_t> codes(t.code_words().data(), t.code_words().size());
   DeviceBuffer<unsigned char> x(2 * 64 * 300 + 64), y(4 * 64 * 256);

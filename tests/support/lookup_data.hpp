@@ -27,6 +27,28 @@ cluscomp::CodebookTensor lookup_tensor(const cluscomp::CodebookShape& sh, bool i
   return t;
 }
 
+/// A test matrix's geometry, as the lookup tests list them: (out, in, d, K, code bits, S).
+struct LookupCase {
+  int64_t out, in;
+  int d;
+  int64_t k;
+  int bits, s;
+};
+
+/// lookup_tensor for a LookupCase with centroids of `dtype`.
+template <class Rng>
+cluscomp::CodebookTensor lookup_tensor(const LookupCase& c, cluscomp::DType dtype, bool integers, Rng& rng) {
+  cluscomp::CodebookShape sh;
+  sh.out = c.out;
+  sh.in = c.in;
+  sh.d = c.d;
+  sh.k = c.k;
+  sh.code_bits = c.bits;
+  sh.num_codebooks = c.s;
+  sh.centroid_dtype = dtype;
+  return lookup_tensor(sh, integers, rng);
+}
+
 /// Activations: small integers in [-2, 2] or N(0, 1).
 template <class Rng>
 std::vector<float> lookup_x(int64_t n, bool integers, Rng& rng) {
